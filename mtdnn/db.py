@@ -1,0 +1,153 @@
+"""Caffe training inputs: an image LMDB of ``Datum`` records and the HDF5 attribute file beside it.
+
+Caffe's ``Data`` layer reads the LMDB in key order and its ``HDF5Data`` layer reads the HDF5
+rows in order; with neither shuffling and both holding the same records in the same order,
+batch k of one is batch k of the other (checked by ``tests/test_caffe_train.py``).
+Both writers build their output under a temporary name and rename it into place, so an
+interrupted run never leaves something that looks complete.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import h5py
+import lmdb
+import numpy as np
+
+ATTRIBUTE_DATASET = "attributes"  # the HDF5 dataset name, and so the HDF5Data layer's top blob
+
+
+def _caffe_pb2():
+    from caffe.proto import caffe_pb2  # imported late: only what touches Datum needs pycaffe
+    return caffe_pb2
+
+
+def record_key(index: int) -> bytes:
+    """LMDB key of record ``index``: zero-padded, so key order is record order."""
+    return b"%08d" % index
+
+
+def image_to_datum(image: np.ndarray, label: int, encoded: bool = False) -> bytes:
+    """Serialize an HxWx3 uint8 BGR image and its label as a Caffe ``Datum``.
+
+    ``encoded=True`` stores PNG bytes (lossless; Caffe decodes them with OpenCV), otherwise
+    raw CxHxW pixels.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
+    datum = _caffe_pb2().Datum()
+    datum.label = int(label)
+    datum.height, datum.width, datum.channels = image.shape
+    if encoded:
+        ok, buf = cv2.imencode(".png", image)
+        if not ok:
+            raise ValueError("OpenCV could not encode the image")
+        datum.data = buf.tobytes()
+        datum.encoded = True
+    else:
+        datum.data = np.ascontiguousarray(image.transpose(2, 0, 1)).tobytes()
+    return datum.SerializeToString()
+
+
+def datum_to_image(raw: bytes) -> tuple[np.ndarray, int]:
+    """Inverse of :func:`image_to_datum`: (HxWx3 uint8 BGR image, label)."""
+    datum = _caffe_pb2().Datum()
+    datum.ParseFromString(raw)
+    if datum.encoded:
+        image = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_COLOR)
+    else:
+        image = np.frombuffer(datum.data, np.uint8).reshape(
+            datum.channels, datum.height, datum.width).transpose(1, 2, 0)
+    return image, datum.label
+
+
+def _prepare(path: Path, force: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    elif tmp.exists():
+        tmp.unlink()
+    return tmp
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def write_image_lmdb(path: Path, records: Iterable[tuple[np.ndarray, int]], encoded: bool = False,
+                     force: bool = False, map_size: int = 1 << 40, commit_every: int = 1000) -> int:
+    """Write ``(image, label)`` records to a new LMDB at ``path``; returns the record count."""
+    path = Path(path)
+    tmp = _prepare(path, force)
+    count = 0
+    env = lmdb.open(str(tmp), map_size=map_size, subdir=True, meminit=False, map_async=True)
+    try:
+        txn = env.begin(write=True)
+        for count, (image, label) in enumerate(records, 1):
+            txn.put(record_key(count - 1), image_to_datum(image, label, encoded))
+            if count % commit_every == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.commit()
+        env.sync()
+    finally:
+        env.close()
+    _replace(tmp, path)
+    return count
+
+
+def read_image_lmdb(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(image, label)`` in record order."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: no LMDB folder here")
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            for _, raw in txn.cursor():
+                yield datum_to_image(raw)
+    finally:
+        env.close()
+
+
+def lmdb_count(path: Path) -> int:
+    """Number of records in the LMDB at ``path``."""
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        return env.stat()["entries"]
+    finally:
+        env.close()
+
+
+def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False) -> Path:
+    """Write an N x M attribute matrix as float32 to ``path`` (.h5) and the one-line list
+    file that Caffe's ``HDF5Data`` layer takes as ``source`` (``path`` + ``.txt``, returned)."""
+    path = Path(path)
+    attributes = np.asarray(attributes, dtype=np.float32)
+    if attributes.ndim != 2:
+        raise ValueError(f"{path}: attributes must be N x M, got shape {attributes.shape}")
+    tmp = _prepare(path, force)
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset(ATTRIBUTE_DATASET, data=attributes)
+    _replace(tmp, path)
+    source = path.with_name(path.name + ".txt")
+    source_tmp = source.with_name(source.name + ".partial")
+    source_tmp.write_text(f"{path.resolve()}\n")
+    os.replace(source_tmp, source)
+    return source
+
+
+def read_attribute_hdf5(path: Path) -> np.ndarray:
+    """The N x M float32 attribute matrix written by :func:`write_attribute_hdf5`."""
+    with h5py.File(path, "r") as f:
+        if ATTRIBUTE_DATASET not in f:
+            raise ValueError(f"{path}: no '{ATTRIBUTE_DATASET}' dataset (found {list(f)})")
+        return f[ATTRIBUTE_DATASET][...]
