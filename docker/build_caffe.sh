@@ -76,19 +76,23 @@ if [[ ! -f $DSC ]] || ! echo "$DSC_SHA256  $DSC" | sha256sum -c --quiet - 2>/dev
 fi
 step "verifying checksums ($DSC sha256 pinned here; the tarballs against the .dsc)"
 echo "$DSC_SHA256  $DSC" | sha256sum -c -
-rm -rf src
-dpkg-source --no-copy -x "$DSC" src >/dev/null # checks the tarballs' sizes and hashes against the .dsc
-
-step "patching for protobuf >= 3.21 (SetTotalBytesLimit takes one argument)"
-sed -i 's/coded_input->SetTotalBytesLimit(kProtoReadBytesLimit, 536870912);/coded_input->SetTotalBytesLimit(kProtoReadBytesLimit);/' \
-  src/src/caffe/util/io.cpp
-grep -q 'SetTotalBytesLimit(kProtoReadBytesLimit);' src/src/caffe/util/io.cpp
+if [[ ! -f src/.patched ]]; then
+  rm -rf src
+  dpkg-source --no-copy -x "$DSC" src >/dev/null # checks the tarballs' sizes and hashes against the .dsc
+  step "patching for protobuf >= 3.21 (SetTotalBytesLimit takes one argument)"
+  sed -i 's/coded_input->SetTotalBytesLimit(kProtoReadBytesLimit, 536870912);/coded_input->SetTotalBytesLimit(kProtoReadBytesLimit);/' \
+    src/src/caffe/util/io.cpp
+  grep -q 'SetTotalBytesLimit(kProtoReadBytesLimit);' src/src/caffe/util/io.cpp
+  touch src/.patched
+fi
 
 step "configuring (gpu=$CAFFE_GPU)"
 NUMPY_INC=$("$PYTHON" -c 'import numpy; print(numpy.get_include())')
-STAGE=$WORK/stage
-rm -rf build "$STAGE"
-CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$STAGE" -DCMAKE_INSTALL_RPATH="$PREFIX/lib"
+# Installed with DESTDIR into a staging copy of PREFIX, so the rpath already names PREFIX/lib.
+DESTDIR=$WORK/destdir
+STAGE=$DESTDIR$PREFIX
+rm -rf "$DESTDIR" # build/ is kept: a rerun after a failure compiles only what changed
+CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX"
   -DBLAS=Open -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DBUILD_python=ON -DBUILD_python_layer=ON
   -DBUILD_docs=OFF -Dpython_version=3 -DPYTHON_EXECUTABLE="$PYTHON" -DPython_NumPy_INCLUDE_DIRS="$NUMPY_INC"
   -DNUMPY_INCLUDE_DIR="$NUMPY_INC")
@@ -102,22 +106,23 @@ cmake -S src -B build "${CMAKE_ARGS[@]}" >cmake.log || { tail -40 cmake.log; fal
 
 step "compiling with $JOBS jobs"
 make -C build -j"$JOBS" --no-print-directory caffe caffe.bin pycaffe 2>&1 | grep -E 'error|Error|Built target' || true
-make -C build -j"$JOBS" --no-print-directory install >install.log 2>&1 || { tail -40 install.log; false; }
+make -C build -j"$JOBS" --no-print-directory install DESTDIR="$DESTDIR" >install.log 2>&1 || { tail -40 install.log; false; }
 
 step "checking the staged build"
-"$STAGE/bin/caffe" --version 2>&1 | grep -q 'caffe version'
-LD_LIBRARY_PATH=$STAGE/lib PYTHONPATH=$STAGE/python "$PYTHON" -c 'import caffe; caffe.set_mode_cpu()'
+LD_LIBRARY_PATH=$STAGE/lib "$STAGE/bin/caffe" --version 2>&1 | grep -q 'caffe version'
+LD_LIBRARY_PATH=$STAGE/lib PYTHONPATH=$STAGE/lib/python3/dist-packages "$PYTHON" -c 'import caffe; caffe.set_mode_cpu()'
 
 step "installing into $PREFIX"
 # Move the old install aside first, so at no moment a half-copied caffe is in place.
 rm -rf "$PREFIX.old"
 [[ -e $PREFIX ]] && mv "$PREFIX" "$PREFIX.old"
 mv "$STAGE" "$PREFIX"
-rm -rf "$PREFIX.old"
+rm -rf "$PREFIX.old" "$DESTDIR"
+trap 'echo "[build_caffe] FAILED during: $CURRENT_STEP; removed $PREFIX" >&2; rm -rf "$PREFIX"' ERR
 BIN=$(dirname "$PYTHON")
 ln -sfn "$PREFIX/bin/caffe" "$BIN/caffe"
 SITE=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$PREFIX/python" >"$SITE/caffe.pth"
+echo "$PREFIX/lib/python3/dist-packages" >"$SITE/caffe.pth" # Debian installs pycaffe there
 # The install rpath points at PREFIX/lib, so neither `caffe` nor `import caffe` needs LD_LIBRARY_PATH.
 "$BIN/caffe" --version
 "$PYTHON" -c 'import caffe, sys; print("pycaffe", caffe.__version__, "from", caffe.__file__)'

@@ -1,0 +1,51 @@
+# Multi-task face recognition + attributes (Wang et al., ICMR 2017) in Caffe.
+#
+#   make setup      .venv with the pinned Python packages and Caffe 1.0 built from Debian's source
+#   make test       setup, then the test suite (real Caffe, real data from $(MTDNN_DATA))
+#   make demo       setup, then the main job end to end on real data (see README)
+#   make prototxt   render prototxt_templates/ into models/
+#   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
+#
+# Every target installs what it needs and is idempotent: a second `make setup` takes seconds.
+
+PYTHON_BASE ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+CAFFE       := $(VENV)/caffe/.stamp
+export MTDNN_DATA ?= $(abspath ../shared/data)
+# pycaffe prints every layer it builds through glog; tests and tools want quiet stderr.
+export GLOG_minloglevel ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo prototxt bench clean-caffe help
+
+help:
+	@sed -n '3,9p' Makefile
+
+setup: $(VENV)/.requirements $(CAFFE)
+
+$(VENV)/.requirements: requirements.txt
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# The repository root on the venv's path: `import mtdnn` and `import generate` work from tools/ too.
+	$(PY) -c 'import sysconfig; print("$(CURDIR)", file=open(sysconfig.get_paths()["purelib"] + "/mtdnn-repo.pth", "w"))'
+	touch $@
+
+# The build script is a no-op when its stamp matches, so it can always be asked.
+$(CAFFE): docker/build_caffe.sh $(VENV)/.requirements
+	docker/build_caffe.sh $(PY) $(VENV)/caffe
+
+prototxt: $(VENV)/.requirements
+	$(PY) -m generate all
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/demo.py
+
+bench: setup
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean-caffe:
+	rm -rf $(VENV)/caffe $(VENV)/caffe.build $(VENV)/bin/caffe
