@@ -1,0 +1,68 @@
+"""The Caffe that `make setup` installs: usable with no variable set, idempotent, atomic on failure."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mtdnn.paths import REPO
+
+VENV_BIN = Path(sys.executable).parent
+BUILD = REPO / "docker" / "build_caffe.sh"
+CLEAN_ENV = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+
+
+def run(cmd, extra_env=None, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, env={**CLEAN_ENV, **(extra_env or {})}, **kw)
+
+
+def test_caffe_command_is_in_the_venv():
+    out = run(["caffe", "--version"])
+    assert out.returncode == 0, out.stderr
+    assert "caffe version 1.0.0" in out.stdout + out.stderr
+
+
+def test_pycaffe_imports_and_runs_without_environment(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text("""
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "y"
+        convolution_param { num_output: 5 kernel_size: 3 weight_filler { type: "constant" value: 1 } } }
+""")
+    code = f"""
+import caffe, numpy as np
+net = caffe.Net({str(net)!r}, caffe.TEST)
+net.blobs['x'].data[...] = 1
+y = net.forward()['y']
+assert y.shape == (2, 5, 2, 2), y.shape
+assert np.allclose(y, 27), y.ravel()[:4]
+print('ok')
+"""
+    out = run([sys.executable, "-c", code], cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_second_build_is_a_no_op():
+    prefix = VENV_BIN.parent / "caffe"
+    before = (prefix / ".stamp").read_text()
+    out = run([str(BUILD), sys.executable, str(prefix)])
+    assert out.returncode == 0, out.stderr
+    assert "already installed" in out.stdout
+    assert (prefix / ".stamp").read_text() == before
+
+
+def test_failed_build_names_the_step_and_installs_nothing(tmp_path):
+    """A build that fails (here: an interpreter without numpy) leaves no caffe behind."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nexit 1\n")
+    fake_python.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    # Reuse the downloaded source so the test needs no network.
+    for f in (VENV_BIN.parent / "caffe.build").glob("caffe_*"):
+        (work / f.name).symlink_to(f)
+    prefix = tmp_path / "prefix"
+    out = run([str(BUILD), str(fake_python), str(prefix)], extra_env={"CAFFE_WORK": str(work)})
+    assert out.returncode != 0
+    assert "FAILED during: configuring" in out.stderr, out.stderr[-2000:]
+    assert not prefix.exists()
+    assert not (tmp_path / "caffe").exists()
