@@ -1,0 +1,101 @@
+"""Parse the log that `caffe train` writes (glog lines on stderr) into training and test records.
+
+The lines used (Caffe 1.0's solver.cpp):
+
+    Iteration 20 (3.1 iter/s, 6.4s/20 iters), loss = 4.61
+        Train net output #0: loss_attr = 0.52 (* 0.1 = 0.052 loss)
+    Iteration 20, lr = 0.01
+    Iteration 40, Testing net (#0)
+        Test net output #0: accuracy = 0.05
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_ITER_LOSS = re.compile(r"Iteration (\d+) .*?, loss = ([-+\w.]+)")
+_TRAIN_OUT = re.compile(r"Train net output #\d+: (\S+) = ([-+\w.]+)")
+_LR = re.compile(r"Iteration (\d+), lr = ([-+\w.]+)")
+_TESTING = re.compile(r"Iteration (\d+), Testing net")
+_TEST_OUT = re.compile(r"Test net output #\d+: (\S+) = ([-+\w.]+)")
+
+
+@dataclass
+class CaffeLog:
+    """Training rows (iteration, loss, lr and each train output) and test rows."""
+    train: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
+
+    def column(self, name: str, test: bool = False) -> tuple[list[int], list[float]]:
+        """(iterations, values) of one column, skipping rows that lack it."""
+        rows = [r for r in (self.test if test else self.train) if name in r]
+        return [r["iteration"] for r in rows], [r[name] for r in rows]
+
+    def names(self, test: bool = False) -> list[str]:
+        """Column names other than ``iteration``, in order of first appearance."""
+        seen = dict.fromkeys(k for r in (self.test if test else self.train) for k in r)
+        seen.pop("iteration", None)
+        return list(seen)
+
+
+def parse_caffe_log(text: str) -> CaffeLog:
+    """Parse the text of a Caffe training log."""
+    log = CaffeLog()
+    row = None  # the row that output lines attach to
+    for line in text.splitlines():
+        if m := _ITER_LOSS.search(line):
+            row = {"iteration": int(m[1]), "loss": float(m[2])}
+            log.train.append(row)
+        elif (m := _TRAIN_OUT.search(line)) and row is not None and row in log.train:
+            row[m[1]] = float(m[2])
+        elif m := _LR.search(line):
+            if log.train and log.train[-1]["iteration"] == int(m[1]):
+                log.train[-1]["lr"] = float(m[2])
+        elif m := _TESTING.search(line):
+            row = {"iteration": int(m[1])}
+            log.test.append(row)
+        elif (m := _TEST_OUT.search(line)) and log.test and row is log.test[-1]:
+            row[m[1]] = float(m[2])
+    return log
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """Write records with the union of their keys as columns (``iteration`` first)."""
+    names = list(dict.fromkeys(k for r in rows for k in r)) or ["iteration"]
+    tmp = Path(path).with_name(Path(path).name + ".partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=names)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    return Path(path)
+
+
+def plot_curves(log: CaffeLog, path: Path, title: str = "") -> Path:
+    """One PNG: training losses (total and each task), test outputs, learning rate."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name in log.names():
+        if name != "lr":
+            axes[0].plot(*log.column(name), label=name)
+    axes[0].set(title="training loss", xlabel="iteration")
+    for name in log.names(test=True):
+        axes[1].plot(*log.column(name, test=True), marker="o", label=name)
+    axes[1].set(title="test outputs", xlabel="iteration")
+    axes[2].plot(*log.column("lr"))
+    axes[2].set(title="learning rate", xlabel="iteration", yscale="log" if log.column("lr")[1] else "linear")
+    for ax in axes[:2]:
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_name(Path(path).stem + ".partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return Path(path)
