@@ -1,0 +1,92 @@
+"""Attribute prediction accuracy (the paper's Tab. 4) from scores and {-1, +1} labels.
+
+A score > 0 predicts +1, otherwise -1 (the attribute head regresses targets in {-1, +1}).
+Per attribute: accuracy, balanced accuracy (mean of the true positive and true negative
+rates), and the majority-class baseline (the accuracy of always predicting the more
+frequent label of the evaluated set) so that an accuracy can be read against it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+# Tab. 4 of the paper: MOON and the paper's model, accuracy (%) per attribute.
+PAPER_TABLE4 = {
+    "Narrow_Eyes": (83.40, 85.60), "Big_Nose": (71.00, 75.30), "Pointy_Nose": (70.50, 73.90),
+    "Chubby": (93.30, 93.50), "Double_Chin": (94.80, 96.70),
+    "High_Cheekbones": (74.10, 76.80), "Male": (96.90, 97.30),
+}
+
+
+def read_celeba_attributes(path):
+    """CelebA ``list_attr_celeba.txt``: count line, header of attribute names, then
+    ``%06d.jpg`` and one value in {-1, 1} per attribute. Returns ``(image_names,
+    attribute_names, labels int8 N x A)``."""
+    lines = Path(path).read_text().splitlines()
+    n = int(lines[0].split()[0])
+    attrs = lines[1].split()
+    rows = [l.split() for l in lines[2:] if l.strip()]
+    if len(rows) != n:
+        raise ValueError(f"{path}: count line says {n} rows, file has {len(rows)}")
+    bad = [r[0] for r in rows if len(r) != len(attrs) + 1]
+    if bad:
+        raise ValueError(f"{path}: rows with a wrong number of values, e.g. {bad[0]}")
+    labels = np.array([r[1:] for r in rows], dtype=np.int8)
+    return [r[0] for r in rows], attrs, check_labels(labels, str(path))
+
+
+def check_labels(labels, source: str = "labels") -> np.ndarray:
+    labels = np.asarray(labels)
+    bad = ~np.isin(labels, (-1, 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{source}: labels must be -1 or +1, found {labels[r, c]!r} "
+                         f"at row {r}, column {c}")
+    return labels.astype(np.int8)
+
+
+def attribute_accuracy(scores, labels, names: Sequence[str]) -> dict:
+    """Per-attribute accuracy, balanced accuracy and majority baseline.
+
+    scores: N x A predictions (threshold 0); labels: N x A in {-1, +1}; names: A names.
+    Returns ``{"attributes": [{name, accuracy, balanced_accuracy, majority_baseline,
+    positive_rate, n}], "mean_accuracy": ...}``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = check_labels(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(f"scores of shape {scores.shape} for labels of shape {labels.shape}")
+    if scores.shape[1] != len(names):
+        raise ValueError(f"{scores.shape[1]} score columns for {len(names)} attribute names")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).any(axis=1).sum())} prediction row(s) "
+                         f"hold NaN or inf")
+    if scores.shape[0] == 0:
+        raise ValueError("no predictions")
+    pred = np.where(scores > 0, 1, -1)
+    rows = []
+    for a, name in enumerate(names):
+        y, p = labels[:, a], pred[:, a]
+        pos, neg = y == 1, y == -1
+        tpr = float(np.mean(p[pos] == 1)) if pos.any() else float("nan")
+        tnr = float(np.mean(p[neg] == -1)) if neg.any() else float("nan")
+        rows.append({"name": name, "accuracy": float(np.mean(p == y)),
+                     "balanced_accuracy": float(np.nanmean([tpr, tnr])),
+                     "majority_baseline": float(max(pos.mean(), neg.mean())),
+                     "positive_rate": float(pos.mean()), "n": int(len(y))})
+    return {"kind": "attributes", "threshold": "score > 0 predicts +1",
+            "attributes": rows, "mean_accuracy": float(np.mean([r["accuracy"] for r in rows]))}
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of ``attribute_accuracy``'s result, with the paper's Tab. 4."""
+    head = f"{'attribute':<18}{'acc %':>8}{'bal. %':>8}{'major. %':>10}{'MOON %':>8}{'paper %':>9}"
+    lines = [head, "-" * len(head)]
+    for r in result["attributes"]:
+        moon, paper = PAPER_TABLE4.get(r["name"], (float("nan"),) * 2)
+        lines.append(f"{r['name']:<18}{100 * r['accuracy']:8.2f}{100 * r['balanced_accuracy']:8.2f}"
+                     f"{100 * r['majority_baseline']:10.2f}{moon:8.2f}{paper:9.2f}")
+    lines.append(f"{'mean':<18}{100 * result['mean_accuracy']:8.2f}")
+    return "\n".join(lines)

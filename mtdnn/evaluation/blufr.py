@@ -1,0 +1,172 @@
+"""BLUFR on LFW (Liao, Lei, Yi and Li, IJCB 2014), following its MATLAB code.
+
+The config ``blufr_lfw_config.mat`` holds ``imageList`` (13,233 file names), ``labels``,
+and per trial (10) the 1-based index sets ``testIndex`` (= gallery + probes),
+``galIndex`` and ``probIndex`` (plus ``trainIndex`` for methods that learn a metric).
+
+Per trial, on the L2-normalised features (score = cosine):
+
+* verification (``EvalROC``): all pairs of distinct test images, genuine when their labels
+  agree; threshold = the round(FAR * n_impostor)-th highest impostor score, verification
+  rate = fraction of genuine scores >= it.
+* open-set identification (``OpenSetROC``): gallery x probe scores; probes whose identity
+  is in the gallery are genuine probes, the others impostor probes whose detection score is
+  their highest gallery score; threshold = the round(FAR * n_impostor_probes)-th highest of
+  those; a genuine probe counts at rank r when its best mate score is >= the threshold and
+  the mate is within the first r of the gallery sorted by score (stable sort: a tie with a
+  lower gallery index ranks first, like MATLAB's ``sort``).
+* FAR = 0: threshold halfway between the highest impostor and the lowest genuine score
+  above it (or just above the highest impostor), as in the MATLAB code.
+
+Reported: mean and std (MATLAB's, ddof=1) over the trials, and BLUFR's headline figure
+mean - std.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .features_io import image_key, l2_normalize, lookup, name_index
+from .roc import matlab_round
+
+VERI_FAR_POINTS = np.r_[0, np.kron(10.0 ** np.arange(-8, 0), np.arange(1, 10)), 1]
+OSI_FAR_POINTS = np.r_[0, np.kron(10.0 ** np.arange(-4, 0), np.arange(1, 10)), 1]
+RANK_POINTS = np.r_[np.arange(1, 11), np.arange(20, 101, 10)]
+
+
+def load_blufr_config(path) -> dict:
+    """The .mat config as Python: ``image_names`` (list), ``labels`` (int array) and
+    ``trials``: list of {"train", "test", "gallery", "probe"} 0-based index arrays."""
+    from scipy.io import loadmat
+    m = loadmat(str(path))
+    for key in ("imageList", "labels", "testIndex", "galIndex", "probIndex"):
+        if key not in m:
+            raise ValueError(f"{path}: no variable {key!r} (found {sorted(k for k in m if not k.startswith('__'))})")
+    names = [str(np.asarray(c).ravel()[0]) for c in m["imageList"].ravel()]
+    labels = np.asarray(m["labels"]).ravel().astype(np.int64)
+    cells = {k: [np.asarray(c).ravel().astype(np.int64) - 1 for c in m[k].ravel()]
+             for k in ("trainIndex", "testIndex", "galIndex", "probIndex") if k in m}
+    n_trials = len(cells["testIndex"])
+    trials = []
+    for t in range(n_trials):
+        tr = {"test": cells["testIndex"][t], "gallery": cells["galIndex"][t],
+              "probe": cells["probIndex"][t]}
+        if "trainIndex" in cells:
+            tr["train"] = cells["trainIndex"][t]
+        for k, v in tr.items():
+            if v.size and (v.min() < 0 or v.max() >= len(names)):
+                raise ValueError(f"{path}: trial {t + 1} {k} index out of range")
+        trials.append(tr)
+    return {"image_names": names, "labels": labels, "trials": trials}
+
+
+def _thresholds(imp_desc, gen, far_points):
+    """BLUFR's thresholds from descending impostor scores (see the module doc)."""
+    n_imp = imp_desc.size
+    fa = np.array([matlab_round(f * n_imp) for f in far_points])
+    thr = np.empty(len(fa))
+    mid = (fa > 0) & (fa < n_imp)
+    thr[mid] = imp_desc[fa[mid] - 1]
+    high = gen[gen > imp_desc[0]]
+    thr[fa == 0] = (imp_desc[0] + high.min()) / 2 if high.size else imp_desc[0] + np.finfo(float).eps
+    thr[fa == n_imp] = min(imp_desc[-1], gen.min()) - np.sqrt(np.finfo(float).eps)
+    return thr, fa / n_imp
+
+
+def eval_roc(score, labels, far_points=VERI_FAR_POINTS):
+    """BLUFR ``EvalROC`` over all pairs of distinct images of a square score matrix.
+
+    Returns ``(vr, far)`` at ``far_points``."""
+    labels = np.asarray(labels)
+    upper = np.triu(np.ones(score.shape, dtype=bool), 1)  # boolean masks: 1/8 the memory of
+    same = labels[:, None] == labels[None, :]             # index arrays for 10k x 10k
+    gen = score[upper & same].astype(np.float64)
+    imp = np.sort(score[upper & ~same])[::-1].astype(np.float64)
+    del upper, same
+    thr, far = _thresholds(imp, gen, far_points)
+    gen = np.sort(gen)
+    vr = (gen.size - np.searchsorted(gen, thr, "left")) / gen.size
+    return vr, far
+
+
+def open_set_roc(score, gal_labels, probe_labels, far_points=OSI_FAR_POINTS,
+                 rank_points=RANK_POINTS):
+    """BLUFR ``OpenSetROC``: ``score`` is gallery x probe. Returns ``(dir, far)``, ``dir`` of
+    shape (len(rank_points), len(far_points))."""
+    gal_labels = np.asarray(gal_labels)
+    probe_labels = np.asarray(probe_labels)
+    match = gal_labels[:, None] == probe_labels[None, :]
+    is_gen = match.any(axis=0)
+    if not is_gen.any() or is_gen.all():
+        raise ValueError("open-set identification needs genuine and impostor probes")
+    imp = np.sort(score[:, ~is_gen].max(axis=0))[::-1].astype(np.float64)
+    s = score[:, is_gen]
+    m = match[:, is_gen]
+    masked = np.where(m, s, -np.inf)
+    mate = masked.argmax(axis=0)                     # first best mate, like MATLAB's max
+    cols = np.arange(s.shape[1])
+    gen = s[mate, cols].astype(np.float64)
+    # stable descending order: ahead of the mate are higher scores and equal ones earlier
+    higher = (s > gen[None, :]).sum(axis=0)
+    tie_before = ((s == gen[None, :]) & (np.arange(s.shape[0])[:, None] < mate[None, :])).sum(axis=0)
+    rank = 1 + higher + tie_before
+    thr, far = _thresholds(imp, gen, far_points)
+    detected = gen[:, None] >= thr[None, :]
+    within = rank[:, None] <= np.asarray(rank_points)[None, :]
+    dir_ = (within[:, :, None] & detected[:, None, :]).mean(axis=0)
+    return dir_, far
+
+
+def evaluate_blufr(features, names, config, *, veri_far=1e-3, osi_far=1e-2, rank=1,
+                   progress=True) -> dict:
+    """BLUFR over all trials of ``config`` (a path or ``load_blufr_config``'s dict).
+
+    The config's images are found among ``names`` by file name without extension; every one
+    must have a feature (ValueError naming those that do not).
+    """
+    from tqdm import tqdm
+    cfg = load_blufr_config(config) if isinstance(config, (str, Path)) else config
+    rows = lookup(name_index(names, "feature names"),
+                  [image_key(n) for n in cfg["image_names"]], "BLUFR images among the features")
+    feats = l2_normalize(np.asarray(features)[rows], "BLUFR features")
+    labels = cfg["labels"]
+    vi = int(np.flatnonzero(np.isclose(VERI_FAR_POINTS, veri_far))[0]) \
+        if np.isclose(VERI_FAR_POINTS, veri_far).any() else None
+    veri_points = VERI_FAR_POINTS if vi is not None else np.r_[VERI_FAR_POINTS, veri_far]
+    vi = vi if vi is not None else len(veri_points) - 1
+    oi_mask = np.isclose(OSI_FAR_POINTS, osi_far)
+    osi_points = OSI_FAR_POINTS if oi_mask.any() else np.r_[OSI_FAR_POINTS, osi_far]
+    oi = int(np.flatnonzero(oi_mask)[0]) if oi_mask.any() else len(osi_points) - 1
+    ri_mask = RANK_POINTS == rank
+    rank_points = RANK_POINTS if ri_mask.any() else np.r_[RANK_POINTS, rank]
+    ri = int(np.flatnonzero(ri_mask)[0]) if ri_mask.any() else len(rank_points) - 1
+    vrs, dirs, vfars, ofars = [], [], [], []
+    for t, tr in enumerate(tqdm(cfg["trials"], desc="BLUFR trials", disable=not progress)):
+        x = feats[tr["test"]]
+        score = x @ x.T
+        vr, vfar = eval_roc(score, labels[tr["test"]], veri_points)
+        pos = {int(i): k for k, i in enumerate(tr["test"])}
+        g = np.array([pos[int(i)] for i in tr["gallery"]])
+        p = np.array([pos[int(i)] for i in tr["probe"]])
+        d, ofar = open_set_roc(score[np.ix_(g, p)], labels[tr["gallery"]], labels[tr["probe"]],
+                               osi_points, rank_points)
+        vrs.append(vr), dirs.append(d), vfars.append(vfar), ofars.append(ofar)
+    vrs, dirs = np.array(vrs), np.array(dirs)
+    vr_t, dir_t = vrs[:, vi], dirs[:, ri, oi]
+    std = (lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+    return {
+        "kind": "blufr", "protocol": "BLUFR on LFW (Liao et al. 2014), 10 trials",
+        "score": "cosine of L2-normalised features",
+        "n_trials": len(cfg["trials"]),
+        "verification": {"far": veri_far, "tar_mean": float(vr_t.mean()), "tar_std": std(vr_t),
+                         "tar_mean_minus_std": float(vr_t.mean()) - std(vr_t),
+                         "tar_per_trial": vr_t.tolist(),
+                         "roc": {"far": np.mean(vfars, axis=0).tolist(),
+                                 "tar": vrs.mean(axis=0).tolist()}},
+        "open_set": {"far": osi_far, "rank": rank, "dir_mean": float(dir_t.mean()),
+                     "dir_std": std(dir_t), "dir_mean_minus_std": float(dir_t.mean()) - std(dir_t),
+                     "dir_per_trial": dir_t.tolist(),
+                     "roc": {"far": np.mean(ofars, axis=0).tolist(),
+                             "dir": dirs[:, ri, :].mean(axis=0).tolist()}},
+    }

@@ -1,0 +1,186 @@
+"""Feature files: the project's ``.npy`` + names format and the MegaFace devkit ``.bin`` format.
+
+Project format (written by ``tools/extract_features.py``): for an output prefix ``P``,
+``P.npy`` holds float32 N x D features, ``P.names.txt`` the N image names (one per line, the
+image paths of the input list), ``P.labels.npy`` the labels when the list had them and
+``P.meta.json`` how they were made.
+
+Devkit format: one file per image, ``<name><suffix>.bin``: four int32 (rows = D, cols = 1,
+stride = 4, type = 5 i.e. OpenCV's CV_32F) then D float32, little-endian.
+
+Every reader checks what it reads and raises ``ValueError`` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
+
+import numpy as np
+
+BIN_HEADER = np.dtype("<i4")
+CV_32F = 5
+
+
+# ---------------------------------------------------------------------------- project format
+def feature_paths(prefix) -> dict:
+    """The files of a feature set named by its prefix (``P`` or ``P.npy``)."""
+    prefix = str(prefix)
+    if prefix.endswith(".npy"):
+        prefix = prefix[:-4]
+    return {"features": Path(prefix + ".npy"), "names": Path(prefix + ".names.txt"),
+            "labels": Path(prefix + ".labels.npy"), "meta": Path(prefix + ".meta.json")}
+
+
+def read_names(path) -> list[str]:
+    """One name per line (blank lines ignored)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def write_names(path, names: Iterable[str]) -> None:
+    tmp = Path(str(path) + ".partial")
+    tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_features(prefix, *, dim: int | None = None, mmap: bool = False):
+    """Read a feature set written by ``extract_features``.
+
+    Returns ``(features, names, labels)``; ``labels`` is None when the set has none.
+    Raises ValueError when the names do not match the rows, or ``dim`` is given and differs.
+    """
+    p = feature_paths(prefix)
+    for key in ("features", "names"):
+        if not p[key].exists():
+            raise FileNotFoundError(f"{p[key]} does not exist (feature set {prefix})")
+    x = np.load(p["features"], mmap_mode="r" if mmap else None)
+    if x.ndim != 2:
+        raise ValueError(f"{p['features']}: expected a 2-D N x D array, got shape {x.shape}")
+    names = read_names(p["names"])
+    if len(names) != x.shape[0]:
+        raise ValueError(f"{p['features']} has {x.shape[0]} rows but {p['names']} "
+                         f"has {len(names)} names")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{p['features']}: features of dimension {x.shape[1]}, expected {dim}")
+    labels = np.load(p["labels"]) if p["labels"].exists() else None
+    if labels is not None and len(labels) != len(names):
+        raise ValueError(f"{p['labels']} has {len(labels)} labels for {len(names)} names")
+    return x, names, labels
+
+
+def load_meta(prefix) -> dict:
+    p = feature_paths(prefix)["meta"]
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+# ---------------------------------------------------------------------------- checks
+def check_features(x, source: str = "features", *, first_row: int = 0) -> np.ndarray:
+    """``x`` as a C-contiguous float32 2-D array; ValueError on NaN/inf rows or zero-norm rows.
+
+    A zero or non-finite feature has no direction, so no similarity can rank it: it is an
+    error rather than a silent zero score. ``first_row`` offsets the row numbers in messages.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{source}: expected a 2-D N x D array, got shape {x.shape}")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{source}: {len(rows)} feature row(s) hold NaN or inf, "
+                         f"first row {rows[0] + first_row}")
+    zero = ~(np.abs(x) > 0).any(axis=1)
+    if zero.any():
+        rows = np.flatnonzero(zero)
+        raise ValueError(f"{source}: {len(rows)} feature row(s) have zero norm, "
+                         f"first row {rows[0] + first_row}")
+    return x
+
+
+def l2_normalize(x, source: str = "features", *, first_row: int = 0) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32), after ``check_features``."""
+    x = check_features(x, source, first_row=first_row)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+    return x / norms[:, None]
+
+
+# ---------------------------------------------------------------------------- names
+def image_key(name: str) -> str:
+    """The key an image is matched by across lists: its file name without folders or
+    extension (``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart_0001``).
+    LFW, BLUFR and CelebA name every image uniquely this way."""
+    return PurePosixPath(name.replace("\\", "/")).stem
+
+
+def name_index(names: Sequence[str], source: str = "names", key=image_key) -> dict:
+    """``{key(name): row}``; ValueError naming a duplicate key."""
+    index: dict = {}
+    for row, name in enumerate(names):
+        k = key(name)
+        if k in index:
+            raise ValueError(f"{source}: image {k!r} appears twice (rows {index[k]} and {row})")
+        index[k] = row
+    return index
+
+
+def lookup(index: dict, keys: Sequence[str], source: str = "features") -> np.ndarray:
+    """Rows of ``keys`` in ``index``; ValueError naming the unknown ones."""
+    missing = [k for k in keys if k not in index]
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} image(s) not found, e.g. "
+                         f"{', '.join(missing[:5])}")
+    return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+
+
+# ---------------------------------------------------------------------------- devkit .bin
+def bin_path(root, name: str, suffix: str) -> Path:
+    """Where the devkit expects the feature of image ``name``: ``root/<name><suffix>.bin``
+    (``suffix`` may or may not already end in ``.bin``)."""
+    if not suffix.endswith(".bin"):
+        suffix += ".bin"
+    return Path(root) / (name + suffix)
+
+
+def write_bin(path, feature) -> None:
+    """Write one feature vector in the devkit's format (creating folders)."""
+    v = np.ascontiguousarray(feature, dtype="<f4").ravel()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(np.array([v.size, 1, 4, CV_32F], dtype=BIN_HEADER).tobytes())
+        f.write(v.tobytes())
+
+
+def read_bin(path, dim: int | None = None) -> np.ndarray:
+    """One devkit feature vector; ValueError naming the file on a bad header, size or dim."""
+    raw = Path(path).read_bytes()
+    if len(raw) < 16:
+        raise ValueError(f"{path}: {len(raw)} bytes, shorter than the 16-byte header")
+    rows, cols, stride, typ = np.frombuffer(raw[:16], dtype=BIN_HEADER)
+    if cols != 1 or stride != 4 or typ != CV_32F or rows <= 0:
+        raise ValueError(f"{path}: header rows={rows} cols={cols} stride={stride} type={typ}, "
+                         f"expected cols=1 stride=4 type={CV_32F} (CV_32F)")
+    if len(raw) != 16 + 4 * rows:
+        raise ValueError(f"{path}: {len(raw)} bytes, expected {16 + 4 * rows} for {rows} floats")
+    if dim is not None and rows != dim:
+        raise ValueError(f"{path}: feature of dimension {rows}, expected {dim}")
+    return np.frombuffer(raw[16:], dtype="<f4").astype(np.float32)
+
+
+def read_bin_features(root, names: Sequence[str], suffix: str, *, progress: bool = True,
+                      desc: str = "read .bin") -> np.ndarray:
+    """Stack the devkit features of ``names`` (N x D float32); all must have the same D."""
+    from tqdm import tqdm
+    out = None
+    for i, name in enumerate(tqdm(names, desc=desc, unit="file", disable=not progress)):
+        p = bin_path(root, name, suffix)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: feature file of {name!r} not found")
+        v = read_bin(p, None if out is None else out.shape[1])
+        if out is None:
+            out = np.empty((len(names), v.size), dtype=np.float32)
+        out[i] = v
+    if out is None:
+        raise ValueError(f"no feature names given for {root}")
+    return out

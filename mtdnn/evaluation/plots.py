@@ -1,0 +1,90 @@
+"""PNG plots of the evaluators' results: ROC (paper Fig. 7 style), CMC (Fig. 6 style),
+rank-1 against the number of distractors. Each takes ``{label: curve}`` so runs can be overlaid."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_roc(curves: dict, path, title: str = "ROC", ylabel: str = "True accept rate",
+             far_min: float | None = None):
+    """Log-FAR ROC; ``curves`` = {label: (far, tar)} with rates in [0, 1]."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    lo = 1.0
+    for label, (far, tar) in curves.items():
+        far, tar = np.asarray(far, float), np.asarray(tar, float)
+        ok = far > 0
+        if ok.any():
+            lo = min(lo, far[ok].min())
+            ax.semilogx(far[ok], tar[ok], label=label)
+    ax.set_xlim(far_min or lo, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("False accept rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_cmc(curves: dict, path, title: str = "CMC"):
+    """Log-rank CMC; ``curves`` = {label: (ranks, rates)}."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, (rank, rate) in curves.items():
+        ax.semilogx(rank, rate, label=label)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Rank")
+    ax.set_ylabel("Identification rate")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_rank1_vs_distractors(curves: dict, path, title: str = "Rank-1 vs distractors"):
+    """``curves`` = {label: (sizes, rank1)}."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, (sizes, r1) in curves.items():
+        ax.semilogx(sizes, r1, marker="o", label=label)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Number of distractors")
+    ax.set_ylabel("Rank-1 identification rate")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_megaface(result: dict, out_dir, prefix: str = "megaface", label: str = "ours") -> list:
+    """The three MegaFace plots of one ``evaluate_megaface`` result (largest set for CMC/ROC)."""
+    last = result["results"][-1]
+    n = last["distractors"]
+    return [
+        plot_cmc({label: (last["cmc"]["rank"], last["cmc"]["rate"])},
+                 Path(out_dir) / f"{prefix}_cmc.png", f"CMC with {n:,} distractors"),
+        plot_roc({label: (last["roc"]["far"], last["roc"]["tar"])},
+                 Path(out_dir) / f"{prefix}_roc.png", f"ROC with {n:,} distractors"),
+        plot_rank1_vs_distractors(
+            {label: ([r["distractors"] for r in result["results"]],
+                     [r["rank1"] for r in result["results"]])},
+            Path(out_dir) / f"{prefix}_rank1.png"),
+    ]
