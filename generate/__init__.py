@@ -10,7 +10,7 @@ Command line (``python -m generate --help``, ``python -m generate model --help``
 
     python -m generate all                 # every committed variant into models/ (make prototxt)
     python -m generate all --check         # exit 1 when models/ differs from the templates
-    python -m generate list                # variants, aliases, paper rows
+    python -m generate list                # variants, the paper's rows they are, aliases
     python -m generate model --variant fast --width 0.25 --identities 100 \\
         --attributes Male,Big_Nose --batch 16 --pretrain-iter 200 --finetune-iter 100 \\
         --train-lmdb X_lmdb --train-hdf5 X.h5.txt --test-lmdb V_lmdb --test-hdf5 V.h5.txt \\

@@ -9,12 +9,15 @@ from . import __doc__ as PACKAGE_DOC
 from .attributes import CELEBA_ATTRIBUTES, GROUPS
 from .render import MODELS, compare_all, render_all, render_model
 from .spec import BLOCKS, GenerateError
-from .variants import ALIASES, VARIANTS
+from .variants import ALIASES, VARIANTS, paper_rows
 
 
-def _variants_text() -> str:
+def _variants_text(rows: bool = False) -> str:
     lines = ["variants (models/<name>/):"]
-    lines += [f"  {name:15s} {spec.title}" for name, spec in VARIANTS.items()]
+    for name, spec in VARIANTS.items():
+        lines.append(f"  {name:15s} {spec.title}")
+        if rows:
+            lines.append(f"  {'':15s} paper: {paper_rows(spec)}")
     lines.append("aliases: " + ", ".join(f"{a} = {t}" for a, t in ALIASES.items()))
     return "\n".join(lines)
 
@@ -55,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 listing the files that differ from the templates")
 
-    sub.add_parser("list", help="list variants and aliases")
+    sub.add_parser("list", help="list variants, the paper's rows they are, and aliases")
 
     p = sub.add_parser(
         "model", formatter_class=fmt, help="render one model folder with custom parameters",
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
-            print(_variants_text())
+            print(_variants_text(rows=True))
         elif args.command == "all":
             if args.check:
                 problems = compare_all(args.out)
