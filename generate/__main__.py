@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="check no data path")
     g.add_argument("--absolute-paths", action="store_true",
                    help="write absolute net, snapshot and data paths, so caffe runs from any directory")
+    # the top-level help names every parameter of `model` too
+    flags = [a.option_strings[-1] for a in p._actions if a.option_strings and a.dest != "help"]
+    parser.epilog += "\nmodel parameters (python -m generate model --help): " + " ".join(flags)
     return parser
 
 
@@ -136,6 +139,8 @@ def main(argv=None) -> int:
                 print(path)
     except GenerateError as e:
         parser.exit(2, f"python -m generate: error: {e}\n")
+    except OSError as e:  # e.g. --out is a file, or not writable
+        parser.exit(2, f"python -m generate: error: cannot write the model folder: {e}\n")
     return 0
 
 

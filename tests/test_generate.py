@@ -76,7 +76,7 @@ def test_help_lists_every_variant_and_parameter():
                  "--batch", "--pretrain-iter", "--finetune-iter", "--lambda1", "--train-lmdb",
                  "--test-lmdb", "--train-hdf5", "--test-hdf5", "--out", "--check-paths",
                  "--absolute-paths"]:
-        assert flag in model
+        assert flag in model and flag in top
     assert "Male" in model and "Narrow_Eyes" in model  # the attribute names are listed
 
 

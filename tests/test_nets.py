@@ -159,3 +159,33 @@ def test_netstats_reproduce_design_md(name, params_m, flops_g, head_flops_g):
     shapes = {s.name: s.tops[0][1] for s in deploy.layers}
     assert shapes["res4_3"] == (512, 5, 4) and shapes["fc5"] == (1024,)
     assert {s.type for s in deploy.layers if s.flops} == {"Convolution", "InnerProduct"}
+
+
+def test_caffe_train_pretrains_and_finetunes_in_a_run_folder(data, tmp_path, monkeypatch):
+    """The run-folder convention end to end with the `caffe` command: placeholders linked to
+    data, pre-training snapshot, fine-tuning from it by layer name (attribute head added)."""
+    import subprocess
+    import sys
+    lmdb, sources, _ = data
+    run = tmp_path / "run"
+    render_model(run, variant="full", width=0.125, identities=4, attributes="Male,Big_Nose", batch=2,
+                 test_images=4, pretrain_iter=2, finetune_iter=2)
+    (run / "data").mkdir()
+    for split in ("train", "val"):
+        (run / "data" / f"casia_{split}_lmdb").symlink_to(lmdb)
+        (run / "data" / f"casia_{split}_attributes.txt").symlink_to(sources[2])
+    caffe_bin = str(os.path.join(os.path.dirname(sys.executable), "caffe"))
+    for args in (["-solver", "solver_pretrain.prototxt"],
+                 ["-solver", "solver_finetune.prototxt", "-weights", "pretrain_iter_2.caffemodel"]):
+        out = subprocess.run([caffe_bin, "train", *args], cwd=run, capture_output=True, text=True,
+                             env={**os.environ, "GLOG_minloglevel": "0"})
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert (run / "pretrain_iter_2.caffemodel").is_file() and (run / "finetune_iter_2.caffemodel").is_file()
+    assert "attr_loss" in out.stderr and "with loss weight 0.1" in out.stderr
+    # -weights copies by layer name: the trunk comes from the pre-trained model, the head is new
+    monkeypatch.chdir(run)  # the nets' data paths are relative to the run folder
+    pre = caffe.Net(str(run / "train_val_pretrain.prototxt"), caffe.TEST, weights=str(run / "pretrain_iter_2.caffemodel"))
+    fine = caffe.Net(str(run / "train_val.prototxt"), caffe.TEST, weights=str(run / "pretrain_iter_2.caffemodel"))
+    for layer in ("conv1", "res4_3_conv3", "fc5", "id_fc"):
+        assert np.array_equal(pre.params[layer][0].data, fine.params[layer][0].data)
+    assert "attr_fc" not in pre.params and "attr_fc" in fine.params
