@@ -57,8 +57,9 @@ def model_files(spec: ModelSpec, base: Path | None = None) -> dict[str, str]:
             if phase.weights_hint:
                 phase.weights_hint = str(base / phase.weights_hint)
         files[phase.file] = _render("solver.prototxt.j2", m=m, phase=phase)
-    files["readme.md"] = _render("readme.md.j2", m=m, phases=phases, files=sorted(files) + ["readme.md"],
-                                 aliases=[a for a, t in ALIASES.items() if t == spec.name and spec.paper])
+    files["readme.md"] = _render("readme.md.j2", m=m, phases=phases,
+                                 is_variant=spec.name in VARIANTS and bool(spec.paper),
+                                 absolute=base is not None)
     return files
 
 
@@ -145,12 +146,14 @@ def make_spec(out_dir, variant_name: str = "full", **params) -> tuple[ModelSpec,
     for p in given:
         params[p] = str(params[p])
     params.setdefault("name", Path(out_dir).resolve().name)
-    if "title" not in params and any(
-            k in params and params[k] != getattr(base, k) for k in _MODEL_FIELDS):
-        params["title"] = f"custom model based on {base.name} ({base.title})"
     spec = base.replace(**params)
     if any(getattr(spec, k) != getattr(base, k) for k in _MODEL_FIELDS):
-        spec = spec.replace(paper=())
+        m = spec.view()
+        head = (f"Configuration-{spec.config}, {len(spec.attributes)} attribute(s)"
+                if spec.attributes else "no attributes")
+        title = (f"custom model from {base.name}: {m.block_title}s, {head}, width {spec.width}, "
+                 f"{spec.identities} identities, batch {m.batch}")
+        spec = spec.replace(paper=(), title=params.get("title", title))
     return spec, given
 
 

@@ -28,7 +28,7 @@ BLOCKS = {
     "variants": (2, True, "Variants-Block", 40),
 }
 CONFIGS = {
-    1: "Configuration-1: fc5 -> identity; fc5 -> g (fc 1024) -> attributes",
+    1: "Configuration-1: fc5 -> identity; fc5 -> g (a second fc, as wide as fc5) -> attributes",
     2: "Configuration-2: fc5 shared, identity and attributes both read it",
     3: "Configuration-3: the trunk feeds two independent fc layers, fc5 (identity) and attr_fc5 (attributes)",
 }
