@@ -209,7 +209,7 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     if not restart and files["features"].exists() and files["meta"].exists():
         meta = json.loads(files["meta"].read_text())
         if meta.get("settings") == settings:
-            return meta  # already complete
+            return {**meta, "skipped": True}  # already complete
     done = 0
     if restart:
         for p in (partial, progress_file):

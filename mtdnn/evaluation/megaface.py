@@ -366,3 +366,43 @@ def brute_force_megaface(probes, probe_ids, distractors, size, far, *, normalize
     kk = matlab_round(far * imp.size)
     tar = np.mean(gen > imp[0]) if kk == 0 else np.mean(gen >= imp[kk - 1])
     return float(np.mean(ranks == 1)), ranks, float(tar)
+
+
+# ---------------------------------------------------------------------------- noise lists
+def evaluate_with_noise_lists(probes, probe_ids, probe_names, distractors, distractor_names,
+                              sizes, *, noise: str = "keep", probe_noise=(), distractor_noise=(),
+                              **kw) -> dict:
+    """``evaluate_megaface`` without and/or with the published noise lists applied.
+
+    noise: "keep" (as given), "remove" (noisy probes and distractors left out) or "both".
+    Removing distractors shrinks the nested sets: a set of nominal size N keeps its own
+    clean members, so its actual size (reported as ``distractors``; the nominal one as
+    ``nominal_distractors``) is N minus its noisy members. Returns
+    ``{"original": result?, "noise_removed": result?}``.
+    """
+    if noise not in ("keep", "remove", "both"):
+        raise ValueError(f"noise must be keep, remove or both, not {noise!r}")
+    if len(distractor_names) != distractors.shape[0]:
+        raise ValueError(f"{len(distractor_names)} distractor names for "
+                         f"{distractors.shape[0]} distractor features")
+    out = {}
+    if noise in ("keep", "both"):
+        out["original"] = evaluate_megaface(probes, probe_ids, distractors, sizes,
+                                            probe_names=probe_names, **kw)
+        for r in out["original"]["results"]:
+            r["nominal_distractors"] = r["distractors"]
+    if noise in ("remove", "both"):
+        pbad = noise_mask(probe_names, list(probe_noise))
+        dbad = noise_mask(distractor_names, list(distractor_noise))
+        keep = np.flatnonzero(~dbad)
+        actual = [int(np.sum(~dbad[:s])) for s in sizes]
+        res = evaluate_megaface(np.asarray(probes)[~pbad], np.asarray(probe_ids)[~pbad],
+                                RowSubset(distractors, keep), actual,
+                                probe_names=[n for n, b in zip(probe_names, pbad) if not b], **kw)
+        nominal = dict(zip(actual, sizes))
+        for r in res["results"]:
+            r["nominal_distractors"] = int(nominal[r["distractors"]])
+        res["probes_removed"] = [n for n, b in zip(probe_names, pbad) if b]
+        res["n_distractors_removed"] = int(dbad[:max(sizes)].sum())
+        out["noise_removed"] = res
+    return out

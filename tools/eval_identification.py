@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""A MegaFace-style identification stand-in on the data at hand (FaceScrub and MegaFace
+are not available here). It is NOT MegaFace: numbers are not comparable with the paper's.
+
+    python tools/eval_identification.py --lfw runs/full/features/lfw_fc5 \\
+        --distractors runs/full/features/celeba_fc5 \\
+        --exclude $MTDNN_DATA/lfw/peopleDevTrain.txt --out runs/full/eval
+
+Probes (FaceScrub's part): the LFW people with at least --min-images images, less the people
+of --exclude (e.g. the View 1 training people). Distractors (MegaFace's part): every image of
+the --distractors feature sets (e.g. CelebA) and the LFW people with exactly one image (also
+less --exclude), in a seeded random order so that the set of size N is a random sample,
+nested in the larger ones. The MegaFace evaluator then gives rank-1, CMC, ROC and TAR at
+FAR exactly as for MegaFace. CelebA may hold pictures of LFW people: such distractors are
+true matches counted as impostors, which can only lower the figures.
+Writes OUT/identification.json and OUT/identification_{cmc,roc,rank1}.png.
+"""
+import argparse
+import json
+import re
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from mtdnn.evaluation.features_io import load_features
+from mtdnn.evaluation.lfw import read_people
+from mtdnn.evaluation.megaface import evaluate_megaface
+from mtdnn.evaluation.plots import plot_megaface
+from mtdnn.evaluation.roc import TAR_RULES
+
+
+def lfw_person(name: str) -> str:
+    """``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart``."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    return p.parent.name if p.parent.name else re.sub(r"_\d+$", "", p.stem)
+
+
+def split_lfw(names, min_images=4, exclude=()):
+    """Indices of probe images, their person, and indices of one-image people (distractors)."""
+    people = np.array([lfw_person(n) for n in names])
+    uniq, inv, count = np.unique(people, return_inverse=True, return_counts=True)
+    excluded = np.isin(people, list(exclude))
+    probe = np.flatnonzero((count[inv] >= min_images) & ~excluded)
+    single = np.flatnonzero((count[inv] == 1) & ~excluded)
+    return probe, people[probe], single
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lfw", required=True, help="LFW feature prefix (names NAME/NAME_0001.jpg)")
+    ap.add_argument("--distractors", nargs="*", default=[], help="distractor feature prefixes (e.g. CelebA)")
+    ap.add_argument("--exclude", type=Path, nargs="*", default=[],
+                    help="LFW people files whose people take no part (e.g. peopleDevTrain.txt)")
+    ap.add_argument("--min-images", type=int, default=4)
+    ap.add_argument("--no-lfw-singles", action="store_true", help="do not use one-image LFW people as distractors")
+    ap.add_argument("--sizes", type=int, nargs="+", help="distractor set sizes (default 10, 100, ... and all)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the distractor order")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4])
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth")
+    ap.add_argument("--label", default="ours")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+
+    lfw, lnames, _ = load_features(a.lfw)
+    exclude = {p for f in a.exclude for p, _ in read_people(f)}
+    probe, pids, single = split_lfw(lnames, a.min_images, exclude)
+    parts = [np.asarray(lfw[single])] if not a.no_lfw_singles else []
+    dnames = [lnames[i] for i in single] if not a.no_lfw_singles else []
+    for src in a.distractors:
+        f, n, _ = load_features(src)
+        parts.append(np.asarray(f))
+        dnames += [f"{Path(src).name}:{x}" for x in n]
+    if not parts:
+        raise SystemExit("no distractors: give --distractors or allow the one-image LFW people")
+    distr = np.concatenate(parts)
+    order = np.random.default_rng(a.seed).permutation(len(distr))
+    distr, dnames = distr[order], [dnames[i] for i in order]
+    n = len(distr)
+    sizes = a.sizes or [s for s in (10, 100, 1000, 10000, 100000) if s < n] + [n]
+    res = evaluate_megaface(np.asarray(lfw[probe]), pids, distr, sizes,
+                            probe_names=[lnames[i] for i in probe], far_targets=a.far,
+                            tar_rule=a.tar_rule, progress=not a.quiet)
+    res.update({"kind": "identification",
+                "protocol": "MegaFace-style stand-in: LFW people with >= %d images as probes, "
+                            "CelebA and one-image LFW people as distractors (not MegaFace)" % a.min_images,
+                "lfw": str(a.lfw), "distractor_sets": a.distractors,
+                "excluded_people_files": [str(p) for p in a.exclude], "seed": a.seed})
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "identification.json").write_text(json.dumps(res, indent=1))
+    plot_megaface(res, a.out, "identification", a.label)
+    print(f"stand-in: {res['n_probes']} LFW probes of {res['n_identities']} people, {n} distractors")
+    for s in res["results"]:
+        t = s["tar_at_far"][0]
+        print(f"  {s['distractors']:>7,} distractors: rank-1 {100 * s['rank1']:6.2f} %   "
+              f"TAR@FAR {t['far']:g} {100 * t['tar']:6.2f} %")
+    print(f"-> {a.out / 'identification.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""LFW verification from extracted features: View 2 10-fold accuracy, View 1, ROC, TAR@FAR.
+
+    python tools/eval_lfw.py --features runs/full/features/lfw_fc5 --out runs/full/eval
+
+Rules (--rule): sphereface (default; expects features extracted with --mirror concat: mean of
+the 9 training folds subtracted, cosine, threshold grid -1:1e-4:1, ties -> mean of the best)
+or insightface (L2-normalised, squared euclidean distance, thresholds 0:0.01:4).
+Images are matched by file name (Name_0001). A pair whose image has no feature is an error
+naming it, or with --missing wrong an error in its fold, reported in the JSON.
+Writes OUT/lfw.json and OUT/lfw_roc.png.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from mtdnn.evaluation.features_io import load_features
+from mtdnn.evaluation.lfw import RULES, evaluate_lfw
+from mtdnn.evaluation.plots import plot_roc
+from mtdnn.paths import data_path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", required=True, help="feature prefix (PREFIX.npy + PREFIX.names.txt)")
+    ap.add_argument("--pairs", type=Path, help="View 2 pairs.txt (default: data lfw/pairs.txt)")
+    ap.add_argument("--view1", nargs=2, type=Path, metavar=("DEVTRAIN", "DEVTEST"),
+                    help="View 1 pairs files (default: data lfw/pairsDevTrain.txt pairsDevTest.txt)")
+    ap.add_argument("--no-view1", action="store_true", help="skip View 1")
+    ap.add_argument("--rule", choices=RULES, default="sphereface")
+    ap.add_argument("--missing", choices=("error", "wrong"), default="error")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-3], help="FARs for TAR (default 1e-3)")
+    ap.add_argument("--label", default=None, help="curve label in the plot")
+    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    a = ap.parse_args(argv)
+
+    feats, names, _ = load_features(a.features)
+    pairs = a.pairs or data_path("lfw", "pairs.txt")
+    view1 = None if a.no_view1 else tuple(a.view1 or (data_path("lfw", "pairsDevTrain.txt"),
+                                                     data_path("lfw", "pairsDevTest.txt")))
+    res = evaluate_lfw(feats, names, pairs, rule=a.rule, missing=a.missing, view1=view1,
+                       fars=a.far)
+    res["features"] = str(a.features)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "lfw.json").write_text(json.dumps(res, indent=1))
+    plot_roc({a.label or Path(a.features).name: (res["roc"]["far"], res["roc"]["tar"])},
+             a.out / "lfw_roc.png", "LFW View 2 ROC (held-out fold scores)")
+    print(f"LFW View 2 ({a.rule}): {100 * res['accuracy']:.2f} +- {100 * res['std']:.2f} %"
+          f"  ({res['n_missing_pairs']} of {res['n_pairs']} pairs missing)")
+    for t in res["tar_at_far"]:
+        print(f"  TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
+    if "view1" in res:
+        print(f"LFW View 1: {100 * res['view1']['accuracy']:.2f} % (threshold {res['view1']['threshold']:.4f} from DevTrain)")
+    print(f"-> {a.out / 'lfw.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""MegaFace challenge 1 (FaceScrub probes): rank-1, CMC, ROC and TAR at FAR, in Python.
+
+With the devkit's lists and .bin features (one file per image, <path><suffix>.bin):
+
+    python tools/eval_megaface.py \\
+        --probes feats/facescrub_bin --probe-list devkit/templatelists/facescrub_features_list.json \\
+        --distractors feats/megaface_bin \\
+        --distractor-lists devkit/templatelists/megaface_features_list.json_*_1 \\
+        --suffix _mtdnn_112x96 --out runs/full/eval
+
+With feature sets from tools/extract_features.py (PREFIX.npy + PREFIX.names.txt), the same
+lists pick the rows by image path; without --probe-list the probes' labels are their ids, and
+without --distractor-lists the first N rows of the distractor set form the set of size N
+(--sizes). --noise both (default) reports with and without the published noise lists
+(data megaface/facescrub_noises.txt, megaface_noises.txt).
+
+Ties count against the probe (pessimistic); TAR at FAR uses --tar-rule (kth: threshold =
+the round(FAR * n_impostor)-th highest impostor score). Writes OUT/megaface.json and
+OUT/megaface_{cmc,roc,rank1}.png.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mtdnn.evaluation.features_io import load_features, lookup, name_index, read_bin_features
+from mtdnn.evaluation.megaface import (DEFAULT_SIZES, evaluate_with_noise_lists, megaface_list_size,
+                                       nested_distractor_order, read_facescrub_list,
+                                       read_megaface_list, read_noise_list)
+from mtdnn.evaluation.plots import plot_megaface
+from mtdnn.evaluation.roc import TAR_RULES
+from mtdnn.paths import data_path
+
+
+def norm_path(p: str) -> str:
+    return p.replace("\\", "/").removeprefix("./")
+
+
+def load_set(src: str, names, suffix: str, what: str, progress: bool):
+    """Features of ``names`` (or of the whole set when None) from a prefix or a .bin folder.
+    Returns (features, names, labels or None)."""
+    if Path(src).is_dir():
+        if names is None:
+            raise SystemExit(f"{src} is a folder of .bin files: give the {what} list too")
+        return read_bin_features(src, names, suffix, progress=progress, desc=f"{what} .bin"), names, None
+    feats, fnames, labels = load_features(src, mmap=True)
+    if names is None:
+        return feats, fnames, labels
+    rows = lookup(name_index(fnames, f"{src}.names.txt", key=norm_path),
+                  [norm_path(n) for n in names], f"{what} features {src}")
+    if np.all(rows == np.arange(len(fnames))):
+        return feats, names, None
+    return np.asarray(feats[rows]), names, None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--probes", required=True, help="probe feature prefix or .bin folder")
+    ap.add_argument("--probe-list", type=Path, help="devkit facescrub_features_list.json")
+    ap.add_argument("--distractors", required=True, help="distractor feature prefix or .bin folder")
+    ap.add_argument("--distractor-lists", type=Path, nargs="+",
+                    help="devkit megaface_features_list.json_<N>_1 files (nested sets)")
+    ap.add_argument("--sizes", type=int, nargs="+", help=f"distractor set sizes (default {DEFAULT_SIZES} "
+                    "up to the number of distractors)")
+    ap.add_argument("--suffix", default="_mtdnn_112x96", help="devkit feature file suffix (before .bin)")
+    ap.add_argument("--noise", choices=("keep", "remove", "both"), default="both")
+    ap.add_argument("--facescrub-noises", type=Path)
+    ap.add_argument("--megaface-noises", type=Path)
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6])
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth")
+    ap.add_argument("--chunk-size", type=int, default=8192)
+    ap.add_argument("--singletons", choices=("error", "drop"), default="error",
+                    help="identities with a single probe image: error, or drop them")
+    ap.add_argument("--label", default="ours")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    prog = not a.quiet
+
+    plist, pids = read_facescrub_list(a.probe_list) if a.probe_list else (None, None)
+    probes, pnames, plabels = load_set(a.probes, plist, a.suffix, "probe", prog)
+    pids = pids if pids is not None else plabels
+    if pids is None:
+        raise SystemExit(f"{a.probes} has no labels: give --probe-list")
+    if a.distractor_lists:
+        order, sizes = nested_distractor_order({megaface_list_size(p): read_megaface_list(p)
+                                                for p in a.distractor_lists})
+    else:
+        order, sizes = None, None
+    distr, dnames, _ = load_set(a.distractors, order, a.suffix, "distractor", prog)
+    if sizes is None:
+        sizes = a.sizes or [s for s in DEFAULT_SIZES if s < distr.shape[0]] + [distr.shape[0]]
+    noises = {}
+    if a.noise != "keep":
+        noises = {"probe_noise": read_noise_list(a.facescrub_noises or data_path("megaface", "facescrub_noises.txt")),
+                  "distractor_noise": read_noise_list(a.megaface_noises or data_path("megaface", "megaface_noises.txt"))}
+    runs = evaluate_with_noise_lists(probes, pids, pnames, distr, dnames, sizes, noise=a.noise,
+                                     far_targets=a.far, tar_rule=a.tar_rule, chunk_size=a.chunk_size,
+                                     singletons=a.singletons, progress=prog, **noises)
+    res = {"kind": "megaface", "probes": str(a.probes), "distractors": str(a.distractors), "runs": runs}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "megaface.json").write_text(json.dumps(res, indent=1))
+    for key, r in runs.items():
+        plot_megaface(r, a.out, "megaface" if key == "original" else "megaface_clean", a.label)
+        print(f"MegaFace ({key}): {r['n_probes']} probes of {r['n_identities']} identities")
+        for s in r["results"]:
+            t = s["tar_at_far"][0]
+            print(f"  {s['distractors']:>9,} distractors: rank-1 {100 * s['rank1']:6.2f} %   "
+                  f"TAR@FAR {t['far']:g} {100 * t['tar']:6.2f} %")
+    print(f"-> {a.out / 'megaface.json'}")
+
+
+if __name__ == "__main__":
+    main()
