@@ -1,0 +1,213 @@
+"""One Markdown report from the JSON results of several runs, shaped like the paper's Tab. 2-7.
+
+A run is a folder; every ``*.json`` below it that has a ``kind`` (written by the eval tools:
+``lfw``, ``megaface``, ``identification``, ``blufr``, ``attributes``) is one of its results.
+A run's paper row is found from its name (the folder name, or ``name``/``model`` in an
+optional ``run.json``) through ``MODEL_ROWS``: e.g. ``full`` is the Full-Model (Tab. 2, 3)
+and the Full-Block (Tab. 5); ``run.json`` may also give ``{"rows": {"5": "Full-Block"}}``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .attributes import PAPER_TABLE4
+
+# Tab. 2 and 3: method -> (released, protocol, rank-1 %, TAR@1e-6 % or None)
+PAPER_MEGAFACE = {
+    "Google - FaceNet v8": ("yes", "Large", 70.50, 86.47),
+    "NTechLAB - Large": ("no", "Large", 73.30, None),
+    "Faceall Co. - Norm_1600": ("no", "Large", 64.80, None),
+    "Faceall Co. - FaceAll_1600": ("no", "Large", 63.98, None),
+    "Lightened CNN": ("yes", "Small", 67.11, 77.46),
+    "Center Loss": ("yes", "Small", 65.23, 76.52),
+    "LBP": ("yes", "Small", 3.02, 2.17),
+    "Joint Bayes": ("yes", "Small", 2.33, 1.46),
+    "NTechLAB - Small": ("no", "Small", 58.22, 66.37),
+    "3DiVi Company": ("no", "Small", 33.71, 36.93),
+    "SIAT_MMLAB": ("no", "Small", 65.23, 76.72),
+    "Barebones FR": ("no", "Small", 59.36, 59.04),
+    "Fast-Model (without Attribute)": ("yes", "Small", 70.28, 58.20),
+    "Fast-Model": ("yes", "Small", 73.07, 68.56),
+    "Full-Model (without Attribute)": ("yes", "Small", 74.25, 76.22),
+    "Full-Model": ("yes", "Small", 77.74, 79.24),
+}
+# Tab. 5, 6, 7: row -> (MegaFace rank-1 %, LFW %)
+PAPER_ABLATION = {
+    "5": ("Comparison of building block structure",
+          {"Fast-Block": (73.07, 97.62), "Full-Block": (77.74, 98.15), "Variants-Block": (69.63, 97.50)}),
+    "6": ("Comparison of different configurations",
+          {"Configuration-1": (73.07, 97.62), "Configuration-2": (72.05, 97.50),
+           "Configuration-3": (69.40, 97.60)}),
+    "7": ("Comparison of different groups of face attributes",
+          {"No attribute": (70.28, 97.20), "Eye attribute": (72.23, 97.49),
+           "Nose attributes": (71.72, 97.63), "Global attributes": (71.92, 97.45),
+           "All attributes": (73.07, 97.62)}),
+}
+# model folder name -> {table: row}; "2" covers Tab. 2 and 3
+MODEL_ROWS = {
+    "full": {"2": "Full-Model", "5": "Full-Block"},
+    "fast": {"2": "Fast-Model", "5": "Fast-Block", "6": "Configuration-1", "7": "All attributes"},
+    "full_noattr": {"2": "Full-Model (without Attribute)"},
+    "fast_noattr": {"2": "Fast-Model (without Attribute)", "7": "No attribute"},
+    "block_variants": {"5": "Variants-Block"},
+    "config2": {"6": "Configuration-2"},
+    "config3": {"6": "Configuration-3"},
+    "attr_eye": {"7": "Eye attribute"},
+    "attr_nose": {"7": "Nose attributes"},
+    "attr_global": {"7": "Global attributes"},
+}
+
+
+def collect_runs(root) -> list[dict]:
+    """Runs below ``root``: each sub-folder holding result JSONs (``root`` itself if it holds
+    them directly). Returns [{name, path, rows, results: {kind: dict}, plots: [paths]}]."""
+    root = Path(root)
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())
+    runs = []
+    for folder in folders:
+        search = folder.glob("*.json") if folder == root else folder.rglob("*.json")
+        results = {}
+        for p in sorted(search):
+            try:
+                data = json.loads(p.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(data, dict) and "kind" in data:
+                results[data["kind"]] = data
+        if not results:
+            continue
+        info = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+        name = info.get("name") or info.get("model") or folder.name
+        rows = dict(MODEL_ROWS.get(info.get("model", folder.name), {}))
+        rows.update(info.get("rows", {}))
+        plots = sorted(folder.glob("*.png") if folder == root else folder.rglob("*.png"))
+        runs.append({"name": name, "path": folder, "rows": rows, "results": results, "plots": plots})
+    return runs
+
+
+def _pct(x, digits=2):
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _megaface_figures(run):
+    """(rank-1, TAR@first FAR, note) of a run's largest distractor set: MegaFace if there,
+    else the stand-in (noted)."""
+    mf = run["results"].get("megaface")
+    if mf:
+        r = mf["runs"].get("original") or mf["runs"].get("noise_removed")
+        last = r["results"][-1]
+        note = "" if last["distractors"] >= 1_000_000 else f"{last['distractors']:,} distractors"
+    elif "identification" in run["results"]:
+        last = run["results"]["identification"]["results"][-1]
+        note = f"stand-in, {last['distractors']:,} distractors"
+    else:
+        return None, None, ""
+    tar = last["tar_at_far"][0]["tar"] if last["tar_at_far"] else None
+    return last["rank1"], tar, note
+
+
+def _table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def build_report(runs: list[dict], out_dir=None) -> str:
+    """The Markdown text; plot links are relative to ``out_dir`` when given."""
+    lines = ["# Results", "",
+             "Our figures come from the JSON files of each run; paper figures are the paper's "
+             "Tab. 2-7. A MegaFace figure marked *stand-in* comes from "
+             "`tools/eval_identification.py` (LFW probes vs CelebA distractors), not MegaFace.", ""]
+
+    # Tab. 2 / 3
+    for key, title in (("2", "Tab. 2: MegaFace rank-1 identification, 1M distractors (%)"),
+                       ("3", "Tab. 3: MegaFace verification, TAR at FAR 1e-6 (%)")):
+        rows = []
+        for m, (rel, proto, r1_paper, tar_paper) in PAPER_MEGAFACE.items():
+            v = r1_paper if key == "2" else tar_paper
+            if v is not None:
+                rows.append([m, rel, proto, f"{v:.2f}", "paper" + (" (text)" if m.startswith("Google")
+                                                                    and key == "3" else "")])
+        for run in runs:
+            r1, tar, note = _megaface_figures(run)
+            if r1 is None:
+                continue
+            label = run["rows"].get("2", run["name"])
+            rows.append([f"**ours: {label}** ({run['name']})", "yes", "Small",
+                         _pct(r1 if key == "2" else tar), note])
+        lines += [f"## {title}", "", _table(["Method", "Released", "Protocol", "%", "note"], rows), ""]
+
+    # Tab. 4
+    att_runs = [r for r in runs if "attributes" in r["results"]]
+    head = ["Attribute", "MOON (paper)", "Ours (paper)"] + [r["name"] for r in att_runs]
+    rows = []
+    for name, (moon, paper) in PAPER_TABLE4.items():
+        ours = []
+        for r in att_runs:
+            acc = {a["name"]: a for a in r["results"]["attributes"]["attributes"]}.get(name)
+            ours.append(_pct(acc["accuracy"]) + f" (maj. {_pct(acc['majority_baseline'])})" if acc else "-")
+        rows.append([name, f"{moon:.2f}", f"{paper:.2f}"] + ours)
+    lines += ["## Tab. 4: attribute prediction accuracy (%)", "",
+              "Ours: CelebA images available here (majority-class baseline in brackets); "
+              "the paper used 1,000 hand-labelled FaceScrub images.", "", _table(head, rows), ""]
+
+    # Tab. 5-7
+    for key, (title, prow) in PAPER_ABLATION.items():
+        rows = []
+        for row, (mf, lfw) in prow.items():
+            matched = [r for r in runs if r["rows"].get(key) == row]
+            if not matched:
+                rows.append([row, f"{mf:.2f}", f"{lfw:.2f}", "-", "-", ""])
+            for r in matched:
+                r1, _, note = _megaface_figures(r)
+                acc = r["results"].get("lfw", {}).get("accuracy")
+                rows.append([row, f"{mf:.2f}", f"{lfw:.2f}", _pct(r1), _pct(acc), f"{r['name']} {note}".strip()])
+        lines += [f"## Tab. {key}: {title}", "",
+                  _table(["Method", "MegaFace paper", "LFW paper", "MegaFace ours", "LFW ours", "run"], rows), ""]
+
+    # LFW and BLUFR of every run
+    rows = []
+    for r in runs:
+        lfw, bl = r["results"].get("lfw"), r["results"].get("blufr")
+        if not lfw and not bl:
+            continue
+        tar = lfw["tar_at_far"][0] if lfw and lfw.get("tar_at_far") else None
+        rows.append([r["name"],
+                     f"{_pct(lfw['accuracy'])} ± {_pct(lfw['std'])}" if lfw else "-",
+                     lfw["rule"] if lfw else "-",
+                     _pct(lfw["view1"]["accuracy"]) if lfw and "view1" in lfw else "-",
+                     f"{_pct(tar['tar'])} @ {tar['far']:g}" if tar else "-",
+                     str(lfw["n_missing_pairs"]) if lfw else "-",
+                     f"{_pct(bl['verification']['tar_mean'])} ± {_pct(bl['verification']['tar_std'])}" if bl else "-",
+                     f"{_pct(bl['open_set']['dir_mean'])} ± {_pct(bl['open_set']['dir_std'])}" if bl else "-"])
+    if rows:
+        lines += ["## LFW and BLUFR", "",
+                  _table(["run", "LFW View 2 (%)", "rule", "View 1 (%)", "TAR (%)", "missing pairs",
+                          "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1"], rows), ""]
+
+    # MegaFace / stand-in per size
+    for r in runs:
+        for kind in ("megaface", "identification"):
+            res = r["results"].get(kind)
+            if not res:
+                continue
+            sets = res["runs"] if kind == "megaface" else {"stand-in": res}
+            for tag, rr in sets.items():
+                rows = [[f"{s['distractors']:,}", _pct(s["rank1"])] +
+                        [_pct(t["tar"]) for t in s["tar_at_far"]] for s in rr["results"]]
+                fars = [f"TAR @ {t['far']:g} ({t['rule']})" for t in rr["results"][0]["tar_at_far"]]
+                lines += [f"### {r['name']}: {kind} ({tag}), {rr['n_probes']} probes of "
+                          f"{rr['n_identities']} identities", "",
+                          _table(["distractors", "rank-1 (%)"] + fars, rows), ""]
+
+    # plots
+    plot_lines = []
+    for r in runs:
+        for p in r["plots"]:
+            link = os.path.relpath(p, out_dir) if out_dir else str(p)
+            plot_lines.append(f"- {r['name']}: [{p.name}]({link})")
+    if plot_lines:
+        lines += ["## Plots", ""] + plot_lines + [""]
+    return "\n".join(lines)
