@@ -13,24 +13,22 @@ def _caffe_pb2():
     return caffe_pb2
 
 
+def _read(path: Path, message, what: str):
+    try:
+        text_format.Merge(Path(path).read_text(), message)
+    except text_format.ParseError as e:
+        raise ValueError(f"{path}: not a valid Caffe {what}: {e}") from None
+    return message
+
+
 def read_net(path: Path):
     """Parse a NetParameter prototxt; a syntax error names the file."""
-    net = _caffe_pb2().NetParameter()
-    try:
-        text_format.Merge(Path(path).read_text(), net)
-    except text_format.ParseError as e:
-        raise ValueError(f"{path}: not a valid Caffe net: {e}") from None
-    return net
+    return _read(path, _caffe_pb2().NetParameter(), "net")
 
 
 def read_solver(path: Path):
     """Parse a SolverParameter prototxt; a syntax error names the file."""
-    solver = _caffe_pb2().SolverParameter()
-    try:
-        text_format.Merge(Path(path).read_text(), solver)
-    except text_format.ParseError as e:
-        raise ValueError(f"{path}: not a valid Caffe solver: {e}") from None
-    return solver
+    return _read(path, _caffe_pb2().SolverParameter(), "solver")
 
 
 def write_prototxt(message, path: Path) -> Path:
