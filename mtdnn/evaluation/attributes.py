@@ -42,7 +42,7 @@ def check_labels(labels, source: str = "labels") -> np.ndarray:
     bad = ~np.isin(labels, (-1, 1))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"{source}: labels must be -1 or +1, found {labels[r, c]!r} "
+        raise ValueError(f"{source}: labels must be -1 or +1, found {labels[r, c].item()!r} "
                          f"at row {r}, column {c}")
     return labels.astype(np.int8)
 

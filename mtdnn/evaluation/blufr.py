@@ -68,10 +68,20 @@ def _thresholds(imp_desc, gen, far_points):
     thr = np.empty(len(fa))
     mid = (fa > 0) & (fa < n_imp)
     thr[mid] = imp_desc[fa[mid] - 1]
-    high = gen[gen > imp_desc[0]]
-    thr[fa == 0] = (imp_desc[0] + high.min()) / 2 if high.size else imp_desc[0] + np.finfo(float).eps
-    thr[fa == n_imp] = min(imp_desc[-1], gen.min()) - np.sqrt(np.finfo(float).eps)
+    top, bottom = float(imp_desc[0]), float(imp_desc[-1])  # float64: eps must not vanish
+    high = gen[gen > top]
+    thr[fa == 0] = (top + high.min()) / 2 if high.size else top + np.finfo(float).eps
+    thr[fa == n_imp] = min(bottom, float(gen.min())) - np.sqrt(np.finfo(float).eps)
     return thr, fa / n_imp
+
+
+def roc_from_scores(genuine, impostor, far_points=VERI_FAR_POINTS):
+    """BLUFR ``EvalROC`` from genuine and impostor scores: ``(vr, far)`` at ``far_points``."""
+    imp = np.sort(np.asarray(impostor).ravel())[::-1]  # float32 stays float32: 50M scores
+    gen = np.sort(np.asarray(genuine, dtype=np.float64).ravel())
+    thr, far = _thresholds(imp, gen, far_points)
+    vr = (gen.size - np.searchsorted(gen, thr, "left")) / gen.size
+    return vr, far
 
 
 def eval_roc(score, labels, far_points=VERI_FAR_POINTS):
@@ -79,15 +89,32 @@ def eval_roc(score, labels, far_points=VERI_FAR_POINTS):
 
     Returns ``(vr, far)`` at ``far_points``."""
     labels = np.asarray(labels)
-    upper = np.triu(np.ones(score.shape, dtype=bool), 1)  # boolean masks: 1/8 the memory of
-    same = labels[:, None] == labels[None, :]             # index arrays for 10k x 10k
-    gen = score[upper & same].astype(np.float64)
-    imp = np.sort(score[upper & ~same])[::-1].astype(np.float64)
-    del upper, same
-    thr, far = _thresholds(imp, gen, far_points)
-    gen = np.sort(gen)
-    vr = (gen.size - np.searchsorted(gen, thr, "left")) / gen.size
-    return vr, far
+    iu, ju = np.triu_indices(len(labels), 1)
+    same = labels[iu] == labels[ju]
+    return roc_from_scores(score[iu[same], ju[same]], score[iu[~same], ju[~same]], far_points)
+
+
+def pair_scores(x, labels, block: int = 1024):
+    """Cosine scores of all pairs of distinct rows of unit-norm ``x``, split into genuine
+    (same label) and impostor, computed by row blocks so that neither the N x N matrix nor
+    its masks are ever held (10k test images: 50M impostor scores, 200 MB)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    _, inv, count = np.unique(labels, return_inverse=True, return_counts=True)
+    n_gen = int(np.sum(count * (count - 1) // 2))
+    imp = np.empty(n * (n - 1) // 2 - n_gen, dtype=np.float32)
+    gen = np.empty(n_gen, dtype=np.float32)
+    gi = ii = 0
+    cols = np.arange(n)
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        s = x[a:b] @ x.T
+        upper = cols[None, :] > np.arange(a, b)[:, None]
+        same = inv[a:b, None] == inv[None, :]
+        g, im = s[upper & same], s[upper & ~same]
+        gen[gi:gi + g.size], imp[ii:ii + im.size] = g, im
+        gi, ii = gi + g.size, ii + im.size
+    return gen, imp
 
 
 def open_set_roc(score, gal_labels, probe_labels, far_points=OSI_FAR_POINTS,
@@ -143,14 +170,9 @@ def evaluate_blufr(features, names, config, *, veri_far=1e-3, osi_far=1e-2, rank
     ri = int(np.flatnonzero(ri_mask)[0]) if ri_mask.any() else len(rank_points) - 1
     vrs, dirs, vfars, ofars = [], [], [], []
     for t, tr in enumerate(tqdm(cfg["trials"], desc="BLUFR trials", disable=not progress)):
-        x = feats[tr["test"]]
-        score = x @ x.T
-        vr, vfar = eval_roc(score, labels[tr["test"]], veri_points)
-        pos = {int(i): k for k, i in enumerate(tr["test"])}
-        g = np.array([pos[int(i)] for i in tr["gallery"]])
-        p = np.array([pos[int(i)] for i in tr["probe"]])
-        d, ofar = open_set_roc(score[np.ix_(g, p)], labels[tr["gallery"]], labels[tr["probe"]],
-                               osi_points, rank_points)
+        vr, vfar = roc_from_scores(*pair_scores(feats[tr["test"]], labels[tr["test"]]), veri_points)
+        d, ofar = open_set_roc(feats[tr["gallery"]] @ feats[tr["probe"]].T, labels[tr["gallery"]],
+                               labels[tr["probe"]], osi_points, rank_points)
         vrs.append(vr), dirs.append(d), vfars.append(vfar), ofars.append(ofar)
     vrs, dirs = np.array(vrs), np.array(dirs)
     vr_t, dir_t = vrs[:, vi], dirs[:, ri, oi]
