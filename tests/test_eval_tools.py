@@ -1,0 +1,155 @@
+"""The evaluation CLIs end to end on small inputs: files in, JSON and PNG out, report."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.io import loadmat, savemat
+
+from generate.attributes import GROUPS
+from mtdnn.evaluation.attributes import read_celeba_attributes
+from mtdnn.evaluation.features_io import write_bin, write_names
+from mtdnn.evaluation.lfw import read_people
+from mtdnn.evaluation.megaface import read_noise_list
+from mtdnn.paths import REPO, data_path
+
+TOOLS = ["extract_features", "eval_lfw", "eval_megaface", "eval_blufr", "eval_identification",
+         "eval_attributes", "report"]
+
+
+def tool(name, *args, ok=True):
+    r = subprocess.run([sys.executable, str(REPO / "tools" / f"{name}.py"), *map(str, args)],
+                       capture_output=True, text=True)
+    if ok:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_help(name):
+    assert "usage" in tool(name, "--help").stdout
+
+
+@pytest.mark.parametrize("name", ["bench_megaface", "bench_extract"])
+def test_bench_help(name):
+    r = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "usage" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def lfw_feats(tmp_path_factory):
+    """Synthetic features (identity centre + noise) for every real LFW image name."""
+    d = tmp_path_factory.mktemp("feats")
+    lines = [l.split() for l in data_path("lfw", "lfw-112x96_list.txt").read_text().splitlines()]
+    names, labels = [l[0] for l in lines], np.array([int(l[1]) for l in lines])
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((labels.max() + 1, 32))
+    np.save(d / "lfw.npy", (c[labels] + 1.0 * rng.standard_normal((len(labels), 32))).astype(np.float32))
+    write_names(d / "lfw.names.txt", names)
+    np.save(d / "lfw.labels.npy", labels)
+    np.save(d / "celeba.npy", rng.standard_normal((500, 32)).astype(np.float32))
+    write_names(d / "celeba.names.txt", [f"{i:06d}.jpg" for i in range(1, 501)])
+    return d
+
+
+def test_eval_lfw_cli(lfw_feats, tmp_path):
+    r = tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", tmp_path, "--label", "synthetic")
+    res = json.loads((tmp_path / "lfw.json").read_text())
+    assert res["kind"] == "lfw" and 0.9 < res["accuracy"] <= 1 and "view1" in res
+    assert (tmp_path / "lfw_roc.png").stat().st_size > 1000 and "LFW View 2 (sphereface)" in r.stdout
+
+
+def test_eval_identification_cli(lfw_feats, tmp_path):
+    tool("eval_identification", "--lfw", lfw_feats / "lfw", "--distractors", lfw_feats / "celeba",
+         "--exclude", data_path("lfw", "peopleDevTrain.txt"), "--out", tmp_path, "--quiet")
+    res = json.loads((tmp_path / "identification.json").read_text())
+    # View 1 train and test people are all 5,749: the test people decide both roles
+    test_people = read_people(data_path("lfw", "peopleDevTest.txt"))
+    assert res["kind"] == "identification" and "not MegaFace" in res["protocol"]
+    assert res["n_identities"] == sum(n >= 4 for _, n in test_people)
+    assert res["n_probes"] == sum(n for _, n in test_people if n >= 4)
+    sizes = [r["distractors"] for r in res["results"]]
+    assert sizes[:3] == [10, 100, 1000] and sizes[-1] == 500 + sum(n == 1 for _, n in test_people)
+    assert all(0 <= r["rank1"] <= 1 for r in res["results"])
+    assert (tmp_path / "identification_cmc.png").exists() and (tmp_path / "identification_roc.png").exists()
+
+
+def test_eval_megaface_cli_devkit_files(tmp_path):
+    rng = np.random.default_rng(0)
+    fs_noise = read_noise_list(data_path("megaface", "facescrub_noises.txt"))
+    mf_noise = read_noise_list(data_path("megaface", "megaface_noises.txt"))
+    ids = ["Aaron_Eckhart"] * 4 + ["B"] * 4 + ["C"] * 4
+    paths = [f"{i}/{i}_{k}.png" for k, i in enumerate(ids)]
+    paths[0] = "Aaron_Eckhart/" + fs_noise[0]  # a published noisy probe
+    centres = {i: rng.standard_normal(16) for i in set(ids)}
+    for p, i in zip(paths, ids):
+        write_bin(tmp_path / "fs" / f"{p}_x.bin", centres[i] + 0.5 * rng.standard_normal(16))
+    (tmp_path / "facescrub_features_list.json").write_text(json.dumps({"path": paths, "id": ids}))
+    dpaths = [mf_noise[0]] + [f"9/{k}.jpg" for k in range(1, 30)]
+    for p in dpaths:
+        write_bin(tmp_path / "mf" / f"{p}_x.bin", rng.standard_normal(16))
+    for n in (10, 30):
+        (tmp_path / f"megaface_features_list.json_{n}_1").write_text(json.dumps({"path": dpaths[:n][::-1]}))
+    r = tool("eval_megaface", "--probes", tmp_path / "fs", "--probe-list", tmp_path / "facescrub_features_list.json",
+             "--distractors", tmp_path / "mf", "--distractor-lists", tmp_path / "megaface_features_list.json_10_1",
+             tmp_path / "megaface_features_list.json_30_1", "--suffix", "_x", "--far", "1e-2",
+             "--out", tmp_path / "out", "--quiet")
+    res = json.loads((tmp_path / "out" / "megaface.json").read_text())["runs"]
+    assert [x["distractors"] for x in res["original"]["results"]] == [10, 30]
+    clean = res["noise_removed"]
+    assert clean["probes_removed"] == [paths[0]] and clean["n_probes"] == 11
+    assert [x["distractors"] for x in clean["results"]] == [9, 29]
+    assert [x["nominal_distractors"] for x in clean["results"]] == [10, 30]
+    assert (tmp_path / "out" / "megaface_cmc.png").exists() and (tmp_path / "out" / "megaface_clean_roc.png").exists()
+    assert "rank-1" in r.stdout
+    # the same features as .npy + names give the same figures
+    feats = np.stack([np.fromfile(tmp_path / "mf" / f"{p}_x.bin", "<f4")[4:] for p in dpaths])
+    np.save(tmp_path / "d.npy", feats[::-1])
+    write_names(tmp_path / "d.names.txt", dpaths[::-1])
+    tool("eval_megaface", "--probes", tmp_path / "fs", "--probe-list", tmp_path / "facescrub_features_list.json",
+         "--distractors", tmp_path / "d", "--distractor-lists", tmp_path / "megaface_features_list.json_10_1",
+         tmp_path / "megaface_features_list.json_30_1", "--suffix", "_x", "--far", "1e-2", "--noise", "keep",
+         "--out", tmp_path / "out2", "--quiet")
+    res2 = json.loads((tmp_path / "out2" / "megaface.json").read_text())["runs"]
+    assert [x["rank1"] for x in res2["original"]["results"]] == [x["rank1"] for x in res["original"]["results"]]
+    # a list naming an image without a feature is an error naming it
+    bad = tmp_path / "megaface_features_list.json_10_1"
+    bad.write_text(json.dumps({"path": dpaths[:9] + ["9/none.jpg"]}))
+    r = tool("eval_megaface", "--probes", tmp_path / "fs", "--probe-list", tmp_path / "facescrub_features_list.json",
+             "--distractors", tmp_path / "d", "--distractor-lists", bad, "--suffix", "_x", "--noise", "keep",
+             "--out", tmp_path / "out3", "--quiet", ok=False)
+    assert r.returncode != 0 and "9/none.jpg" in r.stderr
+
+
+def test_eval_blufr_cli_on_a_two_trial_config(lfw_feats, tmp_path):
+    m = loadmat(str(data_path("lfw", "blufr", "blufr_lfw_config.mat")))
+    small = {k: (v[:2] if k in ("trainIndex", "testIndex", "galIndex", "probIndex") else v)
+             for k, v in m.items() if not k.startswith("__")}
+    savemat(str(tmp_path / "two.mat"), small)
+    r = tool("eval_blufr", "--features", lfw_feats / "lfw", "--config", tmp_path / "two.mat",
+             "--out", tmp_path, "--quiet")
+    res = json.loads((tmp_path / "blufr.json").read_text())
+    assert res["kind"] == "blufr" and res["n_trials"] == 2 and 0 < res["verification"]["tar_mean"] <= 1
+    assert "BLUFR verification TAR @ FAR 0.001" in r.stdout and (tmp_path / "blufr_roc.png").exists()
+
+
+def test_eval_attributes_cli_and_report(lfw_feats, tmp_path):
+    images, attrs, labels = read_celeba_attributes(data_path("celeba", "list_attr_celeba.txt"))
+    cols = [attrs.index(a) for a in GROUPS["all"]]
+    y = labels[:200][:, cols].astype(np.float32)
+    y[:20, 0] *= -1  # 20 wrong Narrow_Eyes predictions
+    np.save(tmp_path / "attr.npy", y * 0.7)
+    write_names(tmp_path / "attr.names.txt", [f"celeba/{n}" for n in images[:200]])
+    run = tmp_path / "runs" / "full"
+    r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--out", run)
+    res = json.loads((run / "attributes.json").read_text())
+    acc = {a["name"]: a["accuracy"] for a in res["attributes"]}
+    assert acc["Narrow_Eyes"] == pytest.approx(0.9) and acc["Male"] == 1.0
+    assert "Narrow_Eyes" in r.stdout and "MOON" in r.stdout
+    tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", run, "--no-view1")
+    tool("report", tmp_path / "runs")
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert "Tab. 4" in md and "| Narrow_Eyes | 83.40 | 85.60 | 90.00" in md
+    assert "| Full-Block | 77.74 | 98.15 | - |" in md and "[lfw_roc.png](full/lfw_roc.png)" in md
