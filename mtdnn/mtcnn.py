@@ -276,6 +276,29 @@ class MTCNN:
         boxes[:, :4] -= 1.0
         return Detections(boxes, points - 1.0)
 
+    def detect_one(self, image: np.ndarray, rule: str = "center", max_side: int | None = 2000):
+        """The one face to align: ``(points 5 x 2, box (x1, y1, x2, y2, score))``, 0-based,
+        chosen by :func:`select_face`, or None when there is no face.
+
+        Images whose longer side exceeds ``max_side`` are searched on a copy shrunk to that
+        size (area averaging) and the results scaled back: the pyramid of a 6000 px photo
+        costs minutes, and faces in such photos are far above ``minsize`` anyway.
+        """
+        scale = 1.0
+        if max_side is not None and max(image.shape[:2]) > max_side:
+            scale = max_side / max(image.shape[:2])
+            image = cv2.resize(image, (max(1, round(image.shape[1] * scale)),
+                                       max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        found = self.detect(image)
+        if len(found) == 0:
+            return None
+        k = select_face(found, image.shape, rule)
+        points, box = found.points[k].copy(), found.boxes[k].copy()
+        if scale != 1.0:  # pixel centres: x_full + 0.5 = (x_small + 0.5) / scale
+            points = (points + 0.5) / scale - 0.5
+            box[:4] = (box[:4] + 0.5) / scale - 0.5
+        return points, box
+
     def _detect_matlab(self, img: np.ndarray):
         """The MATLAB function body: 1-based N x 5 boxes and N x 5 x 2 points."""
         h, w = img.shape[:2]

@@ -100,3 +100,92 @@ def test_112x112_crop_is_the_112x96_crop_widened():
 def test_template_error():
     assert align.template_error(align.TEMPLATE_112x96) == 0
     assert align.template_error(align.TEMPLATE_112x96 + [3, 4]) == pytest.approx(5)
+
+
+# --------------------------------------------------------------------------- tools/align_faces.py
+
+def _run_align(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tool = Path(__file__).resolve().parent.parent / "tools" / "align_faces.py"
+    env = dict(os.environ, GLOG_minloglevel="2")
+    return subprocess.run([sys.executable, str(tool), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def _landmark_lines(path):
+    return [l for l in path.read_text().splitlines() if not l.startswith("#")]
+
+
+def test_align_faces_tool_bad_input_and_resume(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    lfw = data_path("lfw", "lfw-deepfunneled")
+    person = src / "Aaron_Peirsol"
+    person.mkdir(parents=True)
+    for k in (1, 2, 3):
+        (person / f"Aaron_Peirsol_000{k}.jpg").write_bytes((lfw / "Aaron_Peirsol" / f"Aaron_Peirsol_000{k}.jpg").read_bytes())
+    grey = cv2.cvtColor(cv2.imread(str(person / "Aaron_Peirsol_0001.jpg")), cv2.COLOR_BGR2GRAY)
+    odd = src / "Odd"
+    odd.mkdir()
+    cv2.imwrite(str(odd / "grey.png"), grey)
+    (odd / "empty.jpg").write_bytes(b"")
+    data = (person / "Aaron_Peirsol_0002.jpg").read_bytes()
+    (odd / "truncated.jpg").write_bytes(data[:len(data) // 2])
+    (odd / "corrupt.jpg").write_bytes(b"\xff\xd8garbage\xff\xd9")
+    cv2.imwrite(str(odd / "blank.jpg"), np.full((200, 200, 3), 90, np.uint8))
+    cv2.imwrite(str(odd / "tiny.png"), np.zeros((8, 8, 3), np.uint8))
+
+    r = _run_align(src, out, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "img/s" in r.stderr  # the progress bar with its rate
+    crops = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) + \
+        sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert crops == ["Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
+                     "Aaron_Peirsol/Aaron_Peirsol_0003.jpg", "Odd/grey.png"]
+    assert cv2.imread(str(out / crops[0])).shape == (112, 96, 3)
+    lines = _landmark_lines(out / "landmarks.txt")
+    assert len(lines) == 4 and all(len(l.split()) == 11 for l in lines)
+    failures = dict(l.split("\t") for l in (out / "failures.txt").read_text().splitlines())
+    assert set(failures) == {"Odd/empty.jpg", "Odd/truncated.jpg", "Odd/corrupt.jpg", "Odd/blank.jpg", "Odd/tiny.png"}
+    assert failures["Odd/empty.jpg"] == "empty file"
+    assert failures["Odd/truncated.jpg"].startswith("truncated")
+    assert failures["Odd/corrupt.jpg"].startswith("undecodable")
+    assert failures["Odd/blank.jpg"] == "no face found"
+    assert failures["Odd/tiny.png"].startswith("too small")
+
+    # Resume: nothing to do; a deleted crop is redone; the rest is kept untouched.
+    mtime = (out / crops[1]).stat().st_mtime_ns
+    (out / crops[0]).unlink()
+    r = _run_align(src, out, "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert "1 to align" in r.stderr
+    assert (out / crops[0]).is_file() and (out / crops[1]).stat().st_mtime_ns == mtime
+    assert len(_landmark_lines(out / "landmarks.txt")) == 4
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_align_faces_tool_list_and_people(tmp_path):
+    out = tmp_path / "out"
+    listing = tmp_path / "list.txt"
+    listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 3\nNobody/Nobody_0001.jpg 4\n"
+                       "Aaron_Peirsol/Aaron_Peirsol_0001.jpg 3\n")
+    r = _run_align(data_path("lfw", "lfw-deepfunneled"), out, "--list", listing, "--workers", "1",
+                   "--crop", "112x112", "--ext", "png")
+    assert r.returncode == 0, r.stderr
+    assert "listed more than once" in r.stderr
+    assert cv2.imread(str(out / "Aaron_Peirsol/Aaron_Peirsol_0001.png")).shape == (112, 112, 3)
+    assert (out / "failures.txt").read_text() == "Nobody/Nobody_0001.jpg\tmissing\n"
+
+    people = tmp_path / "people.txt"
+    people.write_text("2\nAaron_Peirsol\t2\nAJ_Cook\t1\n")
+    r = _run_align(data_path("lfw", "lfw-deepfunneled"), tmp_path / "out2", "--people", people, "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(_landmark_lines(tmp_path / "out2" / "landmarks.txt")) == 3
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _run_align(empty, tmp_path / "out3")
+    assert r.returncode != 0 and "no images to align" in r.stderr
+    assert _run_align("--help").returncode == 0
