@@ -62,14 +62,14 @@ def test_matches_direct_forward_with_mirror_modes(tiny, root):
     ref_flip = np.array([direct_forward(*tiny, im[:, ::-1].copy()) for im in imgs])
     assert not np.allclose(ref, ref_flip)
     kw = dict(root=root, batch_size=2, progress=False)
-    np.testing.assert_allclose(F.extract_features(net, IMAGES[:2], **kw), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(F.extract_features(net, IMAGES[:2], **kw), ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(F.extract_features(net, IMAGES[:2], mirror="concat", **kw),
-                               np.c_[ref, ref_flip], rtol=1e-5, atol=1e-6)
+                               np.c_[ref, ref_flip], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(F.extract_features(net, IMAGES[:2], mirror="sum", **kw),
-                               ref + ref_flip, rtol=1e-5, atol=1e-6)
+                               ref + ref_flip, rtol=1e-4, atol=1e-5)
     unit = F.extract_features(net, IMAGES[:2], mirror="sum", l2norm=True, **kw)
     np.testing.assert_allclose(unit, (ref + ref_flip) / np.linalg.norm(ref + ref_flip, axis=1, keepdims=True),
-                               rtol=1e-5)
+                               rtol=1e-4, atol=1e-5)
     with pytest.raises(KeyError, match="no blob 'fc7'"):
         F.extract_features(net, IMAGES[:2], blob="fc7", **kw)
 
@@ -97,7 +97,7 @@ def test_resume_after_interruption(tiny, root, tmp_path):
     meta = F.extract_to_file(net, IMAGES, out, on_batch=seen.append, **kw)
     assert seen == [2, 4, 5] and meta["rows_last_run"] == 3  # continued after row 2
     x, names, labels = load_features(out)
-    np.testing.assert_allclose(x, full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x, full, rtol=1e-4, atol=1e-5)
     assert names == IMAGES and labels.tolist() == [0, 1, 1, 2, 3] and x.dtype == np.float32
     assert not (tmp_path / "feats" / "lfw.progress.json").exists()
     assert not (tmp_path / "feats" / "lfw.npy.partial").exists()
@@ -139,5 +139,5 @@ def test_cli_list_and_tree(tiny, root, tmp_path):
     assert r.returncode == 0, r.stderr
     y, ynames, ylabels = load_features(tmp_path / "b")
     assert ynames == sorted(IMAGES[:3]) and ylabels is None
-    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1, rtol=1e-5)
-    np.testing.assert_allclose(y[ynames.index(IMAGES[0])], x[0, :8] / np.linalg.norm(x[0, :8]), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y[ynames.index(IMAGES[0])], x[0, :8] / np.linalg.norm(x[0, :8]), rtol=1e-4, atol=1e-5)
