@@ -180,3 +180,14 @@ def test_view1_uses_devtrain_statistics_only():
     r1b, r2b, ok, miss = pair_rows(read_pairs(data_path("lfw", "pairsDevTest.txt")),
                                    lfw_names_labels()[0])
     assert ok.all() and not miss and len(r1b) == 1000
+
+
+def test_nan_features_and_unknown_rule_are_errors():
+    feats, r1, r2, same, folds = random_pairs(4)
+    feats[r1[0]] = np.nan
+    with pytest.raises(ValueError, match="LFW features: 1 feature row\\(s\\) hold NaN"):
+        ten_fold_accuracy(feats, r1, r2, same, folds)
+    with pytest.raises(ValueError, match="unknown LFW rule 'cosine'"):
+        ten_fold_accuracy(feats, r1, r2, same, folds, rule="cosine")
+    with pytest.raises(ValueError, match="missing must be 'error' or 'wrong'"):
+        pair_rows([], [], missing="skip")

@@ -13,6 +13,7 @@ OUT/attributes.json.
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,4 +48,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

@@ -11,6 +11,7 @@ Writes OUT/blufr.json and OUT/blufr_roc.png.
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mtdnn.evaluation.blufr import evaluate_blufr
@@ -51,4 +52,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

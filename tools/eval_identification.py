@@ -18,6 +18,7 @@ Writes OUT/identification.json and OUT/identification_{cmc,roc,rank1}.png.
 import argparse
 import json
 import re
+import sys
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -98,4 +99,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

@@ -12,6 +12,7 @@ Writes OUT/lfw.json and OUT/lfw_roc.png.
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mtdnn.evaluation.features_io import load_features
@@ -55,4 +56,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

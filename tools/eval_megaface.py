@@ -21,6 +21,7 @@ OUT/megaface_{cmc,roc,rank1}.png.
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,4 +114,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

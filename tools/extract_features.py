@@ -15,6 +15,7 @@ OUT.progress.json); a finished run with the same settings is not redone (--resta
 --bin-dir also writes the MegaFace devkit files DIR/<image path><suffix>.bin.
 """
 import argparse
+import sys
 from pathlib import Path
 
 from mtdnn.features import MIRROR_MODES, extract_to_file, list_tree, load_net, read_image_list
@@ -62,4 +63,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

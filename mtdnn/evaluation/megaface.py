@@ -157,7 +157,7 @@ def identity_groups(ids, *, singletons: str = "error", names: Sequence[str] | No
     if len(single) and singletons == "error":
         raise ValueError(f"{len(single)} probe identit(y/ies) with a single image, e.g. "
                          f"{', '.join(map(str, single[:5]))}: they form no probe/gallery pair "
-                         f"(pass singletons='drop' to leave them out)")
+                         f"(singletons='drop', --singletons drop, leaves them out)")
     if singletons not in ("error", "drop"):
         raise ValueError(f"singletons must be 'error' or 'drop', not {singletons!r}")
     keep = count[code] >= 2
