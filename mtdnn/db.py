@@ -31,19 +31,27 @@ def record_key(index: int) -> bytes:
     return b"%08d" % index
 
 
-def image_to_datum(image: np.ndarray, label: int, encoded: bool = False) -> bytes:
+ENCODINGS = {False: None, True: ".png", "raw": None, "png": ".png", "jpg": ".jpg"}
+
+
+def image_to_datum(image: np.ndarray, label: int, encoded=False, jpeg_quality: int = 95) -> bytes:
     """Serialize an HxWx3 uint8 BGR image and its label as a Caffe ``Datum``.
 
-    ``encoded=True`` stores PNG bytes (lossless; Caffe decodes them with OpenCV), otherwise
-    raw CxHxW pixels.
+    ``encoded``: ``False`` / ``'raw'`` stores raw CxHxW pixels; ``True`` / ``'png'`` stores PNG
+    bytes (lossless); ``'jpg'`` JPEG bytes at ``jpeg_quality`` (lossy). Caffe's Data layer
+    decodes encoded records with OpenCV.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
+    if encoded not in ENCODINGS:
+        raise ValueError(f"encoded must be one of {list(ENCODINGS)}, got {encoded!r}")
     datum = _caffe_pb2().Datum()
     datum.label = int(label)
     datum.height, datum.width, datum.channels = image.shape
-    if encoded:
-        ok, buf = cv2.imencode(".png", image)
+    suffix = ENCODINGS[encoded]
+    if suffix is not None:
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix == ".jpg" else []
+        ok, buf = cv2.imencode(suffix, image, params)
         if not ok:
             raise ValueError("OpenCV could not encode the image")
         datum.data = buf.tobytes()
@@ -83,24 +91,38 @@ def _replace(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_image_lmdb(path: Path, records: Iterable[tuple[np.ndarray, int]], encoded: bool = False,
+def write_image_lmdb(path: Path, records: Iterable[tuple], encoded=False,
                      force: bool = False, map_size: int = 1 << 40, commit_every: int = 1000) -> int:
-    """Write ``(image, label)`` records to a new LMDB at ``path``; returns the record count."""
+    """Write ``(image, label)`` records to a new LMDB at ``path``; returns the record count.
+
+    A record may carry a third element, its name (e.g. the image path): the key is then
+    ``%08d_<name>`` as Caffe's ``convert_imageset`` writes it, so the LMDB itself says which
+    image each record is (see :func:`read_lmdb_index`); key order stays record order.
+    """
     path = Path(path)
     tmp = _prepare(path, force)
     count = 0
     env = lmdb.open(str(tmp), map_size=map_size, subdir=True, meminit=False, map_async=True)
     try:
         txn = env.begin(write=True)
-        for count, (image, label) in enumerate(records, 1):
-            txn.put(record_key(count - 1), image_to_datum(image, label, encoded))
+        for count, record in enumerate(records, 1):
+            image, label = record[0], record[1]
+            key = record_key(count - 1)
+            if len(record) > 2:
+                key += b"_" + str(record[2]).encode("utf-8")
+            if len(key) > 511:  # LMDB's default maximum key size
+                raise ValueError(f"record {count - 1}: name too long for an LMDB key: {record[2]!r}")
+            txn.put(key, image_to_datum(image, label, encoded))
             if count % commit_every == 0:
                 txn.commit()
                 txn = env.begin(write=True)
         txn.commit()
         env.sync()
-    finally:
+    except BaseException:
         env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    env.close()
     _replace(tmp, path)
     return count
 
@@ -127,9 +149,30 @@ def lmdb_count(path: Path) -> int:
         env.close()
 
 
-def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False) -> Path:
+def read_lmdb_index(path: Path) -> Iterator[tuple[str, int, bool]]:
+    """Yield ``(key, label, encoded)`` of every record in key order without decoding images."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: no LMDB folder here")
+    datum = _caffe_pb2().Datum()
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            for key, raw in txn.cursor():
+                datum.ParseFromString(raw)
+                yield key.decode("utf-8", "replace"), datum.label, datum.encoded
+    finally:
+        env.close()
+
+
+def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False,
+                         extra: dict | None = None) -> Path:
     """Write an N x M attribute matrix as float32 to ``path`` (.h5) and the one-line list
-    file that Caffe's ``HDF5Data`` layer takes as ``source`` (``path`` + ``.txt``, returned)."""
+    file that Caffe's ``HDF5Data`` layer takes as ``source`` (``path`` + ``.txt``, returned).
+
+    ``extra``: more datasets to store beside it, e.g. ``{"paths": [...], "labels": [...]}``
+    so the file says which image each row belongs to; ``HDF5Data`` reads only the datasets
+    named by its tops, so they cost nothing in training.
+    """
     path = Path(path)
     attributes = np.asarray(attributes, dtype=np.float32)
     if attributes.ndim != 2:
@@ -137,6 +180,14 @@ def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False
     tmp = _prepare(path, force)
     with h5py.File(tmp, "w") as f:
         f.create_dataset(ATTRIBUTE_DATASET, data=attributes)
+        for name, values in (extra or {}).items():
+            values = list(values) if not isinstance(values, np.ndarray) else values
+            if len(values) != len(attributes):
+                raise ValueError(f"{path}: extra dataset {name!r} has {len(values)} rows, not {len(attributes)}")
+            if len(values) and isinstance(values[0], str):
+                f.create_dataset(name, data=values, dtype=h5py.string_dtype("utf-8"))
+            else:
+                f.create_dataset(name, data=np.asarray(values))
     _replace(tmp, path)
     source = path.with_name(path.name + ".txt")
     source_tmp = source.with_name(source.name + ".partial")

@@ -1,0 +1,215 @@
+"""tools/build_db.py + tools/check_db.py + mtdnn.manifest on real aligned LFW faces: splits,
+order, attributes, Caffe's Data and HDF5Data layers reading in step, tampering caught, bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from mtdnn import db, manifest
+from mtdnn.datasets import read_image_list
+from mtdnn.paths import data_path
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+REF = data_path("lfw", "lfw-112x96")
+
+
+def run(tool, *args):
+    env = dict(os.environ, GLOG_minloglevel="2")
+    return subprocess.run([sys.executable, str(TOOLS / tool), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A small aligned tree: 8 people with 1..many images from the reference alignment."""
+    root = tmp_path_factory.mktemp("tree")
+    listed = read_image_list(data_path("lfw", "lfw-112x96_list.txt"))
+    people = {}
+    for s in listed:
+        people.setdefault(s.path.split("/")[0], []).append(s.path)
+    chosen = ["Aaron_Peirsol", "Abdullah", "Abdullah_Gul", "Adrien_Brody", "Aaron_Eckhart",
+              "Aaron_Guiel", "Abdoulaye_Wade", "Abdel_Nasser_Assidi"]
+    for name in chosen:
+        for rel in people[name][:6]:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REF / rel, root / rel)
+    return root
+
+
+def counts(tree):
+    return {p.name: len(list(p.iterdir())) for p in tree.iterdir()}
+
+
+def test_build_and_check(tree, tmp_path):
+    n = sum(counts(tree).values())
+    attrs = np.where(np.random.default_rng(0).random((n, 3)) > 0.5, 1, -1).astype(np.float32)
+    np.save(tmp_path / "attrs.npy", attrs)
+    out = tmp_path / "db"
+    r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "attrs.npy",
+            "--attribute-names", "a,b,c", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    train = json.loads((out / "train_manifest.json").read_text())
+    val = json.loads((out / "val_manifest.json").read_text())
+    multi = [k for k, v in counts(tree).items() if v >= 2]
+    assert val["count"] == len(multi) and train["count"] == n - len(multi)
+    assert sorted(train["identities"]) == train["identities"] and train["num_identities"] == 8
+    assert {train["identities"][l] for l in val["labels"]} == set(multi)  # one per identity with >= 2
+    assert not set(train["paths"]) & set(val["paths"])
+    assert train["paths"] != sorted(train["paths"])  # shuffled
+    # The HDF5 rows are the attribute rows of the same images, in record order.
+    order = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.jpg"))
+    h = db.read_attribute_hdf5(out / "train_attributes.h5")
+    assert np.array_equal(h, attrs[[order.index(p) for p in train["paths"]]])
+    assert (out / "train_attributes.h5.txt").read_text().strip() == str((out / "train_attributes.h5").resolve())
+    # Labels and pixels in the LMDB: the image at record k is the file train["paths"][k].
+    for k, (image, label) in enumerate(db.read_image_lmdb(out / "train_lmdb")):
+        assert label == train["labels"][k] == train["identities"].index(train["paths"][k].split("/")[0])
+        if k < 3:
+            assert np.array_equal(image, cv2.imread(str(tree / train["paths"][k])))
+    r = run("check_db.py", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("OK") == 2
+
+    # Same seed, same database; existing output kept without --force.
+    r = run("build_db.py", out, "--images", tree)
+    assert r.returncode == 1 and "--force" in r.stderr
+    assert (out / "train_attributes.h5").is_file()
+    r = run("build_db.py", tmp_path / "db2", "--images", tree, "--attributes", tmp_path / "attrs.npy",
+            "--attribute-names", "a,b,c", "--seed", "3")
+    assert json.loads((tmp_path / "db2" / "train_manifest.json").read_text())["order_sha256"] == train["order_sha256"]
+
+
+def test_caffe_layers_read_in_step(tree, tmp_path):
+    """Caffe's Data (LMDB) and HDF5Data layers deliver the same images' labels batch by batch."""
+    import caffe
+    out = tmp_path / "db"
+    n = sum(counts(tree).values())
+    np.save(tmp_path / "a.npy", np.ones((n, 2), np.float32))
+    assert run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "a.npy",
+               "--encoding", "png").returncode == 0
+    m = json.loads((out / "train_manifest.json").read_text())
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(f"""
+layer {{ name: "data" type: "Data" top: "data" top: "label"
+  data_param {{ source: "{out / 'train_lmdb'}" backend: LMDB batch_size: 5 }} }}
+layer {{ name: "attr" type: "HDF5Data" top: "attributes" top: "labels"
+  hdf5_data_param {{ source: "{out / 'train_attributes.h5.txt'}" batch_size: 5 }} }}
+""")
+    net = caffe.Net(str(net_file), caffe.TEST)
+    for b in range(3 * m["count"] // 5):  # several passes, wrapping around
+        net.forward()
+        want = [m["labels"][(b * 5 + k) % m["count"]] for k in range(5)]
+        assert net.blobs["label"].data.tolist() == want
+        assert net.blobs["labels"].data.ravel().tolist() == want
+    assert net.blobs["data"].data.shape == (5, 3, 112, 96)
+
+
+def test_check_db_names_the_first_bad_record(tree, tmp_path):
+    out = tmp_path / "db"
+    assert run("build_db.py", out, "--images", tree, "--val-per-identity", "0").returncode == 0
+    assert not (out / "val_manifest.json").exists()
+    m = json.loads((out / "train_manifest.json").read_text())
+    # Rewrite record 4 with a different label.
+    env = lmdb.open(str(out / "train_lmdb"), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        key = f"{4:08d}_{m['paths'][4]}".encode()
+        image, label = db.datum_to_image(txn.get(key))
+        txn.put(key, db.image_to_datum(image, (label + 1) % 8))
+    env.close()
+    r = run("check_db.py", out / "train_manifest.json")
+    assert r.returncode == 1
+    assert f"record 4 ('{m['paths'][4]}'): label" in r.stderr
+    # A database whose records are in another order: the first differing record is named.
+    other = tmp_path / "db_other"
+    assert run("build_db.py", other, "--images", tree, "--val-per-identity", "0", "--seed", "9").returncode == 0
+    with pytest.raises(manifest.ManifestError, match=r"record 0 .*the LMDB holds"):
+        manifest.verify(out / "train_manifest.json", lmdb_path=other / "train_lmdb")
+    # An edited manifest is caught by its own checksum.
+    m["labels"][0] = (m["labels"][0] + 1) % 8
+    (tmp_path / "edited.json").write_text(json.dumps(m))
+    with pytest.raises(manifest.ManifestError, match="order_sha256"):
+        manifest.verify(tmp_path / "edited.json", lmdb_path=out / "train_lmdb")
+
+
+def test_list_input_min_images_and_celeba_attributes(tmp_path):
+    celeba = data_path("celeba")
+    ids = (celeba / "identity_CelebA.txt").read_text().split("\n")[:400]
+    listing = tmp_path / "celeba_list.txt"
+    listing.write_text("".join(f"{l.split()[0]} {l.split()[1]}\n" for l in ids if l))
+    out = tmp_path / "db"
+    r = run("build_db.py", out, "--list", listing, "--root", celeba / "img_align_celeba_89x109",
+            "--celeba-attributes", celeba / "list_attr_celeba.txt", "--min-images", "2", "--encoding", "jpg")
+    assert r.returncode == 0, r.stderr
+    t = json.loads((out / "train_manifest.json").read_text())
+    v = json.loads((out / "val_manifest.json").read_text())
+    assert t["attribute_names"] == ["Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin",
+                                    "High_Cheekbones", "Male"]
+    assert t["image_shape"] == [109, 89, 3] and t["encoding"] == "jpg"
+    per_id = {}
+    for l in t["labels"] + v["labels"]:
+        per_id[l] = per_id.get(l, 0) + 1
+    assert min(per_id.values()) >= 2 and len(per_id) == t["num_identities"] == v["count"]
+    assert int(t["identities"][0]) < int(t["identities"][-1])  # numeric identity order
+    assert run("check_db.py", out).returncode == 0
+
+
+def test_bad_input_is_named_and_nothing_is_lost(tree, tmp_path):
+    out = tmp_path / "db"
+    assert run("build_db.py", out, "--images", tree).returncode == 0
+    before = (out / "train_manifest.json").read_text()
+    n = sum(counts(tree).values())
+
+    (tmp_path / "bad.txt").write_text("1 -1\n" * (n - 1) + "1 2\n")
+    r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "bad.txt", "--force")
+    assert r.returncode == 1 and f"bad.txt, line {n}: attribute value '2'" in r.stderr
+    (tmp_path / "cols.txt").write_text("1 -1\n" * (n - 1) + "1\n")
+    r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "cols.txt", "--force")
+    assert r.returncode == 1 and f"cols.txt, line {n}: expected 2 attribute values, got 1" in r.stderr
+    np.save(tmp_path / "short.npy", np.ones((3, 2)))
+    r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "short.npy", "--force")
+    assert r.returncode == 1 and f"3 attribute rows for {n} images" in r.stderr
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tree, broken)
+    victim = sorted(broken.rglob("*.jpg"))[5]
+    victim.write_bytes(victim.read_bytes()[:300])
+    r = run("build_db.py", out, "--images", broken, "--force")
+    assert r.returncode == 1 and victim.name in r.stderr and "truncated" in r.stderr
+    odd = sorted(broken.rglob("*.jpg"))[7]
+    victim.write_bytes((tree / victim.relative_to(broken)).read_bytes())
+    cv2.imwrite(str(odd), np.zeros((50, 50, 3), np.uint8))
+    r = run("build_db.py", out, "--images", broken, "--force")
+    assert r.returncode == 1 and odd.name in r.stderr and "wrong size" in r.stderr
+
+    listing = tmp_path / "l.txt"
+    listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 0\nNobody/Nobody_0001.jpg 1\n")
+    r = run("build_db.py", out, "--list", listing, "--root", tree, "--force")
+    assert r.returncode == 1 and "Nobody_0001.jpg" in r.stderr and "missing" in r.stderr
+    listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 0\nAaron_Peirsol/Aaron_Peirsol_0001.jpg 0\n")
+    r = run("build_db.py", out, "--list", listing, "--root", tree, "--force")
+    assert r.returncode == 1 and "duplicate path" in r.stderr
+    r = run("build_db.py", out, "--images", tmp_path / "empty_dir", "--force")
+    assert r.returncode == 1 and "not a folder" in r.stderr
+
+    # After all these failures the first database is intact and still checks.
+    assert (out / "train_manifest.json").read_text() == before
+    assert not (tmp_path / "db.partial").exists()
+    assert run("check_db.py", out).returncode == 0
+
+
+def test_split_planning_is_pure_and_seeded():
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    a = manifest.holdout(labels, 1, seed=5)
+    assert a.tolist() == manifest.holdout(labels, 1, seed=5).tolist()
+    assert a.sum() == 2 and not a[3]  # identity 1 has one image: stays in training
+    assert manifest.holdout(labels, 0).sum() == 0
+    assert manifest.drop_small_identities(["x", "x", "y"], 2).tolist() == [True, True, False]
+    assert sorted(manifest.shuffled(np.arange(10), 1)) == list(range(10))
+    assert run("build_db.py", "--help").returncode == 0 and run("check_db.py", "--help").returncode == 0
