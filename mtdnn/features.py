@@ -23,45 +23,43 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mtdnn import datasets
 from mtdnn.evaluation.features_io import bin_path, feature_paths, write_bin, write_names
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1 / 128
 MIRROR_MODES = ("none", "concat", "sum")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 # ---------------------------------------------------------------------------- inputs
 def read_image_list(path) -> tuple[list[str], np.ndarray | None]:
-    """An image list: ``path [label]`` per line. Returns (paths, labels or None); labels
-    must be on every line or on none."""
-    paths, labels = [], []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) > 2:
-            raise ValueError(f"{path} line {i}: expected 'path [label]', got {line!r}")
-        paths.append(fields[0])
-        labels.append(int(fields[1]) if len(fields) == 2 else None)
-    has = [l is not None for l in labels]
-    if any(has) and not all(has):
-        raise ValueError(f"{path}: some lines have a label and some do not")
-    if not paths:
+    """An image list, ``path [label]`` per line: (paths, integer labels or None).
+
+    Lists with labels are read by ``mtdnn.datasets.read_image_list`` (non-integer labels
+    are numbered in sorted order); a list of bare paths has no labels.
+    """
+    lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
+    if not lines:
         raise ValueError(f"{path}: no images listed")
-    return paths, (np.array(labels, dtype=np.int64) if all(has) else None)
+    if all(len(l.split()) == 1 for l in lines):
+        if len(set(lines)) != len(lines):
+            raise ValueError(f"{path}: a path is listed twice")
+        return lines, None
+    if any(len(l.split()) == 1 for l in lines):
+        raise ValueError(f"{path}: some lines have a label and some do not")
+    samples = datasets.read_image_list(path)
+    ids = [s.identity for s in samples]
+    labels = np.array([int(i) for i in ids]) if all(i.lstrip("-").isdigit() for i in ids) \
+        else datasets.assign_labels(samples)
+    return [s.path for s in samples], labels
 
 
-def list_tree(root, extensions=IMAGE_EXTENSIONS) -> list[str]:
-    """Image files below ``root`` as sorted relative POSIX paths."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
-    out = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                 if p.suffix.lower() in extensions and p.is_file())
-    if not out:
-        raise ValueError(f"{root}: no images ({', '.join(extensions)}) found")
-    return out
+def list_tree(root) -> list[str]:
+    """Image files below ``root`` as sorted relative POSIX paths (``mtdnn.datasets.list_images``)."""
+    paths = datasets.list_images(root)
+    if not paths:
+        raise ValueError(f"{root}: no images found")
+    return paths
 
 
 def load_image(path, size: tuple[int, int] = (112, 96)) -> np.ndarray:

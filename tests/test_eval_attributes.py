@@ -51,5 +51,5 @@ def test_real_celeba_labels_and_paper_attributes():
 def test_count_line_mismatch(tmp_path):
     p = tmp_path / "attr.txt"
     p.write_text("2\nA B\n000001.jpg 1 -1\n")
-    with pytest.raises(ValueError, match="count line says 2 rows, file has 1"):
+    with pytest.raises(ValueError, match="attr.txt: the first line says 2 images, found 1"):
         read_celeba_attributes(p)

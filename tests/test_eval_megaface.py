@@ -132,7 +132,7 @@ def test_devkit_lists(tmp_path):
     fs.write_text(json.dumps({"path": ["A/A_1.png", "A/A_2.png"], "id": ["A", "A"]}))
     assert read_facescrub_list(fs) == (["A/A_1.png", "A/A_2.png"], ["A", "A"])
     fs.write_text(json.dumps({"path": ["A/A_1.png"], "id": []}))
-    with pytest.raises(ValueError, match="1 paths but 0 ids"):
+    with pytest.raises(ValueError, match="'id' must be a list as long as 'path'"):
         read_facescrub_list(fs)
     lists = {}
     for n, paths in ((2, ["x", "y"]), (4, ["y", "z", "x", "w"])):

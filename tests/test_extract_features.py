@@ -117,6 +117,11 @@ def test_bad_images_are_named(tiny, tmp_path):
     (tmp_path / "list.txt").write_text("a.jpg 1\nb.jpg\n")
     with pytest.raises(ValueError, match="some lines have a label and some do not"):
         F.read_image_list(tmp_path / "list.txt")
+    (tmp_path / "list.txt").write_text("a.jpg\nb.jpg\n")
+    assert F.read_image_list(tmp_path / "list.txt") == (["a.jpg", "b.jpg"], None)
+    (tmp_path / "list.txt").write_text("a.jpg bob\nb.jpg alice\nc.jpg bob\n")
+    paths, labels = F.read_image_list(tmp_path / "list.txt")
+    assert paths == ["a.jpg", "b.jpg", "c.jpg"] and labels.tolist() == [1, 0, 1]
 
 
 def test_cli_list_and_tree(tiny, root, tmp_path):

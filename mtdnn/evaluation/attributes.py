@@ -7,10 +7,11 @@ frequent label of the evaluated set) so that an accuracy can be read against it.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from mtdnn import datasets
 
 # Tab. 4 of the paper: MOON and the paper's model, accuracy (%) per attribute.
 PAPER_TABLE4 = {
@@ -21,20 +22,10 @@ PAPER_TABLE4 = {
 
 
 def read_celeba_attributes(path):
-    """CelebA ``list_attr_celeba.txt``: count line, header of attribute names, then
-    ``%06d.jpg`` and one value in {-1, 1} per attribute. Returns ``(image_names,
-    attribute_names, labels int8 N x A)``."""
-    lines = Path(path).read_text().splitlines()
-    n = int(lines[0].split()[0])
-    attrs = lines[1].split()
-    rows = [l.split() for l in lines[2:] if l.strip()]
-    if len(rows) != n:
-        raise ValueError(f"{path}: count line says {n} rows, file has {len(rows)}")
-    bad = [r[0] for r in rows if len(r) != len(attrs) + 1]
-    if bad:
-        raise ValueError(f"{path}: rows with a wrong number of values, e.g. {bad[0]}")
-    labels = np.array([r[1:] for r in rows], dtype=np.int8)
-    return [r[0] for r in rows], attrs, check_labels(labels, str(path))
+    """CelebA ``list_attr_celeba.txt`` (read by ``mtdnn.datasets.read_celeba_attributes``) as
+    ``(image_names, attribute_names, labels int8 N x A)``; every label must be -1 or +1."""
+    table = datasets.read_celeba_attributes(path)
+    return table.files, table.names, check_labels(table.values, str(path))
 
 
 def check_labels(labels, source: str = "labels") -> np.ndarray:

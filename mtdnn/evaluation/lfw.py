@@ -22,12 +22,13 @@ and counts as an error in its test fold; the missing images are listed in the re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .features_io import check_features, name_index
+from mtdnn.datasets import read_lfw_pairs, read_lfw_people
+
+from .features_io import check_features, image_key, name_index
 from .roc import roc_curve, tar_at_far, thin_roc
 
 RULES = ("sphereface", "insightface")
@@ -35,80 +36,28 @@ RULES = ("sphereface", "insightface")
 
 @dataclass(frozen=True)
 class Pair:
-    name1: str
-    n1: int
-    name2: str
-    n2: int
+    image1: str   # relative path, ``Name/Name_0001.jpg``
+    image2: str
     same: bool
     fold: int
 
     @property
     def keys(self) -> tuple[str, str]:
         """The two images' keys, ``Name_0001`` (LFW's file names without extension)."""
-        return lfw_key(self.name1, self.n1), lfw_key(self.name2, self.n2)
-
-
-def lfw_key(name: str, n: int) -> str:
-    return f"{name}_{int(n):04d}"
-
-
-def _pair(fields: list[str], fold: int, where: str) -> Pair:
-    if len(fields) == 3:
-        return Pair(fields[0], int(fields[1]), fields[0], int(fields[2]), True, fold)
-    if len(fields) == 4:
-        return Pair(fields[0], int(fields[1]), fields[2], int(fields[3]), False, fold)
-    raise ValueError(f"{where}: expected 'name n1 n2' or 'name1 n1 name2 n2', got {fields}")
+        return image_key(self.image1), image_key(self.image2)
 
 
 def read_pairs(path) -> list[Pair]:
-    """LFW pairs files. View 2 ``pairs.txt``: header ``10<TAB>300``, then per fold 300 matched
-    and 300 mismatched lines (fold = 0..9). View 1 ``pairsDevTrain/Test.txt``: a count line
-    then that many matched and that many mismatched lines (fold = 0)."""
-    lines = [l.split() for l in Path(path).read_text().splitlines() if l.strip()]
-    if not lines:
-        raise ValueError(f"{path}: empty pairs file")
-    head = lines[0]
-    if len(head) == 2:
-        n_folds, per = int(head[0]), int(head[1])
-    elif len(head) == 1:
-        n_folds, per = 1, int(head[0])
-    else:
-        raise ValueError(f"{path}: first line should be '<folds> <pairs>' or '<pairs>', got {head}")
-    body = lines[1:]
-    if len(body) != n_folds * 2 * per:
-        raise ValueError(f"{path}: header promises {n_folds} x 2 x {per} pairs, file has "
-                         f"{len(body)} lines")
-    pairs = []
-    for i, fields in enumerate(body):
-        fold, r = divmod(i, 2 * per)
-        p = _pair(fields, fold, f"{path} line {i + 2}")
-        if p.same != (r < per):
-            raise ValueError(f"{path} line {i + 2}: a {'matched' if p.same else 'mismatched'} "
-                             f"pair where the format puts {'matched' if r < per else 'mismatched'} ones")
-        pairs.append(p)
-    return pairs
+    """LFW pairs files (``mtdnn.datasets.read_lfw_pairs``) as a flat list of ``Pair``.
+    View 2 ``pairs.txt``: 10 folds (fold = 0..9) of 300 matched then 300 mismatched pairs;
+    View 1 ``pairsDevTrain/Test.txt``: one fold (fold = 0)."""
+    return [Pair(a, b, bool(same), f) for f, fold in enumerate(read_lfw_pairs(path))
+            for a, b, same in fold]
 
 
 def read_people(path) -> list[tuple[str, int]]:
-    """LFW people files: View 1 (count line, then ``name<TAB>n`` lines) or View 2 ``people.txt``
-    (number of sets, then per set a count line and its lines). Returns (name, n_images)."""
-    lines = [l.split() for l in Path(path).read_text().splitlines() if l.strip()]
-    out, i = [], 1
-    if not lines or len(lines[0]) != 1:
-        raise ValueError(f"{path}: first line should be a count")
-    sets = int(lines[0][0]) if len(lines) > 1 and len(lines[1]) == 1 else None
-    blocks = sets if sets is not None else 1
-    i = 1 if sets is not None else 0
-    for _ in range(blocks):
-        count = int(lines[i][0])
-        for fields in lines[i + 1:i + 1 + count]:
-            if len(fields) != 2:
-                raise ValueError(f"{path}: expected 'name n', got {fields}")
-            out.append((fields[0], int(fields[1])))
-        i += 1 + count
-    if i != len(lines):
-        raise ValueError(f"{path}: {len(lines) - i} line(s) beyond the counts")
-    return out
+    """LFW people files (View 1 or View 2, all folds) as ``(name, n_images)``."""
+    return [entry for fold in read_lfw_people(path) for entry in fold]
 
 
 def pair_rows(pairs: Sequence[Pair], names: Sequence[str], missing: str = "error"):

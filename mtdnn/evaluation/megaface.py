@@ -28,13 +28,14 @@ scores for TAR at small FAR.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
+
+from mtdnn import datasets
 
 from .features_io import check_features, l2_normalize
 from .roc import TAR_RULES, TopK, count_ge, count_gt, matlab_round, tar_at_far, thin_roc
@@ -45,23 +46,16 @@ TIE_RULE = ("pessimistic: rank(j, i) = 1 + #{d : s(j, d) >= s(j, i)}, a distract
 
 
 # ---------------------------------------------------------------------------- devkit lists
-def read_facescrub_list(path) -> tuple[list[str], list]:
-    """The devkit's ``facescrub_features_list.json``: ``{"path": [...], "id": [...]}``."""
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or "path" not in data or "id" not in data:
-        raise ValueError(f"{path}: expected a JSON object with 'path' and 'id' lists")
-    paths, ids = list(data["path"]), list(data["id"])
-    if len(paths) != len(ids):
-        raise ValueError(f"{path}: {len(paths)} paths but {len(ids)} ids")
-    return paths, ids
+def read_facescrub_list(path) -> tuple[list[str], list[str]]:
+    """The devkit's ``facescrub_features_list.json`` ``{"path": [...], "id": [...]}`` as
+    (paths, ids), read by ``mtdnn.datasets.read_megaface_list`` (duplicate paths are errors)."""
+    samples = datasets.read_megaface_list(path)
+    return [s.path for s in samples], [s.identity for s in samples]
 
 
 def read_megaface_list(path) -> list[str]:
-    """A devkit distractor list ``megaface_features_list.json_<N>_<set>``: ``{"path": [...]}``."""
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or "path" not in data:
-        raise ValueError(f"{path}: expected a JSON object with a 'path' list")
-    return list(data["path"])
+    """The paths of a devkit distractor list ``megaface_features_list.json_<N>_<set>``."""
+    return [s.path for s in datasets.read_megaface_list(path)]
 
 
 def megaface_list_size(path) -> int:
