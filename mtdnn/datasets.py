@@ -430,10 +430,11 @@ def read_megaface_meta(image_path) -> dict:
 
 # --------------------------------------------------------------------------- attribute matrices
 
-def read_attribute_matrix(path, n_rows: int | None = None) -> np.ndarray:
+def read_attribute_matrix(path, n_rows: int | None = None, scores: bool = False) -> np.ndarray:
     """Per-image attributes in list order from ``.npy``, ``.h5`` (dataset ``attributes``) or
     ``.txt`` (one line of M values per image, ``#`` comments): N x M float32, every value in
-    {-1, 0, 1}. Raises DatasetError naming the file (and line / row) of the first bad value."""
+    {-1, 0, 1} (any finite value with ``scores=True``, e.g. classifier outputs to be voted).
+    Raises DatasetError naming the file (and line / row) of the first bad value."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
@@ -450,17 +451,28 @@ def read_attribute_matrix(path, n_rows: int | None = None) -> np.ndarray:
                 continue
             parts = line.split()
             m = len(parts) if m is None else m
-            rows.append(_check_values(parts, path, line_no, m))
+            if scores:
+                if len(parts) != m:
+                    raise DatasetError(f"{_where(path, line_no)}: expected {m} attribute values, got {len(parts)}")
+                try:
+                    rows.append([float(v) for v in parts])
+                except ValueError:
+                    raise DatasetError(f"{_where(path, line_no)}: non-numeric attribute score in {line!r}") from None
+            else:
+                rows.append(_check_values(parts, path, line_no, m))
         values = np.array(rows, dtype=np.float32).reshape(len(rows), m or 0)
     else:
         raise DatasetError(f"{path}: attributes must be .npy, .h5 or .txt")
     values = np.asarray(values)
     if values.ndim != 2:
         raise DatasetError(f"{path}: attributes must be an N x M matrix, got shape {values.shape}")
-    bad = np.argwhere(~np.isin(values, (-1, 0, 1)))
+    if not np.issubdtype(values.dtype, np.number):
+        raise DatasetError(f"{path}: attributes must be numbers, got {values.dtype}")
+    bad = np.argwhere(~np.isfinite(values) if scores else ~np.isin(values, (-1, 0, 1)))
     if len(bad):
         r, c = bad[0]
-        raise DatasetError(f"{path}: row {r + 1}, column {c + 1}: value {values[r, c]!r} is not -1, 0 or 1")
+        what = "is not finite" if scores else "is not -1, 0 or 1"
+        raise DatasetError(f"{path}: row {r + 1}, column {c + 1}: value {values[r, c]!r} {what}")
     if n_rows is not None and len(values) != n_rows:
         raise DatasetError(f"{path}: {len(values)} attribute rows for {n_rows} images")
     return values.astype(np.float32)

@@ -213,3 +213,26 @@ def test_split_planning_is_pure_and_seeded():
     assert manifest.drop_small_identities(["x", "x", "y"], 2).tolist() == [True, True, False]
     assert sorted(manifest.shuffled(np.arange(10), 1)) == list(range(10))
     assert run("build_db.py", "--help").returncode == 0 and run("check_db.py", "--help").returncode == 0
+
+
+def test_vote_scores_and_placeholder(tree, tmp_path):
+    paths = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.jpg"))
+    scores = np.random.default_rng(1).normal(size=(len(paths), 2)).astype(np.float32)
+    np.save(tmp_path / "scores.npy", scores)
+    r = run("build_db.py", tmp_path / "raw", "--images", tree, "--attributes", tmp_path / "scores.npy")
+    assert r.returncode == 1 and "is not -1, 0 or 1" in r.stderr  # scores need --vote
+    out = tmp_path / "voted"
+    r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "scores.npy", "--vote")
+    assert r.returncode == 0, r.stderr
+    assert "majority vote changed" in r.stderr
+    t = json.loads((out / "train_manifest.json").read_text())
+    attrs = db.read_attribute_hdf5(out / "train_attributes.h5")
+    for label in set(t["labels"]):
+        rows = attrs[[k for k, l in enumerate(t["labels"]) if l == label]]
+        assert set(np.unique(rows)) <= {-1, 1} and (rows == rows[0]).all()  # one label per identity
+    assert t["build"]["majority_vote"]["changed_total"] > 0
+    out = tmp_path / "placeholder"
+    r = run("build_db.py", out, "--images", tree, "--placeholder-attributes", "7")
+    assert r.returncode == 0, r.stderr
+    assert db.read_attribute_hdf5(out / "val_attributes.h5").shape[1] == 7
+    assert run("check_db.py", out).returncode == 0

@@ -17,7 +17,18 @@ records are shuffled (seeded) and the splits are written to OUT:
 
 Attributes: --attributes gives a matrix (.npy, .h5, .txt) with one row per input image in the
 input's order (the list's order, or the sorted paths of the tree); --celeba-attributes takes a
-CelebA list_attr_celeba.txt and matches rows by file name. Values must be -1, 0 or 1.
+CelebA list_attr_celeba.txt and matches rows by file name. Values must be -1, 0 or 1, except
+with --vote, which first gives every image its identity's majority label (mtdnn.vote; raw
+classifier scores allowed). --placeholder-attributes M writes M columns of 0 ("unknown") for
+data that has no attribute labels yet (e.g. LFW), so the two-input pipeline can be run.
+
+Example: LFW View 1 training people, raw photos to a Caffe-ready database (about 8 min here):
+
+  tools/align_faces.py $MTDNN_DATA/lfw/lfw-deepfunneled work/lfw-devtrain-112x96 \
+      --people $MTDNN_DATA/lfw/peopleDevTrain.txt \
+  && tools/build_db.py work/lfw-devtrain-db --images work/lfw-devtrain-112x96 \
+      --placeholder-attributes 7 --attribute-names Narrow_Eyes,Big_Nose,Pointy_Nose,Chubby,Double_Chin,High_Cheekbones,Male \
+  && tools/check_db.py work/lfw-devtrain-db
 
 Everything is built in OUT.partial and moved into place at the end: an existing OUT is replaced
 only with --force, and a failed run leaves it as it was.
@@ -39,6 +50,7 @@ from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, db, manifest  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
+from mtdnn.vote import majority_vote  # noqa: E402
 
 # Chosen by bench/bench_db.py on this machine (see its docstring): raw pixels.
 DEFAULT_ENCODING = "raw"
@@ -55,6 +67,11 @@ def parse_args(argv=None):
     att = p.add_mutually_exclusive_group()
     att.add_argument("--attributes", type=Path, help=".npy/.h5/.txt attribute matrix in the input's order")
     att.add_argument("--celeba-attributes", type=Path, help="CelebA list_attr_celeba.txt (rows matched by file name)")
+    att.add_argument("--placeholder-attributes", type=int, metavar="M",
+                     help="no labels yet: M columns of 0 ('unknown'), so the HDF5 side of the pipeline exists")
+    p.add_argument("--vote", action="store_true",
+                   help="majority-vote the attributes per identity first (mtdnn.vote; --attributes may then "
+                        "hold raw classifier scores)")
     p.add_argument("--attribute-names", help="comma-separated names (CelebA default: the paper's seven)")
     p.add_argument("--val-per-identity", type=int, default=1, help="held-out images per identity (default 1; 0: no val)")
     p.add_argument("--min-images", type=int, default=1, help="drop identities with fewer images (default 1)")
@@ -75,8 +92,13 @@ def load_samples(args) -> tuple[list[datasets.Sample], Path]:
 
 def load_attributes(args, samples) -> tuple[np.ndarray | None, list[str]]:
     names = [n for n in (args.attribute_names or "").split(",") if n]
+    if args.placeholder_attributes is not None:
+        m = args.placeholder_attributes
+        if m < 1 or (names and len(names) != m):
+            raise datasets.DatasetError(f"--placeholder-attributes {m} needs M >= 1 (and M --attribute-names)")
+        return np.zeros((len(samples), m), np.float32), names or [f"attr{k}" for k in range(m)]
     if args.attributes:
-        values = datasets.read_attribute_matrix(args.attributes, n_rows=len(samples))
+        values = datasets.read_attribute_matrix(args.attributes, n_rows=len(samples), scores=args.vote)
         if names and len(names) != values.shape[1]:
             raise datasets.DatasetError(f"{args.attributes}: {values.shape[1]} columns but {len(names)} --attribute-names")
         return values, names or [f"attr{k}" for k in range(values.shape[1])]
@@ -125,6 +147,13 @@ def build(args) -> dict:
     missing = datasets.missing_files(samples, root)
     if missing:
         raise datasets.DatasetError(f"{len(missing)} image(s) missing below {root}, first {missing[0]!r}")
+    vote_info = None
+    if args.vote:
+        if attributes is None:
+            raise datasets.DatasetError("--vote needs attributes (--attributes or --celeba-attributes)")
+        result = majority_vote(attributes, [s.identity for s in samples])
+        attributes = result.labels.astype(np.float32)
+        vote_info = {"changed": dict(zip(attr_names, result.changed.tolist())), "changed_total": result.changed_total}
     train, val, labels, names = plan(samples, attributes, args)
 
     out = args.out
@@ -136,7 +165,7 @@ def build(args) -> dict:
     stage.mkdir(parents=True)
     build_info = {"source": str(root.resolve()), "seed": args.seed, "val_per_identity": args.val_per_identity,
                   "min_images": args.min_images, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "input_images": len(samples)}
+                  "input_images": len(samples), "majority_vote": vote_info}
     shape_box, summary = [], {}
     try:
         for split, idx in (("train", train), ("val", val)):
@@ -175,7 +204,7 @@ def build(args) -> dict:
         tmp = source.with_name(source.name + ".partial")
         tmp.write_text(f"{source.with_suffix('').resolve()}\n")
         os.replace(tmp, source)
-    return {"identities": len(names), "summary": summary, "dropped": int((labels < 0).sum())}
+    return {"identities": len(names), "summary": summary, "dropped": int((labels < 0).sum()), "vote": vote_info}
 
 
 def main(argv=None) -> int:
@@ -187,6 +216,9 @@ def main(argv=None) -> int:
         return 1
     for split, (n, rate) in result["summary"].items():
         print(f"{split}: {n} records ({rate:.0f} img/s written)", file=sys.stderr)
+    if result["vote"]:
+        print(f"majority vote changed {result['vote']['changed_total']} labels: {result['vote']['changed']}",
+              file=sys.stderr)
     print(f"{result['identities']} identities, {result['dropped']} images dropped (--min-images); "
           f"written to {args.out}", file=sys.stderr)
     return 0
