@@ -7,17 +7,20 @@ image and the projection for CASIA-WebFace's 494,414 images), and read rate thro
 Data layer (a net with only a Data layer, the training transform: scale 1/128, mean 127.5,
 mirror; ``net.forward()`` timed, images/s).
 
-Measured here (2 cores, 2,000 images, batch 40; the machine was shared, so rates vary +-20 %):
+Measured here (2 shared cores, 2,000 reference-aligned LFW faces, batch 40, page cache warm;
+two runs agreed within 5 %):
 
-    encoding  write img/s  bytes/img  CASIA GB  Data-layer read img/s
-    raw            ~2,300     32,944      16.3        ~8,000
-    png            ~1,000     ~21,000     ~10         ~2,700
-    jpg (q95)      ~1,800      ~5,000     ~2.5        ~4,300
+    encoding   write img/s  bytes/img  CASIA GB  Data-layer read img/s
+    raw              3,400     32,836      16.2       ~45,000
+    png              2,600     22,372      11.1        ~4,000
+    jpg (q95)        9,400      5,837       2.9       ~10,000
 
-All three read far faster than the nets train (Full-Model ~3.6 img/s on these CPUs, ~65 img/s
-on a TITAN X), so the Data layer is never the bottleneck; raw is the default of
-tools/build_db.py because it is lossless, the fastest to write and to read, and needs no
-decoder at training time; --encoding png saves ~35 % of the disk losslessly, jpg ~85 % lossily.
+PNG is dominated (larger than JPEG, slower than raw on both sides). Raw is the default of
+tools/build_db.py: lossless, the fastest to read by a factor of 4.5 and needing no decoder at
+training time; its cost is disk (16 GB for CASIA-WebFace). Every encoding reads far faster than
+the nets train (Full-Model ~3.6 img/s on these CPUs, ~65 img/s per TITAN X), so --encoding jpg
+(a second lossy generation on top of the aligned JPEGs, 5.6x smaller) is the choice when disk
+is short.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
         from mtdnn.datasets import read_identity_folders
         samples = read_identity_folders(root)[:args.limit]
     paths = [root / s.path for s in samples]
-    for p_ in paths[:50]:  # warm the page cache so the first encoding is not penalised
+    for p_ in paths:  # warm the page cache so the first encoding is not penalised
         p_.read_bytes()
     print(f"{len(paths)} images from {root}, Data-layer batch {args.batch}")
     print(f"{'encoding':10s} {'write img/s':>12s} {'bytes/img':>10s} {'CASIA GB':>9s} {'read img/s':>11s}")

@@ -52,7 +52,8 @@ from mtdnn import datasets, db, manifest  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
 
-# Chosen by bench/bench_db.py on this machine (see its docstring): raw pixels.
+# Chosen by bench/bench_db.py (see its docstring): raw pixels are lossless and read ~4.5x faster
+# than JPEG and ~11x faster than PNG through Caffe's Data layer; JPEG is 5.6x smaller on disk.
 DEFAULT_ENCODING = "raw"
 
 
