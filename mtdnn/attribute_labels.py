@@ -1,0 +1,303 @@
+"""Attribute labels for a recognition training set: score with a MOON classifier, vote per identity.
+
+Sec. 3.2 of the paper: the classifier predicts the attributes of every training image and
+each identity's images then all get the identity's majority label (``mtdnn.vote``: a score > 0
+votes +1, < 0 votes -1; ties go to the sign of the mean score, then to -1; **an identity with a
+single image keeps its own prediction**).
+
+- :func:`load_classifier`: a trained MOON run folder (``moon.json``, ``deploy.prototxt``,
+  ``moon.caffemodel``, written by ``tools/train_attributes.py``) as a pycaffe net.
+- :func:`score_images` / :func:`score_paths` / :func:`score_lmdb`: batched forward passes to
+  the ``attr_pred`` blob, N x M float32 scores; images are preprocessed as in training
+  (``mtdnn.features``: BGR, (x - 127.5) / 128).
+- :func:`label_database`: every split of a database built by ``tools/build_db.py`` (LMDB +
+  manifest) is scored in its record order, the vote runs over all splits together (an
+  identity's held-out image votes too), and each split's HDF5 attribute file is written in
+  the LMDB's record order (dataset ``attributes`` = the voted {-1, +1} labels, beside
+  ``scores``, ``own`` (each image's own prediction), ``paths``, ``labels``); the manifest's
+  attribute fields are updated and the pair is checked with ``mtdnn.manifest.verify``.
+- :func:`write_scores`: scores in the project's feature format (``P.npy`` + ``P.names.txt`` +
+  ``P.meta.json``), which ``tools/eval_attributes.py`` and ``tools/build_db.py --attributes
+  P.npy --vote`` read.
+
+Bad input (no images, a model that lacks a requested attribute, a database whose splits
+disagree on their identities, an LMDB that does not match its manifest) raises
+:class:`LabelError` naming the problem.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import db, manifest
+from .evaluation.features_io import feature_paths, write_names
+from .features import batch_features, input_size
+from .vote import majority_vote, own_predictions
+
+BLOB = "attr_pred"
+META_FILE, DEPLOY_FILE, WEIGHTS_FILE = "moon.json", "deploy.prototxt", "moon.caffemodel"
+
+
+class LabelError(ValueError):
+    """Bad input to scoring or labelling; the message names the problem."""
+
+
+# --------------------------------------------------------------------------- the classifier
+
+def read_meta(model_dir) -> dict:
+    """``moon.json`` of a trained run folder (attributes, rates, weights, how it was made)."""
+    path = Path(model_dir) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabelError(f"{path}: not found; is {model_dir} a run folder of tools/train_attributes.py "
+                         f"that finished training?") from None
+    except json.JSONDecodeError as e:
+        raise LabelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta.get("attributes"), list) or not meta["attributes"]:
+        raise LabelError(f"{path}: no 'attributes' list")
+    return meta
+
+
+def load_classifier(model_dir, weights=None, gpu: int | None = None):
+    """(pycaffe TEST net, meta) of a trained MOON run folder; ``weights`` overrides
+    ``moon.caffemodel`` (e.g. an intermediate snapshot)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import caffe
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    deploy = model_dir / DEPLOY_FILE
+    weights = Path(weights) if weights else model_dir / WEIGHTS_FILE
+    for path in (deploy, weights):
+        if not path.is_file():
+            raise LabelError(f"{path}: not found")
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_mode_gpu()
+        caffe.set_device(gpu)
+    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+    if BLOB not in net.blobs or net.blobs[BLOB].data.shape[1] != len(meta["attributes"]):
+        raise LabelError(f"{deploy}: no '{BLOB}' blob with {len(meta['attributes'])} outputs")
+    return net, meta
+
+
+def columns(meta: dict, names: Sequence[str] | None) -> list[int]:
+    """Indices of ``names`` among the classifier's attributes (all of them for None)."""
+    have = list(meta["attributes"])
+    if names is None:
+        return list(range(len(have)))
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise LabelError(f"the classifier does not predict {', '.join(missing)} "
+                         f"(it predicts {', '.join(have)})")
+    return [have.index(n) for n in names]
+
+
+# --------------------------------------------------------------------------- scoring
+
+def score_images(net, images: Iterable[np.ndarray], count: int, batch_size: int = 64,
+                 mirror: str = "none", progress: bool = True, desc: str = "score") -> np.ndarray:
+    """Scores (``attr_pred``) of ``count`` BGR uint8 images from an iterable, N x M float32.
+    ``mirror="sum"`` adds the scores of the flipped image (test-time augmentation)."""
+    from tqdm import tqdm
+    if count <= 0:
+        raise LabelError("no images to score")
+    size = input_size(net)
+    out = np.empty((count, net.blobs[BLOB].data.shape[1]), np.float32)
+    done, batch = 0, []
+    with tqdm(total=count, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        def flush():
+            nonlocal done, batch
+            out[done:done + len(batch)] = batch_features(net, batch, BLOB, mirror)
+            done += len(batch)
+            bar.update(len(batch))
+            batch = []
+        for image in images:
+            if done + len(batch) >= count:
+                raise LabelError(f"more than the {count} images announced")
+            if image.shape[:2] != size:
+                raise LabelError(f"image {done + len(batch)} is {image.shape[0]}x{image.shape[1]} (HxW), the "
+                                 f"classifier takes aligned {size[0]}x{size[1]} faces")
+            batch.append(image)
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+    if done != count:
+        raise LabelError(f"{done} images scored, {count} announced")
+    return out
+
+
+def score_paths(net, paths: Sequence[str], root=None, **kw) -> np.ndarray:
+    """Scores of image files ``paths`` (relative to ``root``)."""
+    from .images import load_image
+    root = Path(root) if root is not None else Path()
+    return score_images(net, (load_image(root / p) for p in paths), len(paths), **kw)
+
+
+def score_lmdb(net, lmdb_path, **kw) -> np.ndarray:
+    """Scores of every record of an image LMDB, in record order."""
+    count = db.lmdb_count(lmdb_path)
+    return score_images(net, (image for image, _ in db.read_image_lmdb(lmdb_path)), count, **kw)
+
+
+def write_scores(prefix, scores: np.ndarray, names: Sequence[str], info: dict | None = None) -> Path:
+    """``prefix.npy`` (N x M float32), ``prefix.names.txt``, ``prefix.meta.json``; atomic."""
+    scores = np.asarray(scores, np.float32)
+    if len(scores) != len(names):
+        raise LabelError(f"{len(scores)} score rows for {len(names)} names")
+    files = feature_paths(prefix)
+    files["features"].parent.mkdir(parents=True, exist_ok=True)
+    tmp = files["features"].with_name(files["features"].name + ".partial.npy")
+    np.save(tmp, scores)
+    os.replace(tmp, files["features"])
+    write_names(files["names"], names)
+    _write_json(files["meta"], {"blob": BLOB, "rows": len(names), **(info or {})})
+    return files["features"]
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".partial")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- voting
+
+def vote_summary(scores: np.ndarray, identities: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, dict]:
+    """Voted labels (N x M int8) and a summary: per attribute the positive rate of the own
+    predictions and of the voted labels and how many image labels the vote changed; the
+    number of identities, and of identities with one image (their vote is their own
+    prediction)."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or len(scores) == 0:
+        raise LabelError(f"no predictions to vote on (scores of shape {scores.shape})")
+    if len(identities) != len(scores):
+        raise LabelError(f"{len(scores)} score rows for {len(identities)} identities")
+    result = majority_vote(scores, list(identities))
+    own = own_predictions(scores)
+    _, counts = np.unique(np.asarray(identities), return_counts=True)
+    per = [{"name": n, "own_positive_rate": float((own[:, j] > 0).mean()),
+            "voted_positive_rate": float((result.labels[:, j] > 0).mean()),
+            "changed": int(result.changed[j])} for j, n in enumerate(names)]
+    summary = {"images": int(len(scores)), "identities": int(len(counts)),
+               "single_image_identities": int((counts == 1).sum()),
+               "images_of_multi_image_identities": int(counts[counts > 1].sum()),
+               "changed_total": int(result.changed_total),
+               "changed_fraction": float(result.changed_total / scores.size), "attributes": per}
+    return result.labels, summary
+
+
+def format_vote(summary: dict) -> str:
+    """Plain-text table of :func:`vote_summary`'s summary."""
+    head = f"{'attribute':<18}{'own +%':>8}{'voted +%':>10}{'changed':>9}"
+    lines = [head, "-" * len(head)]
+    for a in summary["attributes"]:
+        lines.append(f"{a['name']:<18}{100 * a['own_positive_rate']:8.1f}"
+                     f"{100 * a['voted_positive_rate']:10.1f}{a['changed']:9d}")
+    lines.append(f"{summary['images']} images, {summary['identities']} identities "
+                 f"({summary['single_image_identities']} with a single image: their vote is their own "
+                 f"prediction); the vote changed {summary['changed_total']} of "
+                 f"{summary['images'] * len(summary['attributes'])} labels "
+                 f"({100 * summary['changed_fraction']:.2f} %)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- databases
+
+def database_splits(db_dir) -> dict[str, Path]:
+    """``{split: manifest path}`` of a ``tools/build_db.py`` folder (``<split>_manifest.json``)."""
+    db_dir = Path(db_dir)
+    found = {p.name[:-len("_manifest.json")]: p for p in sorted(db_dir.glob("*_manifest.json"))}
+    if not found:
+        raise LabelError(f"{db_dir}: no <split>_manifest.json (build it with tools/build_db.py)")
+    return found
+
+
+def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] | None = None,
+                   force: bool = False, batch_size: int = 64, mirror: str = "none",
+                   progress: bool = True, model_info: dict | None = None) -> dict:
+    """Score, vote and write the attribute HDF5 files of a database (module docstring).
+
+    ``out_dir``: where the HDF5 files, scores, manifests and ``attribute_labels.json`` go;
+    default ``db_dir`` itself (its placeholder HDF5 files and manifests are replaced; a file
+    that already holds non-zero labels is replaced only with ``force``). Elsewhere, the
+    manifests written there point at the database's LMDBs by absolute path.
+    Returns the summary written to ``attribute_labels.json``.
+    """
+    from .manifest import ManifestError
+    db_dir = Path(db_dir)
+    out_dir = Path(out_dir) if out_dir is not None else db_dir
+    in_place = out_dir.resolve() == db_dir.resolve()
+    cols = columns(meta, names)
+    names = [meta["attributes"][c] for c in cols]
+    splits = database_splits(db_dir)
+    manifests = {}
+    for split, path in splits.items():
+        try:
+            manifests[split] = manifest.read_manifest(path)
+            manifest.verify(path)
+        except ManifestError as e:
+            raise LabelError(f"{db_dir}: {e}") from None
+    ids = {tuple(m["identities"]) for m in manifests.values()}
+    if len(ids) != 1:
+        raise LabelError(f"{db_dir}: the splits' manifests list different identities; cannot vote across them")
+    if in_place and not force:
+        for split, m in manifests.items():
+            if m.get("hdf5") and (db_dir / m["hdf5"]).is_file():
+                old = db.read_attribute_hdf5(db_dir / m["hdf5"])
+                if np.any(old != 0):
+                    raise LabelError(f"{db_dir / m['hdf5']} already holds attribute labels (not the "
+                                     f"placeholder zeros); pass force=True (--force) to replace them")
+
+    start = time.time()
+    scores, identities, owner = [], [], []
+    for split, m in manifests.items():
+        lmdb_path = db_dir / m["lmdb"]
+        s = score_lmdb(net, lmdb_path, batch_size=batch_size, mirror=mirror, progress=progress,
+                       desc=f"score {split}")[:, cols]
+        if len(s) != m["count"]:
+            raise LabelError(f"{lmdb_path}: {len(s)} records scored, manifest says {m['count']}")
+        scores.append(s)
+        identities += [m["identities"][label] for label in m["labels"]]
+        owner += [split] * len(s)
+    scores = np.concatenate(scores)
+    seconds = time.time() - start
+    labels, summary = vote_summary(scores, identities, names)
+    owner = np.array(owner)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"model": str(Path(meta.get("run_dir", "?"))), "weights": meta.get("weights"),
+            "target": meta.get("target"), "mirror": mirror, **(model_info or {})}
+    for split, m in manifests.items():
+        rows = owner == split
+        h5_name = m.get("hdf5") or f"{split}_attributes.h5"
+        db.write_attribute_hdf5(out_dir / h5_name, labels[rows].astype(np.float32), force=True, extra={
+            "scores": scores[rows], "own": own_predictions(scores[rows]),
+            "paths": m["paths"], "labels": np.asarray(m["labels"])})
+        write_scores(out_dir / f"{split}_attribute_scores", scores[rows], m["paths"],
+                     {"attributes": names, **info})
+        new = dict(m)
+        new.update(hdf5=h5_name, attribute_names=names,
+                   attributes_sha256=manifest.attributes_checksum(labels[rows].astype(np.float32)),
+                   build={**m.get("build", {}), "attribute_labels": {
+                       **info, "attributes": names, "majority_vote": "mtdnn.vote over all splits",
+                       "created": time.strftime("%Y-%m-%d %H:%M:%S")}})
+        if not in_place:
+            new["lmdb"] = str((db_dir / m["lmdb"]).resolve())
+        manifest.write_manifest(out_dir / splits[split].name, new)
+        try:
+            manifest.verify(out_dir / splits[split].name)
+        except ManifestError as e:  # cannot happen unless the database changed under us
+            raise LabelError(f"after labelling: {e}") from None
+    summary.update({"database": str(db_dir.resolve()), "out": str(out_dir.resolve()),
+                    "splits": {s: int((owner == s).sum()) for s in manifests},
+                    "scoring_seconds": round(seconds, 1), **info})
+    _write_json(out_dir / "attribute_labels.json", summary)
+    return summary

@@ -1,0 +1,192 @@
+"""Attribute labelling (mtdnn.attribute_labels, tools/label_attributes.py) on real LFW faces:
+scores in LMDB record order, the per-identity vote over all splits, HDF5 rows in the
+manifest's order, bad input. The classifier is a MOON net with seeded random weights: these
+tests check the plumbing; tests/test_moon_train.py trains a real one."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from generate.moon import render_moon
+from mtdnn import attribute_labels as al
+from mtdnn import db, manifest
+from mtdnn.datasets import PAPER_ATTRIBUTES
+from mtdnn.features import preprocess
+from mtdnn.paths import REPO, data_path
+from mtdnn.vote import majority_vote
+
+# 4 people with several images (capped at 6) and 2 with a single image (their own prediction stands)
+PEOPLE = {"Abdullah_Gul": 6, "Zico": 3, "Aaron_Peirsol": 4, "Colin_Powell": 6, "AJ_Cook": 1, "Aaron_Eckhart": 1}
+TOOL = REPO / "tools" / "label_attributes.py"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A MOON run folder (deploy.prototxt, moon.caffemodel, moon.json) with random weights and
+    unit BatchNorm statistics, so scores vary from image to image."""
+    import caffe
+    caffe.set_mode_cpu()
+    run = tmp_path_factory.mktemp("moon_model")
+    render_moon(run, backbone="fast", width=0.125, blocks="1,1,1,1", attributes="all")
+    np.random.seed(0)
+    net = caffe.Net(str(run / "deploy.prototxt"), caffe.TEST)
+    for name, layer in zip(net._layer_names, net.layers):
+        if layer.type == "BatchNorm":
+            layer.blobs[0].data[...] = 0
+            layer.blobs[1].data[...] = 1
+            layer.blobs[2].data[...] = 1
+    net.save(str(run / "moon.caffemodel"))
+    (run / "moon.json").write_text(json.dumps({"attributes": list(PAPER_ATTRIBUTES), "target": "balanced"}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lfw_tree")
+    src = data_path("lfw", "lfw-112x96")
+    for person, n in PEOPLE.items():
+        (root / person).mkdir()
+        for k in range(1, n + 1):
+            shutil.copy(src / person / f"{person}_{k:04d}.jpg", root / person)
+    return root
+
+
+@pytest.fixture()
+def database(tree, tmp_path):
+    """A tools/build_db.py database of the tree with placeholder attributes (train + val)."""
+    out = tmp_path / "db"
+    rc = subprocess.run([sys.executable, str(REPO / "tools" / "build_db.py"), str(out), "--images", str(tree),
+                         "--placeholder-attributes", "7", "--attribute-names", ",".join(PAPER_ATTRIBUTES)],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    return out
+
+
+def direct_scores(model, lmdb_path):
+    """attr_pred of every record by a plain pycaffe forward, one image at a time."""
+    import caffe
+    net = caffe.Net(str(model / "deploy.prototxt"), caffe.TEST, weights=str(model / "moon.caffemodel"))
+    out = []
+    for image, _ in db.read_image_lmdb(lmdb_path):
+        net.blobs["data"].data[...] = preprocess([image])
+        out.append(net.forward()["attr_pred"][0].copy())
+    return np.array(out)
+
+
+def test_label_database_in_place(model, database):
+    net, meta = al.load_classifier(model)
+    summary = al.label_database(database, net, meta, batch_size=5, progress=False)
+    ms = {s: manifest.read_manifest(database / f"{s}_manifest.json") for s in ("train", "val")}
+    scores, ids, rows = [], [], []
+    for split, m in ms.items():
+        manifest.verify(database / f"{split}_manifest.json")  # checksum of the new labels included
+        with h5py.File(database / m["hdf5"]) as f:
+            assert [p.decode() for p in f["paths"][...]] == m["paths"]  # rows in the LMDB's record order
+            s = direct_scores(model, database / m["lmdb"])
+            np.testing.assert_allclose(f["scores"][...], s, rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(f["own"][...], np.where(s > 0, 1, -1))
+            rows.append(f["attributes"][...])
+        scores.append(s)
+        ids += [m["identities"][label] for label in m["labels"]]
+        assert m["attribute_names"] == list(PAPER_ATTRIBUTES)
+    expected = majority_vote(np.concatenate(scores), ids)  # one vote over train and val together
+    np.testing.assert_array_equal(np.concatenate(rows), expected.labels)
+    assert summary["changed_total"] == expected.changed_total > 0  # the vote did change labels
+    assert [a["changed"] for a in summary["attributes"]] == expected.changed.tolist()
+    assert summary["images"] == 21 and summary["identities"] == 6 and summary["single_image_identities"] == 2
+    # a single-image identity keeps its own prediction
+    k = ids.index("AJ_Cook")
+    np.testing.assert_array_equal(np.concatenate(rows)[k], np.where(np.concatenate(scores)[k] > 0, 1, -1))
+    # every identity has one label per attribute
+    all_rows = np.concatenate(rows)
+    for person in PEOPLE:
+        assert len({tuple(r) for r, i in zip(all_rows, ids) if i == person}) == 1
+    assert json.loads((database / "attribute_labels.json").read_text())["changed_total"] == expected.changed_total
+    assert (database / "train_attribute_scores.npy").is_file()
+    # labels that are not placeholders are replaced only with force
+    with pytest.raises(al.LabelError, match="already holds attribute labels"):
+        al.label_database(database, net, meta, progress=False)
+    al.label_database(database, net, meta, force=True, progress=False)
+
+
+def test_label_database_elsewhere_and_subset(model, database, tmp_path):
+    net, meta = al.load_classifier(model)
+    out = tmp_path / "labels"
+    summary = al.label_database(database, net, meta, out_dir=out, names=["Male", "Big_Nose"], progress=False)
+    assert [a["name"] for a in summary["attributes"]] == ["Male", "Big_Nose"]
+    assert not db.read_attribute_hdf5(database / "train_attributes.h5").any()  # the database is untouched
+    m = manifest.read_manifest(out / "train_manifest.json")
+    assert os.path.isabs(m["lmdb"]) and m["attribute_names"] == ["Male", "Big_Nose"]
+    manifest.verify(out / "train_manifest.json")
+    with h5py.File(out / "train_attributes.h5") as f:
+        full = direct_scores(model, database / "train_lmdb")
+        np.testing.assert_allclose(f["scores"][...], full[:, [6, 1]], rtol=1e-4, atol=1e-5)
+    assert (out / "train_attributes.h5.txt").read_text().strip() == str((out / "train_attributes.h5").resolve())
+
+
+def test_bad_input(model, database, tmp_path):
+    net, meta = al.load_classifier(model)
+    with pytest.raises(al.LabelError, match="does not predict Bald"):
+        al.label_database(database, net, meta, names=["Male", "Bald"], progress=False)
+    with pytest.raises(al.LabelError, match="no <split>_manifest.json"):
+        al.label_database(tmp_path, net, meta, progress=False)
+    with pytest.raises(al.LabelError, match="no images to score"):
+        al.score_images(net, [], 0)
+    with pytest.raises(al.LabelError, match="112x96"):
+        al.score_images(net, [np.zeros((109, 89, 3), np.uint8)], 1, progress=False)
+    with pytest.raises(al.LabelError, match="no predictions"):
+        al.vote_summary(np.zeros((0, 7)), [], PAPER_ATTRIBUTES)
+    with pytest.raises(al.LabelError, match="not found"):
+        al.load_classifier(tmp_path)
+    # an LMDB that no longer matches its manifest is refused before anything is written
+    shutil.rmtree(database / "val_lmdb")
+    shutil.copytree(database / "train_lmdb", database / "val_lmdb")
+    with pytest.raises(al.LabelError, match="val_lmdb"):
+        al.label_database(database, net, meta, progress=False)
+    assert not db.read_attribute_hdf5(database / "train_attributes.h5").any()
+
+
+def test_command_line(model, tree, database, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, str(TOOL), "--model", str(model), *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--db" in out.stdout and "single" in out.stdout
+    out = run("--tree", str(tree), "--scores", str(tmp_path / "s"), "--vote", "--batch", "4")
+    assert out.returncode == 0, out.stderr
+    names = (tmp_path / "s.names.txt").read_text().split()
+    assert names == sorted(names) and len(names) == 21  # the tree's sorted order, as build_db reads it
+    scores, voted = np.load(tmp_path / "s.npy"), np.load(tmp_path / "s.voted.npy")
+    assert scores.shape == voted.shape == (21, 7)
+    np.testing.assert_array_equal(voted, majority_vote(scores, [n.split("/")[0] for n in names]).labels)
+    out = run("--db", str(database))
+    assert out.returncode == 0, out.stderr
+    assert "the vote changed" in out.stdout and "2 with a single image" in out.stdout
+    for args, message in [(("--db", str(database)), "--force"), (("--db", str(database), "--attributes", "Big_Noze"), "Big_Noze"),
+                          (("--tree", str(tree)), "--scores"), (("--db", str(tmp_path)), "manifest")]:
+        out = run(*args)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_scores_feed_eval_attributes(model, tmp_path):
+    """Scores of CelebA images in the feature format are read by tools/eval_attributes.py;
+    images that the attribute file does not list are an error there."""
+    celeba = data_path("celeba", "img_align_celeba_89x109")
+    names = [f"{i:06d}.jpg" for i in range(1, 41)]
+    net, meta = al.load_classifier(model)
+    import cv2
+    images = [cv2.resize(cv2.imread(str(celeba / n)), (96, 112)) for n in names]  # stand-in crops
+    al.write_scores(tmp_path / "p", al.score_images(net, images, len(images), progress=False), names)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "eval_attributes.py"), "--predictions",
+                          str(tmp_path / "p"), "--out", str(tmp_path / "e")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads((tmp_path / "e" / "attributes.json").read_text())["attributes"]) == 7
+    al.write_scores(tmp_path / "q", np.zeros((1, 7)), ["Zico/Zico_0001.jpg"])
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "eval_attributes.py"), "--predictions",
+                          str(tmp_path / "q"), "--out", str(tmp_path / "e")], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "not found" in out.stderr
