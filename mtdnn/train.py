@@ -1,0 +1,575 @@
+"""Run folders for the paper's two-phase training (Sec. 4.4): checks, resume, logs.
+
+``tools/train.py`` (``make train``) is the command line; this module does the work::
+
+    from mtdnn.train import train
+    train("runs/fast", "fast", "work/casia-db", overrides={"width": 0.25}, gpus="0,1")
+
+A *run folder* (default ``runs/<model>``) holds everything of one training run:
+
+    run.json                        the model, its options, the data, a fingerprint of each
+                                    phase's net, and which phases are finished
+    train_val*.prototxt, deploy.prototxt, solver_{pretrain,finetune}.prototxt, readme.md
+                                    rendered by generate.render_model (paths relative to the
+                                    run folder, the working directory of `caffe train`;
+                                    the data paths are absolute)
+    pretrain.log, finetune.log      the stderr of `caffe train` (appended to on resume)
+    <phase>.train.csv, <phase>.test.csv, <phase>.png   the logs as tables and curves
+    pretrain_iter_N.caffemodel/.solverstate, finetune_iter_N...   the snapshots
+
+Phases: pre-training (``solver_pretrain.prototxt``, lambda1 = 0), then fine-tuning
+(``solver_finetune.prototxt``) from the last pre-training weights (``-weights``).
+A phase whose final snapshot exists and which ``run.json`` records as finished is skipped;
+a phase with ``.solverstate`` snapshots continues from the newest readable one
+(``-snapshot``). Before anything runs, the rendered nets are fingerprinted (sha256 of the
+prototxt without comments, data sources and batch sizes) and compared with the fingerprints
+recorded when the snapshots were made: a run folder whose snapshots come from another net
+(other model, width, identities, attributes, lambda, ...) is refused, and nothing in it is
+touched. Bad input (no model of that name, a missing or inconsistent database, too little
+free disk space, another train.py on the same folder, a Caffe failure, an interruption)
+raises :class:`TrainError` whose message says what to do; rerunning the same command
+continues from the last good state.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import REPO
+
+PHASES = ("pretrain", "finetune")
+STATE_FILE = "run.json"
+LOCK_FILE = ".train.lock"
+# Space kept free beyond the snapshots' estimate (logs, plots, the file system's own needs).
+DISK_MARGIN = 200 * 2**20
+
+
+class TrainError(RuntimeError):
+    """Training cannot go on; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------- the database
+
+@dataclass
+class Database:
+    """A tools/build_db.py folder: train/val LMDBs, HDF5 attribute lists, manifests."""
+    root: Path
+    train_lmdb: Path
+    train_hdf5: Path | None
+    val_lmdb: Path | None
+    val_hdf5: Path | None
+    train_count: int
+    val_count: int
+    identities: int
+    attribute_names: list
+
+    def render_params(self) -> dict:
+        p = {"train_lmdb": self.train_lmdb, "test_lmdb": self.val_lmdb or self.train_lmdb,
+             "identities": self.identities}
+        if self.train_hdf5:
+            p["train_hdf5"] = self.train_hdf5
+            p["test_hdf5"] = self.val_hdf5 if self.val_lmdb else self.train_hdf5
+        return p
+
+
+BUILD_HINT = ("build one with tools/align_faces.py, tools/build_db.py and tools/label_attributes.py "
+              "(see docs/demo.md), or pass --data (make train DATA=...) pointing at a "
+              "tools/build_db.py output folder")
+
+
+def find_database(root) -> Database:
+    """Read a tools/build_db.py output folder; TrainError naming what is missing."""
+    from .db import lmdb_count
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise TrainError(f"no training database at {root}: {BUILD_HINT}")
+    train_lmdb = root / "train_lmdb"
+    if not (train_lmdb / "data.mdb").is_file():
+        raise TrainError(f"{root} holds no train_lmdb/data.mdb, so it is not a training database: {BUILD_HINT}")
+    manifests = {}
+    for split in ("train", "val"):
+        path = root / f"{split}_manifest.json"
+        if path.is_file():
+            try:
+                manifests[split] = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise TrainError(f"{path} is not valid JSON ({e}): rebuild the database with "
+                                 f"tools/build_db.py --force") from None
+    train_count = lmdb_count(train_lmdb)
+    if train_count == 0:
+        raise TrainError(f"{train_lmdb} holds no records: {BUILD_HINT}")
+    val_lmdb = root / "val_lmdb"
+    val_count = lmdb_count(val_lmdb) if (val_lmdb / "data.mdb").is_file() else 0
+    if "train" in manifests:
+        m = manifests["train"]
+        identities = int(m.get("num_identities") or len(m.get("identities", [])))
+        names = list(m.get("attribute_names") or [])
+        if int(m.get("count", train_count)) != train_count:
+            raise TrainError(f"{train_lmdb} holds {train_count} records but its manifest says {m['count']}: "
+                             f"the database is damaged; check it with tools/check_db.py {root} and rebuild it")
+    else:  # no manifest: the labels tell the number of identities
+        from .db import read_lmdb_index
+        identities = 1 + max(label for _, label, _ in read_lmdb_index(train_lmdb))
+        names = []
+    hdf5 = {s: root / f"{s}_attributes.h5.txt" for s in ("train", "val")}
+    return Database(root=root, train_lmdb=train_lmdb,
+                    train_hdf5=hdf5["train"] if hdf5["train"].is_file() else None,
+                    val_lmdb=val_lmdb if val_count else None,
+                    val_hdf5=hdf5["val"] if val_count and hdf5["val"].is_file() else None,
+                    train_count=train_count, val_count=val_count, identities=identities,
+                    attribute_names=names)
+
+
+# --------------------------------------------------------------------------- phases and snapshots
+
+@dataclass
+class Phase:
+    name: str
+    solver: Path        # in the run folder
+    net: Path           # the solver's net, in the run folder
+    max_iter: int
+    prefix: str         # snapshot prefix, relative to the run folder
+    snapshot: int       # snapshot interval (0: none)
+
+    @property
+    def final_weights(self) -> Path:
+        return self.solver.parent / f"{self.prefix}_iter_{self.max_iter}.caffemodel"
+
+    @property
+    def log(self) -> Path:
+        return self.solver.parent / f"{self.name}.log"
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(iteration, .solverstate) of this phase, newest first."""
+        pattern = re.compile(re.escape(Path(self.prefix).name) + r"_iter_(\d+)\.solverstate$")
+        found = []
+        folder = (self.solver.parent / self.prefix).parent
+        for p in folder.glob(f"{Path(self.prefix).name}_iter_*.solverstate"):
+            if m := pattern.match(p.name):
+                found.append((int(m[1]), p))
+        return sorted(found, reverse=True)
+
+    def weights(self) -> list[Path]:
+        folder = (self.solver.parent / self.prefix).parent
+        return sorted(folder.glob(f"{Path(self.prefix).name}_iter_*.caffemodel"))
+
+
+def read_phases(run_dir: Path) -> list[Phase]:
+    from .prototxt import read_solver
+    phases = []
+    for name in PHASES:
+        solver = run_dir / f"solver_{name}.prototxt"
+        s = read_solver(solver)
+        net = Path(s.net)
+        phases.append(Phase(name, solver, net if net.is_absolute() else run_dir / net, int(s.max_iter),
+                            s.snapshot_prefix, int(s.snapshot)))
+    return phases
+
+
+def net_fingerprint(text: str) -> str:
+    """sha256 of a net prototxt without comments, data sources and batch sizes: two nets
+    with the same fingerprint have the same layers and parameters, so their snapshots are
+    interchangeable (the data may have moved, the batch may differ)."""
+    kept = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith(("source:", "batch_size:")):
+            continue
+        kept.append(line)
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+
+
+def latest_good_snapshot(phase: Phase, log=print) -> tuple[int, Path] | None:
+    """The newest .solverstate that parses and whose weights file exists; skips (and says
+    so) snapshots left half-written by a kill."""
+    from caffe.proto import caffe_pb2
+    for it, path in phase.snapshots():
+        state = caffe_pb2.SolverState()
+        try:
+            state.ParseFromString(path.read_bytes())
+        except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            log(f"  {path.name} is damaged ({type(e).__name__}): skipped")
+            continue
+        weights = Path(state.learned_net)
+        weights = weights if weights.is_absolute() else phase.solver.parent / weights
+        if state.iter != it or not weights.is_file() or weights.stat().st_size == 0:
+            log(f"  {path.name} has no complete weights file ({state.learned_net}): skipped")
+            continue
+        return it, path
+    return None
+
+
+# --------------------------------------------------------------------------- disk space
+
+def snapshot_bytes(net: Path) -> int:
+    """Bytes of one snapshot pair (.caffemodel + SGD .solverstate) of ``net``: 4 bytes per
+    learned value and BatchNorm statistic, plus the same again for the momentum history."""
+    from .netstats import summarize
+    stats = summarize(net)
+    return 4 * (2 * stats.total_params + stats.total_stats) + 64 * 1024
+
+
+def needed_bytes(phases: list[Phase], start_iters: dict) -> int:
+    total, cache = 0, {}
+    for phase in phases:
+        if phase.net not in cache:
+            cache[phase.net] = snapshot_bytes(phase.net)
+        left = phase.max_iter - start_iters.get(phase.name, 0)
+        if left <= 0:
+            continue
+        count = (left // phase.snapshot if phase.snapshot else 0) + 1  # + the final one
+        total += count * cache[phase.net]
+    return total
+
+
+def check_disk(run_dir: Path, need: int, reserve: int = 0) -> None:
+    free = shutil.disk_usage(run_dir).free
+    if free < need + reserve + DISK_MARGIN:
+        raise TrainError(
+            f"not enough disk space for the snapshots: {free / 2**30:.2f} GiB free on the file system of "
+            f"{run_dir}, about {(need + reserve + DISK_MARGIN) / 2**30:.2f} GiB needed "
+            f"({need / 2**30:.2f} GiB of snapshots, {DISK_MARGIN / 2**20:.0f} MiB margin"
+            + (f", {reserve / 2**30:.2f} GiB --min-free" if reserve else "") +
+            "). Free some space or choose a run folder on another disk (--run / RUN=), or snapshot "
+            "less often (--snapshot); then rerun: finished snapshots are kept and reused")
+
+
+# --------------------------------------------------------------------------- running caffe
+
+def caffe_binary(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    here = Path(sys.executable).parent / "caffe"
+    found = str(here) if here.is_file() else shutil.which("caffe")
+    if not found:
+        raise TrainError("no caffe binary beside this Python or on PATH: run `make setup`, or pass --caffe")
+    return found
+
+
+_ERROR_LINE = re.compile(r"^(F\d{4} |E\d{4} )|Check failed|Error|error:|No space left|"
+                         r"Aborted|what\(\)|Cannot |cannot |Failed|failed")
+
+
+def caffe_errors(log_text: str, limit: int = 12) -> str:
+    """The lines of a Caffe log that say why it failed (glog F/E lines, checks, errors)."""
+    lines = [ln for ln in log_text.splitlines() if _ERROR_LINE.search(ln) and "Iteration" not in ln]
+    if not lines:
+        lines = log_text.splitlines()[-limit:]
+    return "\n".join("    " + ln for ln in lines[-limit:])
+
+
+def run_caffe(cmd: list[str], cwd: Path, log_path: Path, phase: Phase, start_iter: int,
+              threads: int | None = None, progress: bool = True) -> tuple[int, str]:
+    """Run `caffe train`, appending its stderr to ``log_path`` and drawing a progress bar of
+    the iterations; returns (exit status, the text it wrote this time). SIGINT/SIGTERM are
+    passed on to Caffe, which snapshots and stops (``-sigint_effect stop``)."""
+    from tqdm import tqdm
+    env = {**os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1"}
+    if threads:
+        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    pattern = re.compile(r"Iteration (\d+) .*?loss = ([-+\w.]+)")
+    written = []
+    with open(log_path, "a") as logf, tqdm(total=phase.max_iter, initial=start_iter, unit="it",
+                                           desc=phase.name, dynamic_ncols=True, disable=not progress,
+                                           file=sys.stdout) as bar:
+        header = (f"### tools/train.py {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)} (cwd {cwd})\n")
+        logf.write(header)
+        logf.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, errors="replace", preexec_fn=_die_with_parent)
+        previous = {}
+
+        def forward(signum, frame):  # let Caffe snapshot and stop, then report
+            proc.send_signal(signal.SIGINT)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                previous[sig] = signal.signal(sig, forward)
+            except ValueError:  # not the main thread
+                pass
+        try:
+            for line in proc.stdout:
+                logf.write(line)
+                written.append(line)
+                if m := pattern.search(line):
+                    bar.update(max(0, int(m[1]) - bar.n))
+                    bar.set_postfix(loss=m[2])
+            rc = proc.wait()
+            if rc == 0 and phase.final_weights.is_file():
+                bar.update(phase.max_iter - bar.n)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return rc, "".join(written)
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when train.py dies (even by SIGKILL), so that no orphaned
+    Caffe keeps writing snapshots while a rerun starts another one."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def write_curves(phase: Phase) -> None:
+    """<phase>.train.csv, <phase>.test.csv and <phase>.png beside the log (tools/plot_log.py)."""
+    from .caffe_log import parse_caffe_log, plot_curves, write_csv
+    if not phase.log.is_file():
+        return
+    log = parse_caffe_log(phase.log.read_text(errors="replace"))
+    stem = phase.log.with_suffix("")
+    write_csv(log.train, stem.with_suffix(".train.csv"))
+    write_csv(log.test, stem.with_suffix(".test.csv"))
+    if log.train:
+        plot_curves(log, stem.with_suffix(".png"), title=f"{phase.log.parent.name}: {phase.name}")
+
+
+# --------------------------------------------------------------------------- the run
+
+class RunLock:
+    """An exclusive lock on a run folder, so that two train.py never write the same snapshots."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise TrainError(f"another tools/train.py is training in {self.path.parent} "
+                             f"(it holds {self.path}); wait for it, or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _read_state(run_dir: Path) -> dict:
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def _write_state(run_dir: Path, state: dict) -> None:
+    tmp = run_dir / (STATE_FILE + ".partial")
+    tmp.write_text(json.dumps(state, indent=1, default=str) + "\n")
+    os.replace(tmp, run_dir / STATE_FILE)
+
+
+def _snapshot_files(run_dir: Path) -> list[Path]:
+    return sorted(p for pat in ("*.solverstate", "*_iter_*.caffemodel") for p in run_dir.glob(pat))
+
+
+def _describe(opts: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(opts.items()) if v is not None) or "(none)"
+
+
+def _changes(state: dict, model: str, overrides: dict, database: Database) -> str:
+    """What differs between the recorded run and the one asked for, in words."""
+    old = {"model": state.get("model"), **state.get("overrides", {}), "identities": state.get("identities")}
+    new = {"model": model, **{k: v for k, v in overrides.items() if v is not None}}
+    new.setdefault("identities", database.identities)
+    diff = [f"{k} {old.get(k, 'default')} -> {new.get(k, 'default')}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    return ("made with " + ", ".join(diff)) if diff else "the generator's templates changed since they were made"
+
+
+def prepare(run_dir: Path, model: str, database: Database, overrides: dict, restart: bool,
+            log=print) -> tuple[dict, list[Phase]]:
+    """Render the model into ``run_dir`` after checking that the snapshots there (if any)
+    come from the same nets; returns (state, phases)."""
+    import tempfile
+
+    from generate import GenerateError, render_model
+    params = {**database.render_params(), "test_images": database.val_count or database.train_count}
+    given_ids = overrides.get("identities")
+    if given_ids is not None and given_ids < database.identities:
+        raise TrainError(f"--identities {given_ids} is smaller than the {database.identities} identities "
+                         f"of {database.root}: labels would fall outside the classifier; leave it out "
+                         f"(the database's count is used)")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=run_dir))
+    try:
+        try:
+            # the model is named after the run folder, whatever the staging folder's name
+            render_model(staging, variant=model, name=params.pop("name", run_dir.resolve().name), **params)
+        except GenerateError as e:
+            hint = ""
+            if "attributes of shape" in str(e):
+                hint = (" (label a copy of the database with the model's attributes: "
+                        "tools/label_attributes.py --attributes ... --out DIR, then --data DIR)")
+            raise TrainError(f"cannot render model {model!r}: {e}{hint}") from None
+        staged = read_phases(staging)
+        fingerprints = {p.name: net_fingerprint(p.net.read_text()) for p in staged}
+
+        state = _read_state(run_dir)
+        existing = _snapshot_files(run_dir)
+        if existing and not restart:
+            old = state.get("nets", {})
+            if not old:
+                raise TrainError(
+                    f"{run_dir} holds snapshots ({existing[0].name}, ...) but no {STATE_FILE} saying which net "
+                    f"made them, so they cannot be resumed safely. Train into a new run folder "
+                    f"(--run / RUN=runs/NAME), or pass --restart to delete them and start over")
+            for p in staged:
+                has = [f for f in existing if f.name.startswith(Path(p.prefix).name + "_iter_")]
+                if has and old.get(p.name) != fingerprints[p.name]:
+                    raise TrainError(
+                        f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) of a different net "
+                        f"({_changes(state, model, overrides, database)}). Nothing was changed. Train into "
+                        f"a new run folder (--run / RUN=runs/NAME), or pass --restart to delete this "
+                        f"folder's snapshots and logs and start over")
+        if restart:
+            for f in existing + [run_dir / f"{n}{s}" for n in PHASES
+                                 for s in (".log", ".train.csv", ".test.csv", ".png")]:
+                if f.exists():
+                    f.unlink()
+            if existing:
+                log(f"--restart: deleted {len(existing)} snapshot file(s) and the logs in {run_dir}")
+            state = {}
+        for f in sorted(staging.iterdir()):
+            os.replace(f, run_dir / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    phases = read_phases(run_dir)
+    done = state.get("phases", {}) if not restart else {}
+    state = {"name": run_dir.resolve().name, "model": model,
+             "overrides": {k: v for k, v in overrides.items() if v is not None},
+             "data": {k: str(v) if isinstance(v, Path) else v for k, v in database.render_params().items()},
+             "database": str(database.root), "identities": params["identities"],
+             "train_images": database.train_count, "val_images": database.val_count,
+             "nets": fingerprints, "phases": done}
+    _write_state(run_dir, state)
+    return state, phases
+
+
+def phase_done(state: dict, phase: Phase) -> bool:
+    info = state.get("phases", {}).get(phase.name, {})
+    return (bool(info.get("done")) and info.get("max_iter") == phase.max_iter
+            and info.get("net") == state["nets"][phase.name] and phase.final_weights.is_file())
+
+
+def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str | None = None,
+          restart: bool = False, phases=PHASES, caffe: str | None = None, threads: int | None = None,
+          min_free: int = 0, progress: bool = True, log=print) -> dict:
+    """Train (or continue training) ``model`` in ``run_dir`` on the database ``data``.
+    Returns the run's state (``run.json``): ``weights`` is the final fine-tuned caffemodel."""
+    from generate import ALIASES, VARIANTS
+    overrides = dict(overrides or {})
+    if model not in VARIANTS and model not in ALIASES:
+        raise TrainError(f"no model {model!r}: use one of {', '.join(VARIANTS)} "
+                         f"(or an alias: {', '.join(ALIASES)}); see `python -m generate list`")
+    run_dir = Path(run_dir)
+    database = find_database(data)
+    binary = caffe_binary(caffe)
+    if gpus is not None and not re.fullmatch(r"(all|\d+(,\d+)*)", gpus):
+        raise TrainError(f"--gpu {gpus!r}: give GPU ids separated by commas (0 or 0,1) or 'all'")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        state, all_phases = prepare(run_dir, model, database, overrides, restart, log=log)
+        log(f"run folder {run_dir}: model {model} ({_describe(state['overrides'])}), "
+            f"{database.train_count} training / {database.val_count} validation images of "
+            f"{database.identities} identities from {database.root}")
+        todo = [p for p in all_phases if p.name in phases]
+
+        # which phases are finished, where the others start, and the disk space that needs
+        finished, snaps = set(), {}
+        for phase in todo:
+            if phase_done(state, phase):
+                finished.add(phase.name)
+            else:
+                snaps[phase.name] = latest_good_snapshot(phase, log=log)
+        starts = {name: snap[0] if snap else 0 for name, snap in snaps.items()}
+        check_disk(run_dir, needed_bytes([p for p in todo if p.name not in finished], starts), min_free)
+
+        for phase in todo:
+            if phase.name in finished:
+                log(f"[{phase.name}] finished before: {phase.final_weights.name} (skipped)")
+                continue
+            cmd = [binary, "train", "-solver", phase.solver.name]
+            snap = snaps[phase.name]
+            if snap:
+                cmd += ["-snapshot", snap[1].name]
+                what = f"continuing from iteration {snap[0]} ({snap[1].name})"
+            elif phase.name == "finetune":
+                pre = next(p for p in all_phases if p.name == "pretrain")
+                if not pre.final_weights.is_file():
+                    raise TrainError(f"fine-tuning starts from the pre-trained weights {pre.final_weights}, "
+                                     f"which do not exist: run the pretrain phase first (--phase all)")
+                cmd += ["-weights", pre.final_weights.name]
+                what = f"from the pre-trained weights {pre.final_weights.name}"
+            else:
+                what = "from scratch"
+            if gpus is not None:
+                cmd += ["-gpu", gpus]
+            log(f"[{phase.name}] {phase.max_iter} iterations, {what}; log {phase.log}")
+            log(f"  (cd {run_dir} && {' '.join(cmd)})")
+            t0 = time.time()
+            try:
+                rc, text = run_caffe(cmd, run_dir, phase.log, phase, starts[phase.name], threads, progress)
+            finally:
+                try:
+                    write_curves(phase)
+                except Exception as e:  # noqa: BLE001 - curves must not hide the real outcome
+                    log(f"  warning: no curves from {phase.log}: {e}")
+            stopped = latest_good_snapshot(phase, log=lambda *_: None)
+            at = f"iteration {stopped[0]}" if stopped else "the start (no snapshot yet)"
+            if rc != 0:
+                if rc in (-signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, 130, 143):
+                    why = "was interrupted"
+                elif rc < 0:
+                    why = f"failed (killed by {signal.Signals(-rc).name})"
+                else:
+                    why = f"failed (exit status {rc})"
+                raise TrainError(
+                    f"caffe train {why} in the {phase.name} phase; Caffe said:\n{caffe_errors(text)}\n"
+                    f"  full log: {phase.log}\n"
+                    f"Fix the cause and rerun the same command: it continues from {at}")
+            if not phase.final_weights.is_file():
+                raise TrainError(f"caffe train stopped before the end of {phase.name} "
+                                 f"({phase.final_weights.name} was not written; log {phase.log}). "
+                                 f"Rerun the same command to continue from {at}")
+            info = state["phases"].get(phase.name, {})
+            state["phases"][phase.name] = {
+                "done": True, "max_iter": phase.max_iter, "net": state["nets"][phase.name],
+                "weights": phase.final_weights.name,
+                "seconds": round((info.get("seconds", 0) if snap else 0) + time.time() - t0, 1),
+                "resumed_from": snap[0] if snap else info.get("resumed_from")}
+            _write_state(run_dir, state)
+            log(f"[{phase.name}] done in {time.time() - t0:.0f} s: {phase.final_weights}")
+        fine = next(p for p in all_phases if p.name == "finetune")
+        if fine.final_weights.is_file() and phase_done(state, fine):
+            state["weights"] = fine.final_weights.name
+            state["deploy"] = "deploy.prototxt"
+            _write_state(run_dir, state)
+        return state
+
+
+def default_run_dir(model: str) -> Path:
+    return REPO / "runs" / model

@@ -1,0 +1,195 @@
+"""tools/train.py (make train) with real Caffe on real faces: both phases in a run folder, the
+logs and curves, skipping finished phases, resuming after a kill or Ctrl-C, skipping damaged
+snapshots, refusing snapshots of another net, and bad input that ends with a message."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from mtdnn.paths import REPO, data_path
+from mtdnn.train import RunLock, net_fingerprint
+
+TOOL = REPO / "tools" / "train.py"
+PEOPLE, PER_PERSON = 6, 8
+SMALL = ["--model", "fast", "--width", "0.125", "--batch", "8", "--display", "1", "--test-interval", "1000"]
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """A tools/build_db.py database of 48 aligned LFW faces (6 people, 8 each; 1 each held out)."""
+    root = tmp_path_factory.mktemp("db")
+    by_label = defaultdict(list)
+    for line in data_path("lfw", "lfw-112x96_list.txt").read_text().splitlines():
+        if line.strip():
+            path, label = line.split()
+            by_label[label].append(path)
+    biggest = sorted(by_label, key=lambda k: (-len(by_label[k]), k))[:PEOPLE]
+    (root / "list.txt").write_text("".join(f"{p} {i}\n" for i, k in enumerate(biggest)
+                                           for p in sorted(by_label[k])[:PER_PERSON]))
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "build_db.py"), "--list", str(root / "list.txt"),
+                          "--root", str(data_path("lfw", "lfw-112x96")), "--placeholder-attributes", "7",
+                          str(root / "db")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return root / "db"
+
+
+def train(*args, check=True):
+    out = subprocess.run([sys.executable, str(TOOL), "--quiet", *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_two_phases_then_skip(database, tmp_path):
+    run = tmp_path / "run"
+    out = train(*SMALL, "--data", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 4)
+    # the exact commands are printed; fine-tuning starts from the last pre-training weights
+    assert "caffe train -solver solver_pretrain.prototxt" in out.stdout
+    assert "caffe train -solver solver_finetune.prototxt -weights pretrain_iter_6.caffemodel" in out.stdout
+    for name in ("train_val_pretrain.prototxt", "train_val.prototxt", "deploy.prototxt", "solver_pretrain.prototxt",
+                 "solver_finetune.prototxt", "run.json", "pretrain.log", "finetune.log", "pretrain.train.csv",
+                 "finetune.train.csv", "pretrain.png", "finetune.png", "pretrain_iter_6.caffemodel",
+                 "finetune_iter_4.caffemodel"):
+        assert (run / name).is_file(), name
+    # the database sets the classifier's size and the data paths
+    net = (run / "train_val.prototxt").read_text()
+    assert "num_output: 6\n" in net and str(database / "train_lmdb") in net
+    assert "Optimization Done" in (run / "finetune.log").read_text()
+    assert len((run / "pretrain.train.csv").read_text().splitlines()) >= 6  # header + iterations
+    state = __import__("json").loads((run / "run.json").read_text())
+    assert state["weights"] == "finetune_iter_4.caffemodel" and state["identities"] == PEOPLE
+    assert state["nets"]["finetune"] == net_fingerprint(net)
+
+    again = train(*SMALL, "--data", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 4)
+    assert "[pretrain] finished before" in again.stdout and "[finetune] finished before" in again.stdout
+    assert "caffe train" not in again.stdout
+    # more fine-tuning iterations: the finished pre-training is kept, fine-tuning continues
+    more = train(*SMALL, "--data", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 6)
+    assert "[pretrain] finished before" in more.stdout
+    assert "-snapshot finetune_iter_4.solverstate" in more.stdout
+    assert (run / "finetune_iter_6.caffemodel").is_file()
+
+
+def _wait_for(predicate, timeout=120):
+    t0 = time.time()
+    while not predicate():
+        if time.time() - t0 > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _last_iteration(log: Path) -> int:
+    found = re.findall(r"Iteration (\d+) ", log.read_text()) if log.is_file() else []
+    return int(found[-1]) if found else -1
+
+
+def test_resume_after_kill_skips_damaged_snapshots(database, tmp_path):
+    run = tmp_path / "run"
+    args = [*SMALL, "--data", database, "--run", run, "--pretrain-iter", 80, "--finetune-iter", 2, "--snapshot", 10]
+    proc = subprocess.Popen([sys.executable, str(TOOL), "--quiet", *map(str, args)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # kill the tool and Caffe (SIGKILL: no chance to snapshot) a little after the 2nd snapshot
+        _wait_for(lambda: _last_iteration(run / "pretrain.log") >= 22)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)
+    snaps = sorted(int(m[1]) for p in run.glob("pretrain_iter_*.solverstate")
+                   if (m := re.search(r"_(\d+)\.solverstate", p.name)))
+    assert snaps and snaps[-1] < 80, snaps
+    good = snaps[-1]
+    # a snapshot half-written when the power went: newer than the good one, truncated
+    bad = good + 10
+    for ext in ("caffemodel", "solverstate"):
+        data = (run / f"pretrain_iter_{good}.{ext}").read_bytes()
+        (run / f"pretrain_iter_{bad}.{ext}").write_bytes(data[: len(data) // 3])
+
+    out = train(*args)
+    assert f"pretrain_iter_{bad}.solverstate is damaged" in out.stdout
+    assert f"continuing from iteration {good} (pretrain_iter_{good}.solverstate)" in out.stdout
+    assert f"-snapshot pretrain_iter_{good}.solverstate" in out.stdout
+    log = (run / "pretrain.log").read_text()
+    assert f"Resuming from pretrain_iter_{good}.solverstate" in log
+    assert log.count("### tools/train.py") == 2  # one log, appended to on resume
+    assert (run / "pretrain_iter_80.caffemodel").is_file() and (run / "finetune_iter_2.caffemodel").is_file()
+
+
+def test_ctrl_c_snapshots_and_rerun_continues(database, tmp_path):
+    run = tmp_path / "run"
+    args = [*SMALL, "--data", database, "--run", run, "--pretrain-iter", 300, "--finetune-iter", 2,
+            "--snapshot", 1000]
+    proc = subprocess.Popen([sys.executable, str(TOOL), "--quiet", *map(str, args)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _last_iteration(run / "pretrain.log") >= 5)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stdout + stderr
+    assert "stopped before the end of pretrain" in stderr and "Rerun the same command" in stderr
+    stopped = [p for p in run.glob("pretrain_iter_*.solverstate")]
+    assert len(stopped) == 1  # Caffe snapshotted where it stopped
+    it = int(re.search(r"_(\d+)\.", stopped[0].name)[1])
+    assert 5 <= it < 300
+    # rerun (here with a shorter schedule, which changes the solver, not the net: allowed)
+    args[args.index("--pretrain-iter") + 1] = it + 3
+    out = train(*args)
+    assert f"continuing from iteration {it}" in out.stdout
+    assert (run / f"pretrain_iter_{it + 3}.caffemodel").is_file() and (run / "finetune_iter_2.caffemodel").is_file()
+
+
+def test_snapshots_of_another_net_are_refused(database, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", database, "--run", run, "--pretrain-iter", 4, "--finetune-iter", 2, "--snapshot", 2]
+    train(*SMALL, *args)
+    def files():
+        return {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".train.lock"}
+    before = files()
+    out = train(*SMALL, *args, "--width", "0.25", check=False)
+    assert out.returncode == 2
+    assert "of a different net" in out.stderr and "width 0.125 -> 0.25" in out.stderr
+    assert "new run folder" in out.stderr and "--restart" in out.stderr
+    assert files() == before  # nothing touched
+    out = train(*SMALL, *args, "--lambda1", "0.5", check=False)  # the fine-tuning net differs
+    assert out.returncode == 2 and "finetune snapshots" in out.stderr and "lambda1 default -> 0.5" in out.stderr
+    # snapshots without run.json: nobody can say which net made them
+    (run / "run.json").unlink()
+    out = train(*SMALL, *args, check=False)
+    assert out.returncode == 2 and "cannot be resumed safely" in out.stderr
+    # --restart starts over with the new net
+    out = train(*SMALL, *args, "--width", "0.25", "--restart")
+    assert "deleted" in out.stdout and "from scratch" in out.stdout
+    assert "num_output: 8\n" in (run / "train_val.prototxt").read_text()  # 32 x 0.25: the stem's first conv
+
+
+def test_bad_input_ends_with_a_message(database, tmp_path):
+    run = tmp_path / "run"
+    args = ["--run", run, "--pretrain-iter", 2, "--finetune-iter", 2]
+    out = train(*SMALL, "--data", tmp_path / "nowhere", *args, check=False)
+    assert out.returncode == 2 and "no training database" in out.stderr and "tools/build_db.py" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = train("--model", "nosuch", "--data", database, *args, check=False)
+    assert out.returncode == 2 and "no model 'nosuch'" in out.stderr and "fast_noattr" in out.stderr
+    out = train(*SMALL, "--data", database, *args, "--identities", "3", check=False)
+    assert out.returncode == 2 and "smaller than the 6 identities" in out.stderr
+    out = train(*SMALL, "--data", database, *args, "--min-free", "1e9", check=False)
+    assert out.returncode == 2 and "not enough disk space" in out.stderr and "GiB free" in out.stderr
+    # a failure inside Caffe is shown with Caffe's own words, and a rerun recovers
+    out = train(*SMALL, "--data", database, *args, "--gpu", "0", check=False)
+    assert out.returncode == 1 and "Cannot use GPU in CPU-only Caffe" in out.stderr
+    assert "rerun the same command" in out.stderr
+    train(*SMALL, "--data", database, *args)
+    # two trainings on one run folder: the second is turned away
+    with RunLock(run):
+        out = train(*SMALL, "--data", database, *args, check=False)
+    assert out.returncode == 2 and "another tools/train.py" in out.stderr
+    # an attribute-less model trains on the same database (its HDF5 is not read)
+    train("--model", "fast_noattr", *SMALL[2:], "--data", database, "--run", tmp_path / "noattr",
+          "--pretrain-iter", 2, "--finetune-iter", 2)
