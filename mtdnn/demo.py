@@ -1,0 +1,180 @@
+"""The demo's stage runner and its glue (``tools/demo.py``, ``make demo``).
+
+A :class:`Runner` runs stages in order. A stage is either a command of one of the project's
+tools (printed exactly before it runs; its progress bars go straight to the terminal) or a
+small piece of glue done in this process (lists of images for the next tool, the summary).
+When a stage succeeds, a marker ``<work>/.done/<stage>.json`` is written atomically with the
+command, its fingerprint and its duration. A tool stage's fingerprint is the sha256 of its
+command and of the fingerprint of the stage before it; a glue stage always runs (it takes
+well under a second) and its fingerprint is that of the files it wrote. So a rerun reuses
+every finished tool stage up to the first one whose command, or whose inputs as written by
+an earlier stage, changed, and redoes the rest. The tools themselves write their outputs
+atomically or resumably, so an interrupted stage is simply run again (and continues where
+its tool can).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message names the stage and what to do."""
+
+
+def _sha(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    cmd: list | None = None                    # a tool's command line ...
+    func: Callable[[], str | None] | None = None  # ... or glue in this process (returns a note)
+    describe: str = ""                          # what the glue does (printed)
+    outputs: tuple = ()                         # the files the glue writes (fingerprinted)
+    tool: Path | None = None                    # the tool the command needs (checked first)
+    env: dict = field(default_factory=dict)
+
+
+@dataclass
+class Runner:
+    work: Path
+    quiet_tools: bool = False
+    out: Callable[[str], None] = lambda s: print(s, flush=True)
+    start: float = field(default_factory=time.time)
+    timings: list = field(default_factory=list)
+
+    @property
+    def done_dir(self) -> Path:
+        return self.work / ".done"
+
+    def marker(self, stage: Stage) -> Path:
+        return self.done_dir / f"{stage.name}.json"
+
+    def forget_from(self, stages: list[Stage], name: str) -> None:
+        """Delete the markers of stage ``name`` and every stage after it."""
+        names = [s.name for s in stages]
+        if name not in names:
+            raise DemoError(f"--redo {name}: no such stage; the stages are {', '.join(names)}")
+        for s in stages[names.index(name):]:
+            self.marker(s).unlink(missing_ok=True)
+
+    def run(self, stages: list[Stage]) -> list[dict]:
+        previous = ""
+        for i, stage in enumerate(stages, 1):
+            text = " ".join(shlex.quote(str(c)) for c in stage.cmd) if stage.cmd else f"(glue) {stage.describe}"
+            head = f"[{i}/{len(stages)}] {stage.name}: {stage.title}"
+            marker = self.marker(stage)
+            old = json.loads(marker.read_text()) if marker.is_file() else {}
+            if stage.cmd:
+                fingerprint = _sha(previous, text)
+                if old.get("fingerprint") == fingerprint:
+                    self.out(f"== {fmt_time(time.time() - self.start)} {head}: done before "
+                             f"({old.get('seconds', 0):.0f} s then), reused")
+                    self.timings.append({"stage": stage.name, "title": stage.title, "seconds": old.get("seconds"),
+                                         "reused": True, "command": text})
+                    previous = fingerprint
+                    continue
+            marker.unlink(missing_ok=True)
+            self.out(f"== {fmt_time(time.time() - self.start)} {head}")
+            self.out(f"$ {text}")
+            t0 = time.time()
+            note = None
+            if stage.cmd:
+                if stage.tool is not None and not Path(stage.tool).is_file():
+                    raise DemoError(f"stage {stage.name}: the tool {stage.tool} does not exist (yet); "
+                                    f"it is needed to {stage.title[0].lower() + stage.title[1:]}")
+                env = {**os.environ, **stage.env}
+                rc = subprocess.run([str(c) for c in stage.cmd], env=env,
+                                    stdout=subprocess.DEVNULL if self.quiet_tools else None).returncode
+                if rc != 0:
+                    raise DemoError(
+                        f"stage {stage.name} failed: `{text}` exited with status {rc} (its message is above). "
+                        f"Fix the cause and rerun the demo: the {i - 1} finished stage(s) are reused")
+            else:
+                note = stage.func()
+                fingerprint = _sha(previous, text, *(Path(p).read_bytes() for p in stage.outputs))
+            seconds = time.time() - t0
+            previous = fingerprint
+            same = stage.func is not None and old.get("fingerprint") == fingerprint
+            info = {"stage": stage.name, "title": stage.title, "command": text, "fingerprint": fingerprint,
+                    "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            if note:
+                info["note"] = note
+                self.out(f"   {note}" + (" (the same as before)" if same and stage.outputs else ""))
+            write_text_atomic(marker, json.dumps(info, indent=1) + "\n")
+            self.timings.append({**info, "reused": False})
+            self.out(f"== {fmt_time(time.time() - self.start)} {stage.name} done in {seconds:.1f} s")
+        return self.timings
+
+
+# --------------------------------------------------------------------------- LFW lists
+
+def lfw_pair_images(pairs_file) -> list[str]:
+    """Relative image paths (NAME/NAME_%04d.jpg) of every image in an LFW pairs file."""
+    from .datasets import read_lfw_pairs
+    return sorted({p for fold in read_lfw_pairs(pairs_file) for a, b, _ in fold for p in (a, b)})
+
+
+def subset_pairs(src, dst, per_class: int) -> Path:
+    """The first ``per_class`` matched and mismatched pairs of a View 1 pairs file, in its format."""
+    lines = [ln for ln in Path(src).read_text().splitlines() if ln.strip()]
+    n = int(lines[0].split()[-1])
+    if len(lines[0].split()) != 1:
+        raise DemoError(f"{src}: a View 1 pairs file (one count line) was expected")
+    k = min(per_class, n)
+    body = lines[1:1 + k] + lines[1 + n:1 + n + k]
+    return write_text_atomic(Path(dst), f"{k}\n" + "\n".join(body) + "\n")
+
+
+def lfw_train_people_images(people_file, min_images: int, max_people: int | None = None,
+                            max_per_person: int | None = None) -> list[str]:
+    """Images of the people of an LFW people file with at least ``min_images`` images
+    (optionally the first ``max_people`` of them, ``max_per_person`` images each)."""
+    from .datasets import lfw_image_path, read_lfw_people
+    people = [(name, n) for fold in read_lfw_people(people_file) for name, n in fold if n >= min_images]
+    people = sorted(people, key=lambda e: (-e[1], e[0]))[:max_people] if max_people else people
+    out = []
+    for name, n in people:
+        out += [lfw_image_path(name, k) for k in range(1, (min(n, max_per_person) if max_per_person else n) + 1)]
+    return out
+
+
+def aligned_images(aligned: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
+    """(aligned, missing) among ``wanted``: those whose crop exists in the aligned tree."""
+    have, missing = [], []
+    for p in wanted:
+        (have if (aligned / p).is_file() else missing).append(p)
+    return have, missing
+
+
+def person(path: str) -> str:
+    return path.split("/")[0]

@@ -1,0 +1,99 @@
+"""The demo end to end (tools/demo.py --quick): raw LFW and CelebA photos through MTCNN
+alignment, MOON, labelling and voting, LMDB/HDF5, Caffe training of the multi-task net,
+feature extraction, the three evaluations and the report, all with the project's tools on
+real data; then a rerun that reuses every stage, and --redo of the last ones."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mtdnn.paths import REPO
+
+DEMO = REPO / "tools" / "demo.py"
+STAGES = ["lists", "align_lfw", "moon", "train_list", "build_db", "label", "check_db", "train", "extract_lfw",
+          "extract_celeba", "attr_list", "extract_attributes", "eval_lfw", "eval_identification",
+          "eval_attributes", "report", "summary"]
+
+
+def demo(*args, timeout=600):
+    return subprocess.run([sys.executable, str(DEMO), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    out = demo("--quick", "--work", work)
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
+    return work, out
+
+
+def test_quick_demo_runs_every_stage_with_the_tools(quick):
+    work, out = quick
+    # a line per stage with the elapsed time, the exact command before each tool runs
+    heads = re.findall(r"^== (\d\d:\d\d) \[(\d+)/(\d+)\] (\w+): ", out.stdout, re.M)
+    assert [h[3] for h in heads] == STAGES and all(h[2] == str(len(STAGES)) for h in heads)
+    for tool in ("align_faces", "train_attributes", "build_db", "label_attributes", "check_db", "train",
+                 "extract_features", "eval_lfw", "eval_identification", "eval_attributes", "report"):
+        assert re.search(rf"^\$ \S*python\S* \S*tools/{tool}\.py ", out.stdout, re.M), tool
+    assert "caffe train -solver solver_pretrain.prototxt" in out.stdout  # train.py's own lines come through
+    for name in STAGES:
+        marker = json.loads((work / ".done" / f"{name}.json").read_text())
+        assert marker["stage"] == name and marker["seconds"] >= 0
+    # what the stages made
+    run = work / "runs" / "fast_w0.125"
+    for path in ("lfw-112x96/landmarks.txt", "celeba-112x96/landmarks.txt", "lfw-db/train_lmdb/data.mdb",
+                 "lfw-db/train_attributes.h5", "runs/moon/moon.caffemodel", "runs/moon/train.png",
+                 "features/lfw_fc5.npy", "features/celeba_fc5.npy", "features/celeba_heldout_attr.npy",
+                 "results.md", "report.md", "timings.json"):
+        assert (work / path).is_file(), path
+    for path in ("run.json", "pretrain.png", "finetune.png", "eval/lfw.json", "eval/lfw_roc.png",
+                 "eval/identification.json", "eval/identification_cmc.png", "eval/attributes.json"):
+        assert (run / path).is_file(), path
+    # the training labels are MOON's votes, not build_db's placeholder zeros
+    import h5py
+    with h5py.File(work / "lfw-db" / "train_attributes.h5") as f:
+        labels = f["attributes"][:]
+    assert set(labels.ravel().tolist()) <= {-1.0, 1.0}
+
+
+def test_quick_demo_report_has_the_tables(quick):
+    work, _ = quick
+    report = (work / "report.md").read_text()
+    for heading in ("## Data", "## Models", "## Results", "## Plots", "## Stages", "## The paper's tables"):
+        assert heading in report, heading
+    assert re.search(r"\*\*LFW View 1\*\*: accuracy \*\*\d+\.\d\d %\*\*", report)
+    assert "| distractors | rank-1 (%) |" in report
+    assert "| attribute | multi-task net | MOON (its teacher) | majority class |" in report
+    for name in ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin", "High_Cheekbones", "Male"):
+        assert re.search(rf"^\| {name} \| \d+\.\d\d \(\d+\.\d\d\) \| \d+\.\d\d", report, re.M), name
+    assert "| 8 | train |" in report and "tools/train.py --model fast" in report
+    # the paper's tables from tools/report.py, ours beside them
+    assert "Tab. 2: MegaFace rank-1" in report and "Tab. 4: attribute prediction accuracy" in report
+    assert "**ours: Fast-Model** (fast_w0.125)" in report
+    assert "![runs/fast_w0.125/pretrain.png](runs/fast_w0.125/pretrain.png)" in report
+    results = json.loads((work / "runs" / "fast_w0.125" / "eval" / "identification.json").read_text())
+    assert results["n_probes"] >= 8  # the quick plan aligns some peopleDevTest people as probes
+
+
+def test_rerun_reuses_stages_and_redo_redoes_the_rest(quick):
+    work, _ = quick
+    again = demo("--quick", "--work", work, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reused = re.findall(r"^== \d\d:\d\d \[\d+/\d+\] (\w+): .*done before .*reused$", again.stdout, re.M)
+    glue = {"lists", "train_list", "attr_list", "summary"}  # glue always runs (under a second)
+    assert reused == [s for s in STAGES if s not in glue]
+    assert "tools/align_faces.py" not in again.stdout and "caffe train" not in again.stdout
+    redo = demo("--quick", "--work", work, "--redo", "eval_identification", timeout=300)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    ran = re.findall(r"^\$ \S+ \S*tools/(\w+)\.py", redo.stdout, re.M)
+    assert ran == ["eval_identification", "eval_attributes", "report"]
+    bad = demo("--quick", "--work", work, "--redo", "nosuch")
+    assert bad.returncode == 1 and "no such stage" in bad.stderr
+
+
+def test_missing_data_ends_with_a_message(tmp_path):
+    out = demo("--quick", "--work", tmp_path / "w", "--data", tmp_path / "nodata")
+    assert out.returncode == 1 and "--data" in out.stderr and "Traceback" not in out.stderr
