@@ -3,6 +3,7 @@
 #   make setup      .venv with the pinned Python packages and Caffe 1.0 built from Debian's source
 #   make test       setup, then the test suite (real Caffe, real data from $(MTDNN_DATA))
 #   make demo       setup, then the main job end to end on real data (see README)
+#   make train      setup, then pre-train + fine-tune MODEL on DATA in RUN (GPUS=0,1 for GPUs; ARGS=...)
 #   make prototxt   render prototxt_templates/ into models/
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
 #
@@ -17,10 +18,10 @@ export MTDNN_DATA ?= $(abspath ../shared/data)
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo prototxt bench clean-caffe help
+.PHONY: setup test demo train prototxt bench clean-caffe help
 
 help:
-	@sed -n '3,9p' Makefile
+	@sed -n '3,10p' Makefile
 
 setup: $(VENV)/.requirements $(CAFFE)
 
@@ -43,6 +44,15 @@ test: setup
 
 demo: setup
 	$(PY) tools/demo.py
+
+# make train MODEL=fast DATA=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"
+MODEL ?= full
+DATA  ?= work/casia-db
+RUN   ?= runs/$(MODEL)
+GPUS  ?=
+ARGS  ?=
+train: setup
+	$(PY) tools/train.py --model $(MODEL) --data $(DATA) --run $(RUN) $(if $(GPUS),--gpu $(GPUS)) $(ARGS)
 
 bench: setup
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done

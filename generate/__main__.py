@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--test-interval", type=_positive_int, help="test_interval of both solvers")
     g.add_argument("--snapshot", type=_positive_int, help="snapshot interval of both solvers")
     g.add_argument("--display", type=_positive_int, help="display interval of both solvers")
+    g.add_argument("--seed", dest="random_seed", type=int, metavar="N",
+                   help="the solvers' random_seed (default: Caffe's time-based seed)")
     g.add_argument("--deploy-batch", type=_positive_int, help="batch of deploy.prototxt's Input (default 1)")
     g = p.add_argument_group("data (relative paths are taken from the run folder --out)")
     g.add_argument("--train-lmdb", help="training image LMDB (Datum records)")

@@ -74,6 +74,7 @@ class ModelSpec:
     snapshot: int | None = None       # None: 10000 scaled likewise
     display: int | None = None        # None: 100 scaled likewise
     deploy_batch: int = 1
+    random_seed: int | None = None    # the solvers' random_seed (None: Caffe's time-based seed)
     paper: tuple = field(default=(), compare=False)  # (table, row, measure, value) rows
 
     def replace(self, **changes) -> "ModelSpec":
@@ -105,6 +106,9 @@ class ModelSpec:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise GenerateError(f"{name} must be a positive integer, got {value!r}")
+        seed = self.random_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise GenerateError(f"random_seed must be an integer >= 0, got {seed!r}")
         for name in ("width", "pretrain_lr", "finetune_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

@@ -189,6 +189,9 @@ def test_render_model_api_and_absolute_paths(tmp_path, monkeypatch):
     net = read_net(tmp_path / "run" / "train_val.prototxt")
     assert {l.data_param.source for l in net.layer if l.type == "Data"} == {str(lmdb)}
     assert {l.hdf5_data_param.source for l in net.layer if l.type == "HDF5Data"} == {str(source)}
+    assert not solver.HasField("random_seed")  # Caffe's time-based seed unless one is asked for
+    render_model(tmp_path / "seeded", variant="fast", random_seed=7, check_paths=False)
+    assert read_solver(tmp_path / "seeded" / "solver_pretrain.prototxt").random_seed == 7
 
 
 @pytest.mark.parametrize("params, message", [
@@ -203,6 +206,7 @@ def test_render_model_api_and_absolute_paths(tmp_path, monkeypatch):
     (dict(block="deep"), "block 'deep'"),
     (dict(train_lmdb="/nonexistent/lmdb"), "--train-lmdb: /nonexistent/lmdb does not exist"),
     (dict(colour="red"), "unknown parameter(s): colour"),
+    (dict(random_seed=-1), "random_seed must be an integer >= 0"),
 ])
 def test_bad_input_raises_a_clear_error(tmp_path, params, message):
     with pytest.raises(GenerateError) as e:

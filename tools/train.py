@@ -63,6 +63,7 @@ OVERRIDES = [
     ("--snapshot", "snapshot", int, "snapshot interval of both phases (default 10000 scaled)"),
     ("--test-interval", "test_interval", int, "test interval of both phases (default 2000 scaled)"),
     ("--display", "display", int, "display interval of both phases (default 100 scaled)"),
+    ("--seed", "random_seed", int, "the solvers' random_seed: weight fillers, dropout (default: time-based)"),
 ]
 
 
@@ -84,8 +85,8 @@ def parse_args(argv=None):
                    help="disk space to keep free beyond the snapshots' estimate (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("model options (passed to generate.render_model; unset: the model's values)")
-    for flag, _, typ, text in OVERRIDES:
-        g.add_argument(flag, type=typ, help=text)
+    for flag, field, typ, text in OVERRIDES:
+        g.add_argument(flag, dest=field, type=typ, help=text)
     return p.parse_args(argv)
 
 
