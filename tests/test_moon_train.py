@@ -69,6 +69,9 @@ def test_training_run(run):
     assert res["images"] == n["evaluation"] and "by identity" in res["split"]
     for a in res["attributes"]:
         assert 0 <= a["accuracy"] <= 1 and a["majority_baseline"] >= 0.5
+    vote = res["after_vote"]["attributes"]
+    assert [a["name"] for a in vote] == meta["attributes"] and all(0.5 <= a["ceiling_accuracy"] <= 1 for a in vote)
+    assert "after the per-identity vote" in out.stdout
     assert "majority" in out.stdout.lower() or "major." in out.stdout
 
 
