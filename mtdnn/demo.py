@@ -6,7 +6,10 @@ small piece of glue done in this process (lists of images for the next tool, the
 When a stage succeeds, a marker ``<work>/.done/<stage>.json`` is written atomically with the
 command, its fingerprint and its duration. A tool stage's fingerprint is the sha256 of its
 command and of the fingerprint of the stage before it; a glue stage always runs (it takes
-well under a second) and its fingerprint is that of the files it wrote. So a rerun reuses
+well under a second) and its fingerprint is that of the files it wrote. A tool stage marked
+``background`` runs while the stages after it do (its output goes to ``<work>/logs/<stage>.log``),
+until a stage that lists it in ``after`` starts: that is how the demo fills a core that a
+one-thread stage leaves idle. So a rerun reuses
 every finished tool stage up to the first one whose command, or whose inputs as written by
 an earlier stage, changed, and redoes the rest. The tools themselves write their outputs
 atomically or resumably, so an interrupted stage is simply run again (and continues where
@@ -62,6 +65,8 @@ class Stage:
     outputs: tuple = ()                         # the files the glue writes (fingerprinted)
     tool: Path | None = None                    # the tool the command needs (checked first)
     env: dict = field(default_factory=dict)
+    background: bool = False                    # a tool stage that runs while the next ones do ...
+    after: tuple = ()                           # ... until a stage naming it here starts
 
 
 @dataclass
@@ -89,51 +94,89 @@ class Runner:
 
     def run(self, stages: list[Stage]) -> list[dict]:
         previous = ""
-        for i, stage in enumerate(stages, 1):
-            text = " ".join(shlex.quote(str(c)) for c in stage.cmd) if stage.cmd else f"(glue) {stage.describe}"
-            head = f"[{i}/{len(stages)}] {stage.name}: {stage.title}"
-            marker = self.marker(stage)
-            old = json.loads(marker.read_text()) if marker.is_file() else {}
-            if stage.cmd:
-                fingerprint = _sha(previous, text)
-                if old.get("fingerprint") == fingerprint:
-                    self.out(f"== {fmt_time(time.time() - self.start)} {head}: done before "
-                             f"({old.get('seconds', 0):.0f} s then), reused")
-                    self.timings.append({"stage": stage.name, "title": stage.title, "seconds": old.get("seconds"),
-                                         "reused": True, "command": text})
-                    previous = fingerprint
-                    continue
-            marker.unlink(missing_ok=True)
-            self.out(f"== {fmt_time(time.time() - self.start)} {head}")
-            self.out(f"$ {text}")
-            t0 = time.time()
-            note = None
-            if stage.cmd:
-                if stage.tool is not None and not Path(stage.tool).is_file():
-                    raise DemoError(f"stage {stage.name}: the tool {stage.tool} does not exist (yet); "
-                                    f"it is needed to {stage.title[0].lower() + stage.title[1:]}")
-                env = {**os.environ, **stage.env}
-                rc = subprocess.run([str(c) for c in stage.cmd], env=env,
-                                    stdout=subprocess.DEVNULL if self.quiet_tools else None).returncode
-                if rc != 0:
-                    raise DemoError(
-                        f"stage {stage.name} failed: `{text}` exited with status {rc} (its message is above). "
-                        f"Fix the cause and rerun the demo: the {i - 1} finished stage(s) are reused")
-            else:
-                note = stage.func()
-                fingerprint = _sha(previous, text, *(Path(p).read_bytes() for p in stage.outputs))
-            seconds = time.time() - t0
-            previous = fingerprint
-            same = stage.func is not None and old.get("fingerprint") == fingerprint
-            info = {"stage": stage.name, "title": stage.title, "command": text, "fingerprint": fingerprint,
-                    "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-            if note:
-                info["note"] = note
-                self.out(f"   {note}" + (" (the same as before)" if same and stage.outputs else ""))
-            write_text_atomic(marker, json.dumps(info, indent=1) + "\n")
-            self.timings.append({**info, "reused": False})
-            self.out(f"== {fmt_time(time.time() - self.start)} {stage.name} done in {seconds:.1f} s")
+        self._background: dict[str, tuple] = {}
+        try:
+            for i, stage in enumerate(stages, 1):
+                for name in stage.after:
+                    self._join(name)
+                previous = self._run_stage(i, len(stages), stage, previous)
+            for name in list(self._background):
+                self._join(name)
+        finally:
+            for proc, *_ in self._background.values():  # an error or Ctrl-C: stop what still runs
+                proc.terminate()
         return self.timings
+
+    def _run_stage(self, i: int, n: int, stage: Stage, previous: str) -> str:
+        text = " ".join(shlex.quote(str(c)) for c in stage.cmd) if stage.cmd else f"(glue) {stage.describe}"
+        head = f"[{i}/{n}] {stage.name}: {stage.title}"
+        marker = self.marker(stage)
+        old = json.loads(marker.read_text()) if marker.is_file() else {}
+        if stage.cmd:
+            fingerprint = _sha(previous, text)
+            if old.get("fingerprint") == fingerprint:
+                self.out(f"== {fmt_time(time.time() - self.start)} {head}: done before "
+                         f"({old.get('seconds', 0):.0f} s then), reused")
+                self.timings.append({"stage": stage.name, "title": stage.title, "seconds": old.get("seconds"),
+                                     "reused": True, "command": text})
+                return fingerprint
+        marker.unlink(missing_ok=True)
+        self.out(f"== {fmt_time(time.time() - self.start)} {head}" + (" (in the background)" if stage.background
+                                                                    else ""))
+        self.out(f"$ {text}")
+        t0 = time.time()
+        note = None
+        if stage.cmd:
+            if stage.tool is not None and not Path(stage.tool).is_file():
+                raise DemoError(f"stage {stage.name}: the tool {stage.tool} does not exist (yet); "
+                                f"it is needed to {stage.title[0].lower() + stage.title[1:]}")
+            env = {**os.environ, **stage.env}
+            if stage.background:
+                log = self.work / "logs" / f"{stage.name}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "w") as fh:
+                    proc = subprocess.Popen([str(c) for c in stage.cmd], env=env, stdout=fh, stderr=subprocess.STDOUT)
+                self.out(f"   (its output: {log})")
+                self._background[stage.name] = (proc, stage, i, t0, fingerprint, text, log)
+                return fingerprint
+            rc = subprocess.run([str(c) for c in stage.cmd], env=env,
+                                stdout=subprocess.DEVNULL if self.quiet_tools else None).returncode
+            self._check(stage, i, rc, text)
+        else:
+            note = stage.func()
+            fingerprint = _sha(previous, text, *(Path(p).read_bytes() for p in stage.outputs))
+        same = stage.func is not None and old.get("fingerprint") == fingerprint
+        self._finish(stage, text, fingerprint, time.time() - t0, note, same)
+        return fingerprint
+
+    def _join(self, name: str) -> None:
+        """Wait for a background stage (a no-op when it was reused or has been joined)."""
+        if name not in self._background:
+            return
+        proc, stage, i, t0, fingerprint, text, log = self._background[name]
+        self.out(f"== {fmt_time(time.time() - self.start)} waiting for {name} (in the background; {log})")
+        rc = proc.wait()
+        del self._background[name]
+        if rc != 0:
+            tail = "".join(Path(log).read_text(errors="replace").splitlines(keepends=True)[-15:])
+            self.out(tail.rstrip())
+        self._check(stage, i, rc, text)
+        self._finish(stage, text, fingerprint, time.time() - t0, None, False)
+
+    def _check(self, stage: Stage, i: int, rc: int, text: str) -> None:
+        if rc != 0:
+            raise DemoError(f"stage {stage.name} failed: `{text}` exited with status {rc} (its message is above). "
+                            f"Fix the cause and rerun the demo: the finished stage(s) are reused")
+
+    def _finish(self, stage: Stage, text: str, fingerprint: str, seconds: float, note, same: bool) -> None:
+        info = {"stage": stage.name, "title": stage.title, "command": text, "fingerprint": fingerprint,
+                "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if note:
+            info["note"] = note
+            self.out(f"   {note}" + (" (the same as before)" if same and stage.outputs else ""))
+        write_text_atomic(self.marker(stage), json.dumps(info, indent=1) + "\n")
+        self.timings.append({**info, "reused": False})
+        self.out(f"== {fmt_time(time.time() - self.start)} {stage.name} done in {seconds:.1f} s")
 
 
 # --------------------------------------------------------------------------- LFW lists

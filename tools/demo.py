@@ -2,7 +2,7 @@
 """The main job end to end on real data, on CPU (make demo): raw LFW and CelebA photos in,
 a trained multi-task model and a report with plots out.
 
-    tools/demo.py                       # full demo, about 15-20 min on 2 CPU cores
+    tools/demo.py                       # full demo, about 17 min on 2 (slow) CPU cores
     tools/demo.py --quick               # the same pipeline, much smaller (a few minutes; tests)
     tools/demo.py --work /tmp/demo --data /path/to/data
     tools/demo.py --redo train          # redo one stage and everything after it
@@ -11,15 +11,16 @@ Stages (each one is a call of the project's tool, printed before it runs, or a l
 that writes the lists the next tool reads); a rerun reuses every finished stage:
 
    1 lists                glue: which LFW images to align, the View 1 pairs files
-   2 align_lfw            tools/align_faces.py: MTCNN + 5-point alignment of those LFW photos
-   3 moon                 tools/train_attributes.py: align CelebA, train MOON, held-out accuracy
+   2 moon                 tools/train_attributes.py: align CelebA, train MOON, held-out accuracy
+                          (in the background: its Caffe uses one thread, the next stages the other core)
+   3 align_lfw            tools/align_faces.py: MTCNN + 5-point alignment of those LFW photos
    4 train_list           glue: the aligned LFW images of View 1's training people
    5 build_db             tools/build_db.py: train/val LMDB + HDF5 (one image per identity held out)
    6 label                tools/label_attributes.py: MOON scores, per-identity vote, HDF5 labels
    7 check_db             tools/check_db.py: LMDB and HDF5 in the same order, labels in range
    8 train                tools/train.py: pre-training, then fine-tuning (reduced width)
-   9 extract_lfw          tools/extract_features.py: fc5 (+ mirror) of the LFW images the evaluations use
-  10 extract_celeba       tools/extract_features.py: fc5 (+ mirror) of the aligned CelebA images
+   9 extract_lfw          tools/extract_features.py: fc5 of the LFW images the evaluations use
+  10 extract_celeba       tools/extract_features.py: fc5 of the aligned CelebA images
   11 attr_list            glue: MOON's held-out CelebA images
   12 extract_attributes   tools/extract_features.py: attr_pred of those images
   13 eval_lfw             tools/eval_lfw.py: LFW View 1 (threshold from pairsDevTrain, tested on pairsDevTest)
@@ -28,24 +29,30 @@ that writes the lists the next tool reads); a rerun reuses every finished stage:
   16 report               tools/report.py: the paper's tables next to ours (WORK/results.md)
   17 summary              glue: WORK/report.md (data sizes, stage times, results, plots)
 
-Data sizes of the full demo, chosen from rates measured on this machine (2 shared cores,
-timings noisy): MTCNN alignment of 250x250 LFW photos 22-32 img/s with 2 workers, of the
-89x109 CelebA crops about 75 img/s; MOON (Fast trunk, width 0.125, batch 32, 1 thread)
-about 4 it/s; the multi-task Fast-Model at width 0.125, batch 32, about 2 it/s (60 img/s),
-at width 0.25 only 0.6 it/s.
+Data sizes of the full demo, chosen from rates measured on this 2-core machine on its slow
+days (it has run twice as fast): MTCNN alignment of the 250x250 LFW photos 15 img/s with 2
+workers at minsize 20, about 1.6x that at minsize 40; MOON (Fast trunk, width 0.125,
+batch 32, 1 thread) 1.5 it/s; the multi-task Fast-Model at width 0.125, batch 32, 0.93 s an
+iteration with 2 BLAS threads (1.08 s with one). MOON trains in the background, on the core
+its one-thread Caffe leaves to the LFW alignment.
 
 - LFW View 1 protocol: the model trains only on peopleDevTrain people; the threshold is chosen
   on pairsDevTrain and the accuracy measured on pairsDevTest. Aligned: every image of
   pairsDevTrain and pairsDevTest (4,992) plus all images of the peopleDevTrain people with
-  >= 10 images (--lfw-min-images): 7,890 photos, about 4-5 min.
+  >= 10 images (--lfw-min-images): 7,890 photos, about 8 min (with MOON beside it). MTCNN's
+  minsize is 40 px here (--lfw-minsize; the SphereFace setting is 20): every LFW face is
+  larger, and the smaller pyramid is 1.6x faster (the 5 points move by 2 px on average,
+  about MTCNN's own re-detection error).
 - Training set: the aligned images of peopleDevTrain people with >= 4 of them (--min-images):
   188 identities, 3,598 images, one image of each held out (validation).
-- MOON: the first 3,000 CelebA images (--celeba-images), identities split 80/20, 600
-  iterations (--moon-iters), about 3 min with the alignment.
-- Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 420 pre-training
-  + 180 fine-tuning iterations (--iters 600, split 70/30 as in the paper), about 5 min;
+- MOON: the first 2,000 CelebA images (--celeba-images), identities split 80/20, 500
+  iterations (--moon-iters), about 6 min in the background.
+- Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 280 pre-training
+  + 120 fine-tuning iterations (--iters 400, split 70/30 as in the paper), about 6.5 min;
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
-  100,000 iterations; with 600 the attribute head would not move).
+  100,000 iterations; with 400 the attribute head would not move).
+- Features: fc5 of the image alone (--mirror none; 'concat' adds the mirror image's, as
+  SphereFace does, at twice the cost).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
   distractors the aligned CelebA images and the one-image LFW people; attribute accuracy on
   MOON's held-out CelebA images (never seen by either net).
@@ -90,14 +97,16 @@ class Plan:
     pairs_per_class: int | None = None  # quick: the first k matched + k mismatched pairs
     probe_people: int = 0           # quick: also align this many peopleDevTest people (probes)
     min_images: int = 4             # identities with fewer aligned images are not trained on
-    celeba_images: int = 3000
-    moon_iters: int = 600
+    lfw_minsize: float = 40         # MTCNN minsize for the LFW photos (faces are all larger)
+    celeba_images: int = 2000
+    moon_iters: int = 500
     moon_width: float = 0.125
     moon_batch: int = 32
     model: str = "fast"
     width: float = 0.125
     batch: int = 32
-    iters: int = 600                # pre-training + fine-tuning, split 70/30
+    iters: int = 400                # pre-training + fine-tuning, split 70/30
+    mirror: str = "none"            # features: none, concat (SphereFace) or sum
     pretrain_lr: float = 0.05
     finetune_lr: float = 0.01
     lambda1: float = 1.0
@@ -240,13 +249,14 @@ class Demo:
               describe=f"write {self.lists / 'lfw_align.txt'}"
               + (f" and the View 1 subsets {self.view1[0].name}, {self.view1[1].name}" if p.pairs_per_class else ""),
               outputs=(self.lists / "lfw_align.txt",) + (self.view1 if p.pairs_per_class else ())),
-            S("align_lfw", "Align the LFW photos (MTCNN + 5 points)",
-              [PY, tool("align_faces.py"), lfw / "lfw-deepfunneled", self.lfw_aligned,
-               "--list", self.lists / "lfw_align.txt", "--workers", p.workers]),
             S("moon", "Train the MOON attribute classifier on CelebA",
               [PY, tool("train_attributes.py"), "--out", self.moon, "--aligned", self.celeba_aligned,
                "--celeba", self.data / "celeba", "--limit", p.celeba_images, "--iters", p.moon_iters,
-               "--width", p.moon_width, "--batch", p.moon_batch, "--workers", p.workers]),
+               "--width", p.moon_width, "--batch", p.moon_batch, "--workers", p.workers],
+              background=True),  # one-thread Caffe: LFW alignment and the LMDB use the other core
+            S("align_lfw", "Align the LFW photos (MTCNN + 5 points)",
+              [PY, tool("align_faces.py"), lfw / "lfw-deepfunneled", self.lfw_aligned,
+               "--list", self.lists / "lfw_align.txt", "--workers", p.workers, "--minsize", p.lfw_minsize]),
             S("train_list", "List the aligned training images", func=self.write_train_list,
               describe=f"write {self.lists / 'lfw_train.txt'} and {self.lists / 'lfw_features.txt'}",
               outputs=(self.lists / "lfw_train.txt", self.lists / "lfw_features.txt")),
@@ -255,7 +265,8 @@ class Demo:
                "--root", self.lfw_aligned, "--placeholder-attributes", 7, "--min-images", p.min_images,
                "--force"]),
             S("label", "Label the training set with MOON (vote per identity)",
-              [PY, tool("label_attributes.py"), "--model", self.moon, "--db", self.db, "--force"]),
+              [PY, tool("label_attributes.py"), "--model", self.moon, "--db", self.db, "--force"],
+              after=("moon",)),
             S("check_db", "Check the LMDB/HDF5 order", [PY, tool("check_db.py"), self.db]),
             S("train", "Train the multi-task net (pre-train, fine-tune)",
               [PY, tool("train.py"), "--model", p.model, "--data", self.db, "--run", self.run,
@@ -264,11 +275,11 @@ class Demo:
                "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--snapshot", p.snapshot,
                "--test-interval", p.test_interval,
                "--display", max(1, min(20, p.iters // 30))]),
-            S("extract_lfw", "Extract LFW features (fc5 + mirror)",
+            S("extract_lfw", "Extract LFW features (fc5)",
               extract + ["--list", self.lists / "lfw_features.txt", "--root", self.lfw_aligned,
-                         "--mirror", "concat", "--out", self.features / "lfw_fc5"]),
+                         "--mirror", p.mirror, "--out", self.features / "lfw_fc5"]),
             S("extract_celeba", "Extract CelebA distractor features",
-              extract + ["--tree", self.celeba_aligned, "--mirror", "concat", "--out", self.features / "celeba_fc5"]),
+              extract + ["--tree", self.celeba_aligned, "--mirror", p.mirror, "--out", self.features / "celeba_fc5"]),
             S("attr_list", "List MOON's held-out CelebA images", func=self.write_attr_list,
               describe=f"write {self.lists / 'celeba_heldout.txt'}", outputs=(self.lists / "celeba_heldout.txt",)),
             S("extract_attributes", "Predict attributes on held-out CelebA",
@@ -368,7 +379,8 @@ class Demo:
         plots = sorted(p for p in w.joinpath("runs").rglob("*.png"))
         lines += ["## Plots", ""] + [f"![{rel(q)}]({rel(q)})" for q in plots] + [""]
 
-        timings = [t for t in self.runner.timings]
+        order = {s.name: k for k, s in enumerate(self.stages())}  # background stages finish out of order
+        timings = sorted(self.runner.timings, key=lambda t: order.get(t["stage"], len(order)))
         total_run = sum(t["seconds"] or 0 for t in timings if not t["reused"])
         lines += ["## Stages", "",
                   f"Wall time of this run: {ft(time.time() - self.runner.start)} (stages run now: "
