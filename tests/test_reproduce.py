@@ -1,0 +1,62 @@
+"""The reproduction's arithmetic (mtdnn.reproduce): figures read from the eval tools' JSON,
+means over seeds, paired differences with hand-checked t intervals and verdicts."""
+import json
+import math
+
+import pytest
+
+from mtdnn.reproduce import format_differences, format_summary, paired_difference, run_figures, summarise, \
+    t_interval
+
+
+def write_run(folder, view1, tar=0.5, dir_=0.3, rank1=0.2, attrs=(0.8, 0.6)):
+    ev = folder / "eval"
+    ev.mkdir(parents=True)
+    (ev / "lfw.json").write_text(json.dumps({"accuracy": 0.9, "view1": {"accuracy": view1}}))
+    (ev / "blufr.json").write_text(json.dumps({"verification": {"tar_mean": tar}, "open_set": {"dir_mean": dir_}}))
+    (ev / "identification.json").write_text(json.dumps({"results": [
+        {"distractors": 10, "rank1": 0.9}, {"distractors": 1000, "rank1": rank1}]}))
+    if attrs:
+        (ev / "attributes.json").write_text(json.dumps({"attributes": [
+            {"accuracy": a, "balanced_accuracy": a - 0.1} for a in attrs]}))
+    return folder
+
+
+def test_run_figures_reads_every_eval(tmp_path):
+    f = run_figures(write_run(tmp_path / "r", 0.7))
+    assert f == pytest.approx({"lfw_view1": 0.7, "blufr_tar": 0.5, "blufr_dir": 0.3, "ident_rank1": 0.2,
+                               "ident_distractors": 1000, "attr_accuracy": 0.7, "attr_balanced": 0.6})
+    assert "attr_accuracy" not in run_figures(write_run(tmp_path / "n", 0.7, attrs=()))
+    assert run_figures(tmp_path / "nothing") == {}
+
+
+def test_t_interval_by_hand():
+    # mean 2, sd 1, n 3: half width t(0.975, 2) * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 2.48414, abs=1e-4) and high == pytest.approx(2 + 2.48414,
+                                                                                                  abs=1e-4)
+    m, lo, hi = t_interval([0.4])
+    assert m == 0.4 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_paired_differences_and_verdicts():
+    runs = {"a": {1: {"x": 0.80}, 2: {"x": 0.82}, 3: {"x": 0.81}},
+            "b": {1: {"x": 0.70}, 2: {"x": 0.71}, 3: {"x": 0.72}, 4: {"x": 0.99}},  # seed 4 is unpaired
+            "c": {1: {"x": 0.85}, 2: {"x": 0.75}, 3: {"x": 0.80}}}
+    d = paired_difference(runs, "a", "b", "x")
+    assert d["n"] == 3 and d["diffs"] == pytest.approx([0.10, 0.11, 0.09]) and d["verdict"] == "a better"
+    assert paired_difference(runs, "b", "a", "x")["verdict"] == "a better"
+    assert paired_difference(runs, "a", "c", "x")["verdict"] == "not distinguishable from seed noise"
+    one = paired_difference({"a": {1: {"x": 1.0}}, "b": {1: {"x": 0.0}}}, "a", "b", "x")
+    assert "cannot be told from noise" in one["verdict"]
+    assert paired_difference(runs, "a", "missing", "x") is None
+    assert "| a − b |" in "\n".join(format_differences([d]))
+
+
+def test_summary_table():
+    runs = {"fast": {1: {"lfw_view1": 0.6}, 2: {"lfw_view1": 0.7}}, "fast_noattr": {1: {"lfw_view1": 0.5}}}
+    s = summarise(runs)
+    assert s["fast"]["lfw_view1"]["mean"] == pytest.approx(0.65) and s["fast"]["lfw_view1"]["n"] == 2
+    assert s["fast"]["lfw_view1"]["std"] == pytest.approx(0.0707107, abs=1e-6)
+    text = "\n".join(format_summary(s))
+    assert "| fast | 65.00 ± 7.07 (n=2) |" in text and "| fast_noattr | 50.00 ± - (n=1) |" in text
