@@ -61,6 +61,19 @@ def test_eval_lfw_cli(lfw_feats, tmp_path):
     assert (tmp_path / "lfw_roc.png").stat().st_size > 1000 and "LFW View 2 (sphereface)" in r.stdout
 
 
+def test_eval_lfw_view1_only(lfw_feats, tmp_path):
+    """--no-view2: a model trained on peopleDevTrain gets View 1 alone, with its own ROC."""
+    r = tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", tmp_path, "--no-view2")
+    res = json.loads((tmp_path / "lfw.json").read_text())
+    assert res["protocol"] == "LFW View 1 only" and "accuracy" not in res and "LFW View 2" not in r.stdout
+    v = res["view1"]
+    assert 0.9 < v["accuracy"] <= 1 and v["roc"]["tar"][-1] == 1 and v["tar_at_far"][0]["far"] == 1e-3
+    assert (tmp_path / "lfw_roc.png").stat().st_size > 1000 and "View 1 TAR @ FAR 0.001" in r.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "eval_lfw.py"), "--features", str(lfw_feats / "lfw"),
+                          "--out", str(tmp_path), "--no-view1", "--no-view2"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "leave nothing to evaluate" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_eval_identification_cli(lfw_feats, tmp_path):
     tool("eval_identification", "--lfw", lfw_feats / "lfw", "--distractors", lfw_feats / "celeba",
          "--exclude", data_path("lfw", "peopleDevTrain.txt"), "--out", tmp_path, "--quiet")

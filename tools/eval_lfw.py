@@ -28,6 +28,8 @@ def main(argv=None):
     ap.add_argument("--view1", nargs=2, type=Path, metavar=("DEVTRAIN", "DEVTEST"),
                     help="View 1 pairs files (default: data lfw/pairsDevTrain.txt pairsDevTest.txt)")
     ap.add_argument("--no-view1", action="store_true", help="skip View 1")
+    ap.add_argument("--no-view2", action="store_true",
+                    help="View 1 only (a model trained on peopleDevTrain: View 2's folds hold those people)")
     ap.add_argument("--rule", choices=RULES, default="sphereface")
     ap.add_argument("--missing", choices=("error", "wrong"), default="error")
     ap.add_argument("--far", type=float, nargs="+", default=[1e-3], help="FARs for TAR (default 1e-3)")
@@ -36,7 +38,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     feats, names, _ = load_features(a.features)
-    pairs = a.pairs or data_path("lfw", "pairs.txt")
+    if a.no_view1 and a.no_view2:
+        raise ValueError("--no-view1 and --no-view2 leave nothing to evaluate")
+    pairs = None if a.no_view2 else a.pairs or data_path("lfw", "pairs.txt")
     view1 = None if a.no_view1 else tuple(a.view1 or (data_path("lfw", "pairsDevTrain.txt"),
                                                      data_path("lfw", "pairsDevTest.txt")))
     res = evaluate_lfw(feats, names, pairs, rule=a.rule, missing=a.missing, view1=view1,
@@ -44,12 +48,19 @@ def main(argv=None):
     res["features"] = str(a.features)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "lfw.json").write_text(json.dumps(res, indent=1))
-    plot_roc({a.label or Path(a.features).name: (res["roc"]["far"], res["roc"]["tar"])},
-             a.out / "lfw_roc.png", "LFW View 2 ROC (held-out fold scores)")
-    print(f"LFW View 2 ({a.rule}): {100 * res['accuracy']:.2f} +- {100 * res['std']:.2f} %"
-          f"  ({res['n_missing_pairs']} of {res['n_pairs']} pairs missing)")
-    for t in res["tar_at_far"]:
-        print(f"  TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
+    if pairs is not None:
+        plot_roc({a.label or Path(a.features).name: (res["roc"]["far"], res["roc"]["tar"])},
+                 a.out / "lfw_roc.png", "LFW View 2 ROC (held-out fold scores)")
+        print(f"LFW View 2 ({a.rule}): {100 * res['accuracy']:.2f} +- {100 * res['std']:.2f} %"
+              f"  ({res['n_missing_pairs']} of {res['n_pairs']} pairs missing)")
+        for t in res["tar_at_far"]:
+            print(f"  TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
+    else:
+        v = res["view1"]
+        plot_roc({a.label or Path(a.features).name: (v["roc"]["far"], v["roc"]["tar"])},
+                 a.out / "lfw_roc.png", "LFW View 1 ROC (pairsDevTest)")
+        for t in v["tar_at_far"]:
+            print(f"  View 1 TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
     if "view1" in res:
         print(f"LFW View 1: {100 * res['view1']['accuracy']:.2f} % (threshold {res['view1']['threshold']:.4f} from DevTrain)")
     print(f"-> {a.out / 'lfw.json'}")

@@ -176,9 +176,10 @@ def ten_fold_accuracy(features, rows1, rows2, same, folds, present=None, rule="s
             "fold_accuracy": accs.tolist(), "fold_threshold": thrs, "scores": held_out}
 
 
-def view1_accuracy(features, train, test, rule="sphereface"):
+def view1_accuracy(features, train, test, rule="sphereface", fars=None):
     """LFW View 1: threshold (and, for sphereface, feature mean) from pairsDevTrain,
-    accuracy on pairsDevTest. ``train`` and ``test`` are ``(rows1, rows2, same, present)``."""
+    accuracy on pairsDevTest. ``train`` and ``test`` are ``(rows1, rows2, same, present)``.
+    With ``fars``, also the ROC of the pairsDevTest scores and TAR at those FARs."""
     feats = check_features(features, "LFW features").astype(np.float64)
     r1 = np.r_[train[0], test[0]]
     r2 = np.r_[train[1], test[1]]
@@ -188,9 +189,12 @@ def view1_accuracy(features, train, test, rule="sphereface"):
     v = _fold_scores(feats, r1, r2, present, is_train, rule)
     t = is_train & present
     thr = _choose(v[t], same[t], rule)
-    return {"rule": rule, "threshold": thr,
-            "train_accuracy": float(np.mean(_right(v[is_train], same[is_train], thr, rule))),
-            "accuracy": float(np.mean(_right(v[~is_train], same[~is_train], thr, rule)))}
+    out = {"rule": rule, "threshold": thr,
+           "train_accuracy": float(np.mean(_right(v[is_train], same[is_train], thr, rule))),
+           "accuracy": float(np.mean(_right(v[~is_train], same[~is_train], thr, rule)))}
+    if fars is not None:  # similarities: cosine, or minus the squared distance (insightface)
+        out.update(verification_roc(v[~is_train] if rule == "sphereface" else -v[~is_train], same[~is_train], fars))
+    return out
 
 
 def verification_roc(scores, same, fars=(1e-3, 1e-2)):
@@ -207,20 +211,26 @@ def evaluate_lfw(features, names, pairs_path, *, rule="sphereface", missing="err
                  view1: tuple | None = None, fars=(1e-3,)) -> dict:
     """Everything ``tools/eval_lfw.py`` reports, from features and their image names.
 
-    ``view1``: optional ``(pairsDevTrain path, pairsDevTest path)``.
+    ``view1``: optional ``(pairsDevTrain path, pairsDevTest path)``. ``pairs_path`` None: View 1
+    only (for a model trained on View 1's training people, whose View 2 figure would be tainted).
     """
-    pairs = read_pairs(pairs_path)
-    r1, r2, present, absent = pair_rows(pairs, names, missing)
-    same = np.array([p.same for p in pairs])
-    folds = np.array([p.fold for p in pairs])
-    res = ten_fold_accuracy(features, r1, r2, same, folds, present, rule)
-    scores = res.pop("scores")
-    out = {"kind": "lfw", "protocol": "LFW View 2, 10-fold, unrestricted", "pairs": str(pairs_path),
-           **res, "n_pairs": len(pairs), "n_missing_pairs": int((~present).sum()),
-           "missing_rule": ("missing pairs counted as errors" if missing == "wrong"
-                            else "missing images are an error"),
-           "missing_images": absent}
-    out.update(verification_roc(scores, same, fars))
+    missing_rule = "missing pairs counted as errors" if missing == "wrong" else "missing images are an error"
+    if pairs_path is None:
+        if view1 is None:
+            raise ValueError("nothing to evaluate: give the View 2 pairs file or the View 1 files")
+        out = {"kind": "lfw", "protocol": "LFW View 1 only", "rule": rule, "missing_rule": missing_rule,
+               "missing_images": []}
+    else:
+        pairs = read_pairs(pairs_path)
+        r1, r2, present, absent = pair_rows(pairs, names, missing)
+        same = np.array([p.same for p in pairs])
+        folds = np.array([p.fold for p in pairs])
+        res = ten_fold_accuracy(features, r1, r2, same, folds, present, rule)
+        scores = res.pop("scores")
+        out = {"kind": "lfw", "protocol": "LFW View 2, 10-fold, unrestricted", "pairs": str(pairs_path),
+               **res, "n_pairs": len(pairs), "n_missing_pairs": int((~present).sum()),
+               "missing_rule": missing_rule, "missing_images": absent}
+        out.update(verification_roc(scores, same, fars))
     if view1 is not None:
         parts = []
         for path in view1:
@@ -230,5 +240,5 @@ def evaluate_lfw(features, names, pairs_path, *, rule="sphereface", missing="err
             out.setdefault("missing_images", [])
             out["missing_images"] = sorted(set(out["missing_images"]) | set(miss))
         out["view1"] = {"train": str(view1[0]), "test": str(view1[1]),
-                        **view1_accuracy(features, parts[0], parts[1], rule)}
+                        **view1_accuracy(features, parts[0], parts[1], rule, fars=fars)}
     return out
