@@ -193,3 +193,17 @@ def test_bad_input_ends_with_a_message(database, tmp_path):
     # an attribute-less model trains on the same database (its HDF5 is not read)
     train("--model", "fast_noattr", *SMALL[2:], "--data", database, "--run", tmp_path / "noattr",
           "--pretrain-iter", 2, "--finetune-iter", 2)
+
+
+def test_make_train_passes_model_data_gpus_run_and_args():
+    """`make train` is tools/train.py with the Makefile's variables (dry run: nothing trains)."""
+    import shutil
+    if shutil.which("make") is None:
+        pytest.fail("make is not installed; the README's commands need it")
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), "train", "MODEL=fast", "DATA=work/x-db", "GPUS=0,1",
+                          "RUN=runs/r", "ARGS=--width 0.5"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].endswith(
+        "tools/train.py --model fast --data work/x-db --run runs/r --gpu 0,1 --width 0.5")
+    plain = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), "train"], capture_output=True, text=True).stdout
+    assert plain.strip().splitlines()[-1].rstrip().endswith("--model full --data work/casia-db --run runs/full")
