@@ -288,9 +288,10 @@ class Reproduction:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(MEASURES), figsize=(3.2 * len(MEASURES), 3.4))
+        rows = (len(MEASURES) + 2) // 3
+        fig, axes = plt.subplots(rows, 3, figsize=(11, 3.4 * rows))
         models = list(runs)
-        for ax, (key, title) in zip(axes, MEASURES):
+        for ax, (key, title) in zip(axes.ravel(), MEASURES):
             for i, m in enumerate(models):
                 vals = [100 * f[key] for f in runs[m].values() if key in f]
                 if vals:
@@ -299,6 +300,7 @@ class Reproduction:
             ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
             ax.set_title(title, fontsize=8)
             ax.set_ylabel("%", fontsize=8)
+        fig.suptitle("small-scale reproduction: a dot per seed, the bar is the mean", fontsize=9)
         fig.tight_layout()
         tmp = path.with_name(path.stem + ".partial.png")
         fig.savefig(tmp, dpi=110)
