@@ -268,6 +268,9 @@ class Reproduction:
                   "its figures are optimistic; the View 1 and identification figures are clean (their test "
                   "people are disjoint from the training people).",
                   "- The identification stand-in is not MegaFace (see tools/eval_identification.py --help).",
+                  "- With two or three seeds the t interval is wide, and with several measures and comparisons "
+                  "one interval in twenty excludes 0 by chance (no correction for multiple comparisons): "
+                  "a single 'better' verdict is weak evidence unless the other measures agree.",
                   "- The attribute labels of the training set are MOON's predictions voted per identity, so the "
                   "multi-task net learns from its teacher; Tab. 4's claim is compared with that teacher.",
                   "- The learning rates (0.05 / 0.01) and lambda1 = 1 differ from the paper's (0.01 / 0.001, "
