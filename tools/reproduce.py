@@ -81,6 +81,7 @@ def parse_args(argv=None):
     g.add_argument("--finetune-lr", type=float, default=0.01)
     g.add_argument("--lambda1", type=float, default=1.0)
     p.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
+    p.add_argument("--note", action="append", default=[], help="a line for the report's Notes section (repeatable)")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)  # a child's run
     return p.parse_args(argv)
 
@@ -261,6 +262,8 @@ class Reproduction:
             for s, f in sorted(by_seed.items()):
                 lines.append(f"| {m}_s{s} | " + " | ".join(f"{100 * f[k]:.2f}" if k in f else "-"
                                                             for k, _ in MEASURES) + " |")
+        if self.args.note:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.args.note]
         lines += ["", "## Caveats", "",
                   "- Tiny networks (width 1/8) trained for minutes on ~3,600 images of 188 LFW people, not "
                   "CASIA-WebFace for 100,000 iterations: the absolute figures say nothing about the paper's.",
@@ -317,7 +320,12 @@ def main(argv=None) -> int:
     try:
         if args.one:
             return rep.run_one(args.one[0], int(args.one[1]))
-        words = [x for x in (argv if argv is not None else sys.argv[1:]) if x != "--report-only"]
+        words, skip = [], False  # the run's command: without --report-only and the notes
+        for x in (argv if argv is not None else sys.argv[1:]):
+            if skip or x == "--report-only" or x == "--note":
+                skip = x == "--note"
+                continue
+            words.append(x)
         command = "tools/reproduce.py " + " ".join(shlex.quote(x) for x in words)
         t0 = time.time()
         if not args.report_only:
