@@ -60,3 +60,36 @@ def test_summary_table():
     assert s["fast"]["lfw_view1"]["std"] == pytest.approx(0.0707107, abs=1e-6)
     text = "\n".join(format_summary(s))
     assert "| fast | 65.00 ± 7.07 (n=2) |" in text and "| fast_noattr | 50.00 ± - (n=1) |" in text
+
+
+def run_tool(*args):
+    import subprocess
+    import sys
+    from mtdnn.paths import REPO
+    return subprocess.run([sys.executable, str(REPO / "tools" / "reproduce.py"), *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_report_from_run_folders(tmp_path):
+    """--report-only: the tables, verdicts, plot and notes from the runs' eval JSON."""
+    demo, work, out = tmp_path / "demo", tmp_path / "work", tmp_path / "out"
+    (demo / "runs" / "moon" / "eval").mkdir(parents=True)
+    (demo / "runs" / "moon" / "eval" / "attributes.json").write_text(json.dumps({"attributes": [
+        {"accuracy": 0.9, "balanced_accuracy": 0.8}, {"accuracy": 0.7, "balanced_accuracy": 0.6}]}))
+    for seed, (a, b) in enumerate([(0.80, 0.70), (0.82, 0.71), (0.81, 0.72)], 1):
+        write_run(work / "runs" / f"fast_s{seed}", a)
+        write_run(work / "runs" / f"fast_noattr_s{seed}", b, attrs=())
+    r = run_tool("--report-only", "--demo-work", demo, "--work", work, "--out", out, "--models",
+                 "fast,fast_noattr", "--seeds", "1,2,3", "--note", "a note")
+    assert r.returncode == 0, r.stderr
+    text = (out / "README.md").read_text()
+    assert "| fast | 81.00 ± 1.00 (n=3) |" in text and "| fast − fast_noattr | LFW View 1 accuracy | +10.00 |" in text
+    assert "fast better" in text and "- a note" in text and "--note" not in text.split("## Budget")[0]
+    assert "MOON, the attribute teacher" in text and "80.00 %" in text
+    res = json.loads((out / "results.json").read_text())
+    assert res["summary"]["fast_noattr"]["lfw_view1"]["n"] == 3 and (out / "reproduction.png").stat().st_size > 1000
+
+
+def test_missing_demo_is_a_clear_error(tmp_path):
+    r = run_tool("--demo-work", tmp_path / "nodemo", "--work", tmp_path / "w", "--out", tmp_path / "o")
+    assert r.returncode == 1 and "run `make demo`" in r.stderr and "Traceback" not in r.stderr
