@@ -95,6 +95,7 @@ class Runner:
     def run(self, stages: list[Stage]) -> list[dict]:
         previous = ""
         self._background: dict[str, tuple] = {}
+        self._order = {s.name: k for k, s in enumerate(stages)}  # timings stay in stage order
         try:
             for i, stage in enumerate(stages, 1):
                 for name in stage.after:
@@ -117,8 +118,8 @@ class Runner:
             if old.get("fingerprint") == fingerprint:
                 self.out(f"== {fmt_time(time.time() - self.start)} {head}: done before "
                          f"({old.get('seconds', 0):.0f} s then), reused")
-                self.timings.append({"stage": stage.name, "title": stage.title, "seconds": old.get("seconds"),
-                                     "reused": True, "command": text})
+                self._record({"stage": stage.name, "title": stage.title, "seconds": old.get("seconds"),
+                              "reused": True, "command": text})
                 return fingerprint
         marker.unlink(missing_ok=True)
         self.out(f"== {fmt_time(time.time() - self.start)} {head}" + (" (in the background)" if stage.background
@@ -137,11 +138,11 @@ class Runner:
                 with open(log, "w") as fh:
                     proc = subprocess.Popen([str(c) for c in stage.cmd], env=env, stdout=fh, stderr=subprocess.STDOUT)
                 self.out(f"   (its output: {log})")
-                self._background[stage.name] = (proc, stage, i, t0, fingerprint, text, log)
+                self._background[stage.name] = (proc, stage, t0, fingerprint, text, log)
                 return fingerprint
             rc = subprocess.run([str(c) for c in stage.cmd], env=env,
                                 stdout=subprocess.DEVNULL if self.quiet_tools else None).returncode
-            self._check(stage, i, rc, text)
+            self._check(stage, rc, text)
         else:
             note = stage.func()
             fingerprint = _sha(previous, text, *(Path(p).read_bytes() for p in stage.outputs))
@@ -153,17 +154,22 @@ class Runner:
         """Wait for a background stage (a no-op when it was reused or has been joined)."""
         if name not in self._background:
             return
-        proc, stage, i, t0, fingerprint, text, log = self._background[name]
+        proc, stage, t0, fingerprint, text, log = self._background[name]
         self.out(f"== {fmt_time(time.time() - self.start)} waiting for {name} (in the background; {log})")
         rc = proc.wait()
         del self._background[name]
         if rc != 0:
             tail = "".join(Path(log).read_text(errors="replace").splitlines(keepends=True)[-15:])
             self.out(tail.rstrip())
-        self._check(stage, i, rc, text)
+        self._check(stage, rc, text)
         self._finish(stage, text, fingerprint, time.time() - t0, None, False)
 
-    def _check(self, stage: Stage, i: int, rc: int, text: str) -> None:
+    def _record(self, timing: dict) -> None:
+        """Add a stage's timing; a background stage that finishes late still lands in its place."""
+        self.timings.append(timing)
+        self.timings.sort(key=lambda t: self._order.get(t["stage"], len(self._order)))
+
+    def _check(self, stage: Stage, rc: int, text: str) -> None:
         if rc != 0:
             raise DemoError(f"stage {stage.name} failed: `{text}` exited with status {rc} (its message is above). "
                             f"Fix the cause and rerun the demo: the finished stage(s) are reused")
@@ -175,7 +181,7 @@ class Runner:
             info["note"] = note
             self.out(f"   {note}" + (" (the same as before)" if same and stage.outputs else ""))
         write_text_atomic(self.marker(stage), json.dumps(info, indent=1) + "\n")
-        self.timings.append({**info, "reused": False})
+        self._record({**info, "reused": False})
         self.out(f"== {fmt_time(time.time() - self.start)} {stage.name} done in {seconds:.1f} s")
 
 

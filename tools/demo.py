@@ -379,8 +379,7 @@ class Demo:
         plots = sorted(p for p in w.joinpath("runs").rglob("*.png"))
         lines += ["## Plots", ""] + [f"![{rel(q)}]({rel(q)})" for q in plots] + [""]
 
-        order = {s.name: k for k, s in enumerate(self.stages())}  # background stages finish out of order
-        timings = sorted(self.runner.timings, key=lambda t: order.get(t["stage"], len(order)))
+        timings = self.runner.timings
         total_run = sum(t["seconds"] or 0 for t in timings if not t["reused"])
         lines += ["## Stages", "",
                   f"Wall time of this run: {ft(time.time() - self.runner.start)} (stages run now: "
