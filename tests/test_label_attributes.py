@@ -28,12 +28,14 @@ TOOL = REPO / "tools" / "label_attributes.py"
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A MOON run folder (deploy.prototxt, moon.caffemodel, moon.json) with random weights and
-    unit BatchNorm statistics, so scores vary from image to image."""
+    unit BatchNorm statistics, so scores vary from image to image. Caffe's own RNG draws the
+    fillers: seed 1 gives weights whose vote changes 12 labels of these 21 images (not all
+    seeds change some: seed 3 changes 3, and an unseeded net may change none)."""
     import caffe
     caffe.set_mode_cpu()
     run = tmp_path_factory.mktemp("moon_model")
     render_moon(run, backbone="fast", width=0.125, blocks="1,1,1,1", attributes="all")
-    np.random.seed(0)
+    caffe.set_random_seed(1)
     net = caffe.Net(str(run / "deploy.prototxt"), caffe.TEST)
     for name, layer in zip(net._layer_names, net.layers):
         if layer.type == "BatchNorm":
