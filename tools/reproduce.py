@@ -292,7 +292,7 @@ class Reproduction:
             for i, m in enumerate(models):
                 vals = [100 * f[key] for f in runs[m].values() if key in f]
                 if vals:
-                    ax.scatter([i] * len(vals), vals, s=18)
+                    ax.scatter([i] * len(vals), vals, s=18, color=f"C{i}")  # a model keeps its colour in every panel
                     ax.hlines(sum(vals) / len(vals), i - 0.3, i + 0.3, color="k")
             ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
             ax.set_title(title, fontsize=8)
