@@ -67,6 +67,8 @@ class Stage:
     env: dict = field(default_factory=dict)
     background: bool = False                    # a tool stage that runs while the next ones do ...
     after: tuple = ()                           # ... until a stage naming it here starts
+    restart_flag: str | None = None             # passed when the stage finished before with another command
+                                                # or inputs, or is redone: start over rather than resume
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Runner:
     out: Callable[[str], None] = lambda s: print(s, flush=True)
     start: float = field(default_factory=time.time)
     timings: list = field(default_factory=list)
+    redo: set = field(default_factory=set)      # the stages --redo asked for, and those after them
 
     @property
     def done_dir(self) -> Path:
@@ -91,6 +94,7 @@ class Runner:
             raise DemoError(f"--redo {name}: no such stage; the stages are {', '.join(names)}")
         for s in stages[names.index(name):]:
             self.marker(s).unlink(missing_ok=True)
+            self.redo.add(s.name)
 
     def run(self, stages: list[Stage]) -> list[dict]:
         previous = ""
@@ -122,6 +126,10 @@ class Runner:
                               "reused": True, "command": text})
                 return fingerprint
         marker.unlink(missing_ok=True)
+        cmd = stage.cmd
+        if cmd and stage.restart_flag and (old or stage.name in self.redo):
+            cmd = cmd + [stage.restart_flag]  # the fingerprint stays that of the plain command
+            text = " ".join(shlex.quote(str(c)) for c in cmd)
         self.out(f"== {fmt_time(time.time() - self.start)} {head}" + (" (in the background)" if stage.background
                                                                     else ""))
         self.out(f"$ {text}")
@@ -136,11 +144,11 @@ class Runner:
                 log = self.work / "logs" / f"{stage.name}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with open(log, "w") as fh:
-                    proc = subprocess.Popen([str(c) for c in stage.cmd], env=env, stdout=fh, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen([str(c) for c in cmd], env=env, stdout=fh, stderr=subprocess.STDOUT)
                 self.out(f"   (its output: {log})")
                 self._background[stage.name] = (proc, stage, t0, fingerprint, text, log)
                 return fingerprint
-            rc = subprocess.run([str(c) for c in stage.cmd], env=env,
+            rc = subprocess.run([str(c) for c in cmd], env=env,
                                 stdout=subprocess.DEVNULL if self.quiet_tools else None).returncode
             self._check(stage, rc, text)
         else:

@@ -8,7 +8,7 @@
 A *run folder* (default ``runs/<model>``) holds everything of one training run:
 
     run.json                        the model, its options, the data, a fingerprint of each
-                                    phase's net, and which phases are finished
+                                    phase's net and solver, and which phases are finished
     train_val*.prototxt, deploy.prototxt, solver_{pretrain,finetune}.prototxt, readme.md
                                     rendered by generate.render_model (paths relative to the
                                     run folder, the working directory of `caffe train`;
@@ -24,8 +24,10 @@ a phase with ``.solverstate`` snapshots continues from the newest readable one
 (``-snapshot``). Before anything runs, the rendered nets are fingerprinted (sha256 of the
 prototxt without comments, data sources and batch sizes) and compared with the fingerprints
 recorded when the snapshots were made: a run folder whose snapshots come from another net
-(other model, width, identities, attributes, lambda, ...) is refused, and nothing in it is
-touched. Bad input (no model of that name, a missing or inconsistent database, too little
+(other model, width, identities, attributes, lambda, ...) or another solver (learning rates,
+momentum, decay, seed, ...; not the schedule's length, nor the display, snapshot and test
+intervals) is refused, and nothing in it is touched: a finished run is never passed off as
+one of other settings. Bad input (no model of that name, a missing or inconsistent database, too little
 free disk space, another train.py on the same folder, a Caffe failure, an interruption)
 raises :class:`TrainError` whose message says what to do; rerunning the same command
 continues from the last good state.
@@ -186,6 +188,25 @@ def net_fingerprint(text: str) -> str:
         if not line or line.startswith(("source:", "batch_size:")):
             continue
         kept.append(line)
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+
+
+# solver fields left out of its fingerprint: what is logged or saved, and the schedule's length
+# (a longer or shorter schedule continues from the last snapshot; a finished phase of another
+# length is not finished, see phase_done)
+SOLVER_FREE = ("net", "train_net", "test_iter", "test_interval", "test_initialization", "display", "average_loss",
+               "snapshot", "snapshot_prefix", "snapshot_format", "snapshot_after_train", "solver_mode", "device_id",
+               "max_iter", "stepvalue", "stepsize")
+
+
+def solver_fingerprint(text: str) -> str:
+    """sha256 of a solver prototxt without comments and the SOLVER_FREE fields: two solvers
+    with the same fingerprint learn alike (same learning rates, momentum, decay, seed, ...)."""
+    kept = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and line.split(":", 1)[0].strip() not in SOLVER_FREE:
+            kept.append(line)
     return hashlib.sha256("\n".join(kept).encode()).hexdigest()
 
 
@@ -426,11 +447,15 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
             raise TrainError(f"cannot render model {model!r}: {e}{hint}") from None
         staged = read_phases(staging)
         fingerprints = {p.name: net_fingerprint(p.net.read_text()) for p in staged}
+        solvers = {p.name: solver_fingerprint(p.solver.read_text()) for p in staged}
 
         state = _read_state(run_dir)
         existing = _snapshot_files(run_dir)
         if existing and not restart:
             old = state.get("nets", {})
+            # runs recorded before solvers were: the solver files beside their snapshots made them
+            old_solvers = state.get("solvers") or {p.name: solver_fingerprint((run_dir / p.solver.name).read_text())
+                                                   for p in staged if (run_dir / p.solver.name).is_file()}
             if not old:
                 raise TrainError(
                     f"{run_dir} holds snapshots ({existing[0].name}, ...) but no {STATE_FILE} saying which net "
@@ -441,6 +466,12 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
                 if has and old.get(p.name) != fingerprints[p.name]:
                     raise TrainError(
                         f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) of a different net "
+                        f"({_changes(state, model, overrides, database)}). Nothing was changed. Train into "
+                        f"a new run folder (--run / RUN=runs/NAME), or pass --restart to delete this "
+                        f"folder's snapshots and logs and start over")
+                if has and old_solvers.get(p.name) != solvers[p.name]:
+                    raise TrainError(
+                        f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) made with a different solver "
                         f"({_changes(state, model, overrides, database)}). Nothing was changed. Train into "
                         f"a new run folder (--run / RUN=runs/NAME), or pass --restart to delete this "
                         f"folder's snapshots and logs and start over")
@@ -464,7 +495,7 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
              "data": {k: str(v) if isinstance(v, Path) else v for k, v in database.render_params().items()},
              "database": str(database.root), "identities": params["identities"],
              "train_images": database.train_count, "val_images": database.val_count,
-             "nets": fingerprints, "phases": done}
+             "nets": fingerprints, "solvers": solvers, "phases": done}
     _write_state(run_dir, state)
     return state, phases
 

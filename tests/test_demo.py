@@ -92,6 +92,37 @@ def test_rerun_reuses_stages_and_redo_redoes_the_rest(quick):
     assert ran == ["eval_identification", "eval_attributes", "report"]
     bad = demo("--quick", "--work", work, "--redo", "nosuch")
     assert bad.returncode == 1 and "no such stage" in bad.stderr
+    # another seed: the net is trained afresh (not taken for finished), and run.json says which seed
+    seeded = demo("--quick", "--work", work, "--seed", "2", timeout=600)
+    assert seeded.returncode == 0, seeded.stderr[-3000:]
+    assert re.search(r"^\$ .*tools/train\.py .*--seed 2 .*--restart$", seeded.stdout, re.M)
+    assert re.search(r"^\[pretrain\] \d+ iterations, from scratch", seeded.stdout, re.M)
+    assert "finished before" not in seeded.stdout
+    assert json.loads(next((work / "runs").glob("*/run.json")).read_text())["overrides"]["random_seed"] == 2
+
+
+def test_runner_restarts_a_stage_whose_command_changed(tmp_path):
+    """A stage with a restart_flag gets it when it finished before with another command or is
+    redone, not on its first run nor on a resumed one; its fingerprint ignores the flag."""
+    from mtdnn.demo import Runner, Stage
+    log = tmp_path / "argv.txt"
+    def stages(word):
+        cmd = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')",
+               log, word]
+        return [Stage("write", "write", cmd, restart_flag="--restart")]
+    def run(word, redo=None):
+        runner = Runner(tmp_path / "work", out=lambda s: None)
+        if redo:
+            runner.forget_from(stages(word), redo)
+        runner.run(stages(word))
+    run("a")
+    run("a")  # reused: nothing written
+    run("b")  # finished before with "a"
+    (tmp_path / "work" / ".done" / "write.json").unlink()  # as after an interruption
+    run("b")
+    run("b", redo="write")
+    run("b")  # the fingerprint of "b" was kept: reused
+    assert log.read_text().splitlines() == ["a", "b --restart", "b", "b --restart"]
 
 
 def test_missing_data_ends_with_a_message(tmp_path):

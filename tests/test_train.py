@@ -1,6 +1,7 @@
 """tools/train.py (make train) with real Caffe on real faces: both phases in a run folder, the
 logs and curves, skipping finished phases, resuming after a kill or Ctrl-C, skipping damaged
 snapshots, refusing snapshots of another net, and bad input that ends with a message."""
+import json
 import os
 import re
 import signal
@@ -159,6 +160,23 @@ def test_snapshots_of_another_net_are_refused(database, tmp_path):
     assert files() == before  # nothing touched
     out = train(*SMALL, *args, "--lambda1", "0.5", check=False)  # the fine-tuning net differs
     assert out.returncode == 2 and "finetune snapshots" in out.stderr and "lambda1 default -> 0.5" in out.stderr
+    # the same nets, another solver: a finished run is not passed off as a seeded one
+    out = train(*SMALL, *args, "--seed", "3", check=False)
+    assert out.returncode == 2 and "made with a different solver" in out.stderr
+    assert "random_seed default -> 3" in out.stderr and files() == before
+    out = train(*SMALL, *args, "--finetune-lr", "0.5", check=False)
+    assert out.returncode == 2 and "finetune snapshots" in out.stderr and "made with a different solver" in out.stderr
+    # a run.json written before solvers were recorded: the solver files beside the snapshots decide
+    state = json.loads((run / "run.json").read_text())
+    del state["solvers"]
+    (run / "run.json").write_text(json.dumps(state))
+    assert train(*SMALL, *args, "--seed", "3", check=False).returncode == 2
+    before = files()
+    # bookkeeping (display, test interval) is not the recipe: the finished phases are kept
+    out = train(*SMALL, *args, "--display", "2", "--test-interval", "500")
+    assert out.stdout.count("finished before") == 2
+    assert {k: v for k, v in files().items() if k.endswith((".caffemodel", ".solverstate"))} == \
+        {k: v for k, v in before.items() if k.endswith((".caffemodel", ".solverstate"))}
     # snapshots without run.json: nobody can say which net made them
     (run / "run.json").unlink()
     out = train(*SMALL, *args, check=False)

@@ -50,7 +50,8 @@ its one-thread Caffe leaves to the LFW alignment.
 - Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 280 pre-training
   + 120 fine-tuning iterations (--iters 400, split 70/30 as in the paper), about 6.5 min;
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
-  100,000 iterations; with 400 the attribute head would not move).
+  100,000 iterations; with 400 the attribute head would not move). Seeded (--seed 1, the
+  solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
 - Features: fc5 of the image alone (--mirror none; 'concat' adds the mirror image's, as
   SphereFace does, at twice the cost).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
@@ -110,6 +111,7 @@ class Plan:
     pretrain_lr: float = 0.05
     finetune_lr: float = 0.01
     lambda1: float = 1.0
+    seed: int = 1                   # the solvers' random_seed: the same weights, the same figures
     snapshot: int = 100
     test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
     workers: int = 2
@@ -272,9 +274,10 @@ class Demo:
               [PY, tool("train.py"), "--model", p.model, "--data", self.db, "--run", self.run,
                "--width", p.width, "--batch", p.batch, "--pretrain-iter", self.pretrain_iter,
                "--finetune-iter", self.finetune_iter, "--pretrain-lr", p.pretrain_lr,
-               "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--snapshot", p.snapshot,
+               "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--snapshot", p.snapshot,
                "--test-interval", p.test_interval,
-               "--display", max(1, min(20, p.iters // 30))]),
+               "--display", max(1, min(20, p.iters // 30))],
+              restart_flag="--restart"),  # other sizes or data: train afresh, not on from old snapshots
             S("extract_lfw", "Extract LFW features (fc5)",
               extract + ["--list", self.lists / "lfw_features.txt", "--root", self.lfw_aligned,
                          "--mirror", p.mirror, "--out", self.features / "lfw_fc5"]),

@@ -22,8 +22,10 @@ run.json (model, options, data, net fingerprints, finished phases), each phase's
 
 Rerunning the same command continues where it stopped: a finished phase is skipped, an
 unfinished one continues from its newest readable .solverstate (-snapshot). Ctrl-C makes
-Caffe write a snapshot and stop. A run folder whose snapshots come from another net (other
-model or options) is refused untouched (use a new --run, or --restart to start over).
+Caffe write a snapshot and stop. A run folder whose snapshots come from another net or
+solver (other model or options, learning rates, --seed; not the number of iterations, nor
+--display, --snapshot or --test-interval) is refused untouched (use a new --run, or
+--restart to start over).
 The free disk space is checked against the snapshots the run will write before it starts.
 Exit status: 0 done, 1 training stopped (Caffe failed or was interrupted), 2 bad input.
 """
