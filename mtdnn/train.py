@@ -463,15 +463,11 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
                     f"(--run / RUN=runs/NAME), or pass --restart to delete them and start over")
             for p in staged:
                 has = [f for f in existing if f.name.startswith(Path(p.prefix).name + "_iter_")]
-                if has and old.get(p.name) != fingerprints[p.name]:
+                differs = ("of a different net" if old.get(p.name) != fingerprints[p.name] else
+                           "made with a different solver" if old_solvers.get(p.name) != solvers[p.name] else None)
+                if has and differs:
                     raise TrainError(
-                        f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) of a different net "
-                        f"({_changes(state, model, overrides, database)}). Nothing was changed. Train into "
-                        f"a new run folder (--run / RUN=runs/NAME), or pass --restart to delete this "
-                        f"folder's snapshots and logs and start over")
-                if has and old_solvers.get(p.name) != solvers[p.name]:
-                    raise TrainError(
-                        f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) made with a different solver "
+                        f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) {differs} "
                         f"({_changes(state, model, overrides, database)}). Nothing was changed. Train into "
                         f"a new run folder (--run / RUN=runs/NAME), or pass --restart to delete this "
                         f"folder's snapshots and logs and start over")
