@@ -178,17 +178,18 @@ def read_phases(run_dir: Path) -> list[Phase]:
     return phases
 
 
+def _fingerprint(text: str, left_out: tuple) -> str:
+    """sha256 of a prototxt's lines without comments, blank lines and the fields ``left_out``."""
+    kept = [line for line in (raw.split("#", 1)[0].strip() for raw in text.splitlines())
+            if line and line.split(":", 1)[0].strip() not in left_out]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+
+
 def net_fingerprint(text: str) -> str:
     """sha256 of a net prototxt without comments, data sources and batch sizes: two nets
     with the same fingerprint have the same layers and parameters, so their snapshots are
     interchangeable (the data may have moved, the batch may differ)."""
-    kept = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith(("source:", "batch_size:")):
-            continue
-        kept.append(line)
-    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+    return _fingerprint(text, ("source", "batch_size"))
 
 
 # solver fields left out of its fingerprint: what is logged or saved, and the schedule's length
@@ -202,12 +203,7 @@ SOLVER_FREE = ("net", "train_net", "test_iter", "test_interval", "test_initializ
 def solver_fingerprint(text: str) -> str:
     """sha256 of a solver prototxt without comments and the SOLVER_FREE fields: two solvers
     with the same fingerprint learn alike (same learning rates, momentum, decay, seed, ...)."""
-    kept = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line and line.split(":", 1)[0].strip() not in SOLVER_FREE:
-            kept.append(line)
-    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+    return _fingerprint(text, SOLVER_FREE)
 
 
 def latest_good_snapshot(phase: Phase, log=print) -> tuple[int, Path] | None:

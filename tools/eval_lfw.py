@@ -48,19 +48,15 @@ def main(argv=None):
     res["features"] = str(a.features)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "lfw.json").write_text(json.dumps(res, indent=1))
+    # the ROC of View 2's held-out fold scores, or of View 1's pairsDevTest when View 2 is skipped
+    roc, title, which = ((res, "LFW View 2 ROC (held-out fold scores)", "") if pairs is not None
+                         else (res["view1"], "LFW View 1 ROC (pairsDevTest)", "View 1 "))
+    plot_roc({a.label or Path(a.features).name: (roc["roc"]["far"], roc["roc"]["tar"])}, a.out / "lfw_roc.png", title)
     if pairs is not None:
-        plot_roc({a.label or Path(a.features).name: (res["roc"]["far"], res["roc"]["tar"])},
-                 a.out / "lfw_roc.png", "LFW View 2 ROC (held-out fold scores)")
         print(f"LFW View 2 ({a.rule}): {100 * res['accuracy']:.2f} +- {100 * res['std']:.2f} %"
               f"  ({res['n_missing_pairs']} of {res['n_pairs']} pairs missing)")
-        for t in res["tar_at_far"]:
-            print(f"  TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
-    else:
-        v = res["view1"]
-        plot_roc({a.label or Path(a.features).name: (v["roc"]["far"], v["roc"]["tar"])},
-                 a.out / "lfw_roc.png", "LFW View 1 ROC (pairsDevTest)")
-        for t in v["tar_at_far"]:
-            print(f"  View 1 TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
+    for t in roc["tar_at_far"]:
+        print(f"  {which}TAR @ FAR {t['far']:g}: {100 * t['tar']:.2f} %  ({t['rule']})")
     if "view1" in res:
         print(f"LFW View 1: {100 * res['view1']['accuracy']:.2f} % (threshold {res['view1']['threshold']:.4f} from DevTrain)")
     print(f"-> {a.out / 'lfw.json'}")
