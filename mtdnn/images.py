@@ -15,11 +15,12 @@ EXIF orientation is ignored, as MATLAB's ``imread`` ignores it: the pixels are t
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from mtdnn.fileio import atomic_write_bytes  # noqa: F401  (re-exported: one atomic writer)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -83,21 +84,6 @@ def encode_image(image: np.ndarray, suffix: str, jpeg_quality: int = 95) -> byte
     if not ok:
         raise ValueError(f"OpenCV cannot encode an image as {suffix}")
     return buf.tobytes()
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
-    so a reader (or a resumed run) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_image(path, image: np.ndarray, jpeg_quality: int = 95) -> None:
