@@ -165,9 +165,14 @@ def read_lmdb_index(path: Path) -> Iterator[tuple[str, int, bool]]:
 
 
 def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False,
-                         extra: dict | None = None) -> Path:
+                         extra: dict | None = None, relative_source: bool = False) -> Path:
     """Write an N x M attribute matrix as float32 to ``path`` (.h5) and the one-line list
     file that Caffe's ``HDF5Data`` layer takes as ``source`` (``path`` + ``.txt``, returned).
+
+    The list file names the .h5 by its absolute path, or with ``relative_source`` by its bare
+    file name: Caffe opens a relative name from its working directory, so such a list is read
+    from its own folder (a database stays valid when it is copied or moved; ``tools/train.py``
+    writes the run's own list files, see :func:`write_source`).
 
     ``extra``: more datasets to store beside it, e.g. ``{"paths": [...], "labels": [...]}``
     so the file says which image each row belongs to; ``HDF5Data`` reads only the datasets
@@ -189,11 +194,45 @@ def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False
             else:
                 f.create_dataset(name, data=np.asarray(values))
     _replace(tmp, path)
-    source = path.with_name(path.name + ".txt")
-    source_tmp = source.with_name(source.name + ".partial")
-    source_tmp.write_text(f"{path.resolve()}\n")
-    os.replace(source_tmp, source)
-    return source
+    return write_source(path.with_name(path.name + ".txt"), [path.name if relative_source else path.resolve()])
+
+
+def write_source(source: Path, h5_files) -> Path:
+    """Write an ``HDF5Data`` list file (one .h5 path a line) atomically; returns its path."""
+    from .fileio import atomic_write_text
+    return atomic_write_text(source, "".join(f"{p}\n" for p in h5_files))
+
+
+def read_source(source: Path) -> list[Path]:
+    """The .h5 files an ``HDF5Data`` list file names; relative names are taken from the list's
+    own folder (where a database's list file is valid)."""
+    source = Path(source)
+    lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [Path(ln) if os.path.isabs(ln) else source.parent / ln for ln in lines]
+
+
+def read_lmdb_records(path: Path) -> Iterator[tuple[str, int, tuple | None]]:
+    """Yield ``(key, label, shape)`` of every record in key order: ``shape`` is the HxWxC of
+    the image that Caffe's Data layer will get (encoded records are decoded), or None when the
+    record cannot be decoded or its raw pixels do not fill its stated shape."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: no LMDB folder here")
+    datum = _caffe_pb2().Datum()
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            for key, raw in txn.cursor():
+                datum.ParseFromString(raw)
+                if datum.encoded:
+                    image = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_COLOR)
+                    shape = None if image is None else tuple(image.shape)
+                else:
+                    shape = (datum.height, datum.width, datum.channels)
+                    if len(datum.data) != datum.height * datum.width * datum.channels or not len(datum.data):
+                        shape = None
+                yield key.decode("utf-8", "replace"), datum.label, shape
+    finally:
+        env.close()
 
 
 def read_attribute_hdf5(path: Path) -> np.ndarray:

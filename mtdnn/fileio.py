@@ -111,3 +111,44 @@ def same_content(key_a: dict | None, key_b: dict | None) -> bool:
     """True when two :func:`content_key` results describe the same bytes."""
     return bool(key_a and key_b and key_a.get("sha256") == key_b.get("sha256")
                 and key_a.get("size") == key_b.get("size"))
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock file (see :func:`exclusive_lock`)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path):
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created; it holds the holder's pid) for the
+    ``with`` block; raises :class:`LockHeld` at once when another process holds it. The kernel
+    drops the lock when the holder dies, so a killed run never leaves a stale lock."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(f"{path} is held by another process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def lock_held(path) -> bool:
+    """True while another process holds ``path`` with :func:`exclusive_lock`."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

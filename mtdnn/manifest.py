@@ -60,11 +60,13 @@ def drop_small_identities(identities: Sequence[str], min_images: int) -> np.ndar
     return counts[inverse] >= min_images
 
 
-def holdout(labels: Sequence[int], per_identity: int = 1, seed: int = 0) -> np.ndarray:
+def holdout(labels: Sequence[int], per_identity: int = 1, seed: int = 0, eligible=None) -> np.ndarray:
     """Boolean mask of validation records: ``per_identity`` images of every identity, drawn
     with a seeded generator, and only from identities that keep at least one training image
     (an identity with a single image stays in training: the paper holds out "one image of
-    every identity" to validate identities it trains on)."""
+    every identity" to validate identities it trains on). ``eligible``: a boolean mask of the
+    records that may be held out (default all); an identity with too few eligible records
+    keeps them all in training."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     val = np.zeros(len(labels), bool)
@@ -73,8 +75,9 @@ def holdout(labels: Sequence[int], per_identity: int = 1, seed: int = 0) -> np.n
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     for group in np.split(order, bounds):
-        if len(group) > per_identity:
-            val[rng.choice(group, per_identity, replace=False)] = True
+        candidates = group if eligible is None else group[np.asarray(eligible)[group]]
+        if len(group) > per_identity and len(candidates) >= per_identity:
+            val[rng.choice(candidates, per_identity, replace=False)] = True
     return val
 
 
@@ -103,10 +106,8 @@ def make_manifest(split: str, paths: Sequence[str], labels: Sequence[int], ident
 
 def write_manifest(path, manifest: dict) -> None:
     """Write a manifest atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from .fileio import atomic_write_json
+    atomic_write_json(path, manifest, indent=1)
 
 
 def read_manifest(path) -> dict:
@@ -136,14 +137,18 @@ def _record(m: dict, i: int) -> str:
     return f"record {i} ({m['paths'][i]!r})" if i < len(m["paths"]) else f"record {i}"
 
 
-def verify(manifest_path, lmdb_path=None, hdf5_path=None, progress=None) -> dict:
+def verify(manifest_path, lmdb_path=None, hdf5_path=None, progress=None, check_hdf5: bool = True) -> dict:
     """Check an LMDB (and its HDF5, if the manifest names one) against a manifest.
 
     Checks: equal counts; LMDB key ``%08d_<path>`` and label of every record equal the
-    manifest's, in order (so the order checksum recomputed from the LMDB matches); labels in
-    ``[0, num_identities)``; HDF5 ``paths`` / ``labels`` rows equal, ``attributes`` N x M with
-    M attribute names and the manifest's checksum. Raises ManifestError naming the first bad
-    record; returns a summary dict. ``progress`` wraps the record iterator (e.g. tqdm).
+    manifest's, in order (so the order checksum recomputed from the LMDB matches); every
+    record decodes to the manifest's ``image_shape``; labels in ``[0, num_identities)``;
+    every HDF5 dataset has one row per record, ``paths`` / ``labels`` rows equal,
+    ``attributes`` N x M with M attribute names and the manifest's checksum; the HDF5Data list
+    file beside it (``<hdf5>.txt``) names exactly that file, inside the database (a copied or
+    moved database must not read another one's rows). ``check_hdf5=False`` checks the LMDB
+    side only. Raises ManifestError naming the first bad record; returns a summary dict.
+    ``progress`` wraps the record iterator (e.g. tqdm).
     """
     from . import db
 
@@ -161,11 +166,12 @@ def verify(manifest_path, lmdb_path=None, hdf5_path=None, progress=None) -> dict
     count = db.lmdb_count(lmdb_path)
     if count != m["count"]:
         raise ManifestError(f"{lmdb_path}: {count} records, manifest says {m['count']}")
-    records = db.read_lmdb_index(lmdb_path)
+    shape = tuple(m["image_shape"]) if m.get("image_shape") else None
+    records = db.read_lmdb_records(lmdb_path)
     if progress is not None:
         records = progress(records, total=count)
     paths, labels = [], []
-    for i, (key, label, encoded) in enumerate(records):
+    for i, (key, label, got_shape) in enumerate(records):
         index, _, name = key.partition("_")
         if index != f"{i:08d}":
             raise ManifestError(f"{lmdb_path}: {_record(m, i)}: key {key!r} out of order")
@@ -175,39 +181,119 @@ def verify(manifest_path, lmdb_path=None, hdf5_path=None, progress=None) -> dict
             raise ManifestError(f"{lmdb_path}: {_record(m, i)}: label {label}, manifest says {m['labels'][i]}")
         if not 0 <= label < n_ids:
             raise ManifestError(f"{lmdb_path}: {_record(m, i)}: label {label} outside [0, {n_ids})")
+        if got_shape is None:
+            raise ManifestError(f"{lmdb_path}: {_record(m, i)}: the image cannot be decoded (damaged record)")
+        if shape is not None and got_shape != shape:
+            raise ManifestError(f"{lmdb_path}: {_record(m, i)}: image of shape {list(got_shape)}, "
+                                f"manifest says {list(shape)} (Caffe needs one shape)")
         paths.append(name)
         labels.append(label)
     if order_checksum(paths, labels) != m["order_sha256"]:  # cannot differ after the loop; kept as the contract
         raise ManifestError(f"{lmdb_path}: order checksum differs from the manifest's")
 
     summary = {"split": m.get("split"), "count": count, "identities": n_ids, "lmdb": str(lmdb_path), "hdf5": None}
-    if m.get("hdf5") or hdf5_path:
-        import h5py
-        hdf5_path = Path(hdf5_path) if hdf5_path else base / m["hdf5"]
-        if not hdf5_path.is_file():
-            raise ManifestError(f"{hdf5_path}: HDF5 file not found")
-        with h5py.File(hdf5_path, "r") as f:
-            if db.ATTRIBUTE_DATASET not in f:
-                raise ManifestError(f"{hdf5_path}: no '{db.ATTRIBUTE_DATASET}' dataset")
-            attrs = f[db.ATTRIBUTE_DATASET][...]
-            h_paths = [p.decode() if isinstance(p, bytes) else p for p in f["paths"][...]] if "paths" in f else None
-            h_labels = f["labels"][...].tolist() if "labels" in f else None
-        if attrs.ndim != 2 or len(attrs) != count:
-            raise ManifestError(f"{hdf5_path}: attributes of shape {attrs.shape}, expected {count} rows")
-        names = m.get("attribute_names") or []
-        if names and attrs.shape[1] != len(names):
-            raise ManifestError(f"{hdf5_path}: {attrs.shape[1]} attribute columns, manifest names {len(names)}")
-        for what, rows, expected in (("path", h_paths, m["paths"]), ("label", h_labels, m["labels"])):
-            if rows is None:
-                raise ManifestError(f"{hdf5_path}: no '{what}s' dataset to check the row order with")
-            for i, (got, want) in enumerate(zip(rows, expected)):
-                if got != want:
-                    raise ManifestError(f"{hdf5_path}: {_record(m, i)}: row holds {what} {got!r}")
-        bad = np.argwhere(~np.isfinite(attrs))
-        if len(bad):
-            raise ManifestError(f"{hdf5_path}: {_record(m, int(bad[0][0]))}: non-finite attribute")
-        if m.get("attributes_sha256") and attributes_checksum(attrs) != m["attributes_sha256"]:
-            raise ManifestError(f"{hdf5_path}: attribute values differ from the manifest's checksum")
-        summary["hdf5"] = str(hdf5_path)
-        summary["attributes"] = int(attrs.shape[1])
+    if check_hdf5 and (m.get("hdf5") or hdf5_path):
+        summary.update(_verify_hdf5(m, Path(hdf5_path) if hdf5_path else base / m["hdf5"], count))
+        if not hdf5_path:
+            _verify_source(base, base / (m["hdf5"] + ".txt"), base / m["hdf5"])
     return summary
+
+
+def _verify_hdf5(m: dict, hdf5_path: Path, count: int) -> dict:
+    import h5py
+
+    from . import db
+    if not hdf5_path.is_file():
+        raise ManifestError(f"{hdf5_path}: HDF5 file not found")
+    with h5py.File(hdf5_path, "r") as f:
+        if db.ATTRIBUTE_DATASET not in f:
+            raise ManifestError(f"{hdf5_path}: no '{db.ATTRIBUTE_DATASET}' dataset")
+        for name in f:
+            rows = len(f[name]) if isinstance(f[name], h5py.Dataset) and f[name].shape else None
+            if rows != count:
+                raise ManifestError(f"{hdf5_path}: dataset '{name}' holds {rows} rows, the LMDB {count} records")
+        attrs = f[db.ATTRIBUTE_DATASET][...]
+        h_paths = [p.decode() if isinstance(p, bytes) else p for p in f["paths"][...]] if "paths" in f else None
+        h_labels = f["labels"][...].tolist() if "labels" in f else None
+    if attrs.ndim != 2:
+        raise ManifestError(f"{hdf5_path}: attributes of shape {attrs.shape}, expected {count} x M")
+    names = m.get("attribute_names") or []
+    if names and attrs.shape[1] != len(names):
+        raise ManifestError(f"{hdf5_path}: {attrs.shape[1]} attribute columns, manifest names {len(names)}")
+    for what, rows, expected in (("path", h_paths, m["paths"]), ("label", h_labels, m["labels"])):
+        if rows is None:
+            raise ManifestError(f"{hdf5_path}: no '{what}s' dataset to check the row order with")
+        for i, (got, want) in enumerate(zip(rows, expected)):
+            if got != want:
+                raise ManifestError(f"{hdf5_path}: {_record(m, i)}: row holds {what} {got!r}")
+    bad = np.argwhere(~np.isfinite(attrs))
+    if len(bad):
+        raise ManifestError(f"{hdf5_path}: {_record(m, int(bad[0][0]))}: non-finite attribute")
+    if m.get("attributes_sha256") and attributes_checksum(attrs) != m["attributes_sha256"]:
+        raise ManifestError(f"{hdf5_path}: attribute values differ from the manifest's checksum")
+    return {"hdf5": str(hdf5_path), "attributes": int(attrs.shape[1])}
+
+
+def _verify_source(base: Path, source: Path, h5: Path) -> None:
+    """The HDF5Data list file must name ``h5`` (this database's own file) and nothing else."""
+    from .db import read_source
+    fix = (f"rewrite it with the file's own name (echo {h5.name} > {source}; tools/train.py writes "
+           f"the run's list files itself) or rebuild the database")
+    if not source.is_file():
+        raise ManifestError(f"{source}: HDF5Data list file not found; {fix}")
+    targets = read_source(source)
+    if len(targets) != 1:
+        raise ManifestError(f"{source}: names {len(targets)} .h5 files, expected exactly {h5.name}; {fix}")
+    target = targets[0]
+    if not target.is_file():
+        raise ManifestError(f"{source}: names {target}, which does not exist (a moved database?); {fix}")
+    if not os.path.samefile(target, h5) or not target.resolve().is_relative_to(base.resolve()):
+        raise ManifestError(f"{source}: names {target}, not this database's {h5.name} "
+                            f"(a copied database would train on the original's rows); {fix}")
+
+
+# --------------------------------------------------------------------------- whole databases
+
+STAGING_SUFFIXES = (".partial", ".old")
+
+
+def build_lock(out) -> Path:
+    """The lock file of ``tools/build_db.py`` for the output folder ``out`` (beside it, since
+    ``out`` itself is replaced by a rename)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.lock"
+
+
+def database_problems(folder, check_lock: bool = True) -> list[str]:
+    """Problems of a build_db output folder as a whole (not of one split's records): a missing
+    manifest of a split that was built (a missing val manifest is one), an LMDB no manifest
+    describes. A staged or half-built folder, or one a build is still writing, raises
+    ManifestError: nothing in it is worth checking (``check_lock=False``: the caller is
+    that build)."""
+    from .fileio import lock_held
+    folder = Path(folder)
+    if folder.name.endswith(STAGING_SUFFIXES):
+        raise ManifestError(f"{folder} is a working copy of tools/build_db.py (a build that was interrupted "
+                            f"or is still running), not a database: rebuild it, and use the folder without "
+                            f"{folder.suffix}")
+    if check_lock and lock_held(build_lock(folder)):
+        raise ManifestError(f"{folder}: tools/build_db.py is writing it now ({build_lock(folder)} is held); "
+                            f"check it when the build has finished")
+    problems = []
+    if not (folder / "train_manifest.json").is_file():
+        problems.append(f"{folder}: no train_manifest.json (not a complete tools/build_db.py database)")
+        return problems
+    try:
+        build = read_manifest(folder / "train_manifest.json").get("build") or {}
+    except ManifestError as e:
+        return [str(e)]
+    splits = build.get("splits") or (["train", "val"] if build.get("val_per_identity", 1) else ["train"])
+    for split in splits:
+        if not (folder / f"{split}_manifest.json").is_file():
+            problems.append(f"{folder}: no {split}_manifest.json, though the database was built with a "
+                            f"{split} split: the database is incomplete; rebuild it")
+    for lmdb_dir in sorted(folder.glob("*_lmdb")):
+        split = lmdb_dir.name[:-len("_lmdb")]
+        if not (folder / f"{split}_manifest.json").is_file() and split not in splits:
+            problems.append(f"{lmdb_dir}: an LMDB that no manifest describes (tools/train.py would read it)")
+    return problems

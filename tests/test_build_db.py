@@ -67,7 +67,8 @@ def test_build_and_check(tree, tmp_path):
     order = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.jpg"))
     h = db.read_attribute_hdf5(out / "train_attributes.h5")
     assert np.array_equal(h, attrs[[order.index(p) for p in train["paths"]]])
-    assert (out / "train_attributes.h5.txt").read_text().strip() == str((out / "train_attributes.h5").resolve())
+    # the HDF5Data list names the .h5 relative to the database, so the folder is self-contained
+    assert (out / "train_attributes.h5.txt").read_text() == "train_attributes.h5\n"
     # Labels and pixels in the LMDB: the image at record k is the file train["paths"][k].
     for k, (image, label) in enumerate(db.read_image_lmdb(out / "train_lmdb")):
         assert label == train["labels"][k] == train["identities"].index(train["paths"][k].split("/")[0])
@@ -77,17 +78,18 @@ def test_build_and_check(tree, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("OK") == 2
 
-    # Same seed, same database; existing output kept without --force.
+    # Other inputs: the existing output is kept without --force, and the refusal says what differs.
     r = run("build_db.py", out, "--images", tree)
-    assert r.returncode == 1 and "--force" in r.stderr
+    assert r.returncode == 1 and "--force" in r.stderr and "attributes 'matrix sha256" in r.stderr
     assert (out / "train_attributes.h5").is_file()
     r = run("build_db.py", tmp_path / "db2", "--images", tree, "--attributes", tmp_path / "attrs.npy",
             "--attribute-names", "a,b,c", "--seed", "3")
     assert json.loads((tmp_path / "db2" / "train_manifest.json").read_text())["order_sha256"] == train["order_sha256"]
 
 
-def test_caffe_layers_read_in_step(tree, tmp_path):
-    """Caffe's Data (LMDB) and HDF5Data layers deliver the same images' labels batch by batch."""
+def test_caffe_layers_read_in_step(tree, tmp_path, monkeypatch):
+    """Caffe's Data (LMDB) and HDF5Data layers deliver the same images' labels batch by batch
+    (the list file's relative name is opened from Caffe's working directory: the database)."""
     import caffe
     out = tmp_path / "db"
     n = sum(counts(tree).values())
@@ -102,6 +104,7 @@ layer {{ name: "data" type: "Data" top: "data" top: "label"
 layer {{ name: "attr" type: "HDF5Data" top: "attributes" top: "labels"
   hdf5_data_param {{ source: "{out / 'train_attributes.h5.txt'}" batch_size: 5 }} }}
 """)
+    monkeypatch.chdir(out)
     net = caffe.Net(str(net_file), caffe.TEST)
     for b in range(3 * m["count"] // 5):  # several passes, wrapping around
         net.forward()
@@ -236,3 +239,130 @@ def test_vote_scores_and_placeholder(tree, tmp_path):
     assert r.returncode == 0, r.stderr
     assert db.read_attribute_hdf5(out / "val_attributes.h5").shape[1] == 7
     assert run("check_db.py", out).returncode == 0
+
+
+def _fail(r, text):
+    assert r.returncode == 1 and text in r.stderr, r.stdout + r.stderr
+
+
+def test_copied_or_moved_database_is_self_contained(tree, tmp_path):
+    """A copy reads its own attribute rows, a moved one stays usable; a list file naming another
+    database's .h5 (what the absolute path did in a copy) or nothing is caught by check_db."""
+    out = tmp_path / "db"
+    assert run("build_db.py", out, "--images", tree, "--placeholder-attributes", "2").returncode == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    moved = tmp_path / "moved"
+    os.rename(out, moved)
+    for folder in (copy, moved):
+        r = run("check_db.py", folder)
+        assert r.returncode == 0 and r.stdout.count("OK") == 2, r.stderr
+        assert db.read_source(folder / "train_attributes.h5.txt") == [folder / "train_attributes.h5"]
+    # the copy's list naming the original's file (the old absolute path), a missing target, no list
+    (copy / "train_attributes.h5.txt").write_text(f"{moved / 'train_attributes.h5'}\n")
+    _fail(run("check_db.py", copy), "not this database's train_attributes.h5")
+    (copy / "train_attributes.h5.txt").write_text(f"{out / 'train_attributes.h5'}\n")
+    _fail(run("check_db.py", copy), "which does not exist (a moved database?)")
+    (copy / "train_attributes.h5.txt").unlink()  # a kill before the list file was written
+    _fail(run("check_db.py", copy), "HDF5Data list file not found")
+
+
+def test_two_builds_on_one_folder_are_refused(tree, tmp_path):
+    from mtdnn.fileio import exclusive_lock
+    out = tmp_path / "db"
+    assert run("build_db.py", out, "--images", tree).returncode == 0
+    with exclusive_lock(manifest.build_lock(out)):  # what a running build_db holds
+        r = run("build_db.py", out, "--images", tree, "--seed", "4", "--force")
+        _fail(r, "another tools/build_db.py is writing")
+        _fail(run("check_db.py", out), "tools/build_db.py is writing it now")
+    assert json.loads((out / "train_manifest.json").read_text())["build"]["seed"] == 0
+    assert run("check_db.py", out).returncode == 0
+
+
+def test_check_db_checks_everything_caffe_reads(tree, tmp_path):
+    out = tmp_path / "db"
+    assert run("build_db.py", out, "--images", tree, "--placeholder-attributes", "2").returncode == 0
+    m = json.loads((out / "train_manifest.json").read_text())
+
+    # an HDF5 'paths' dataset shorter than the records (the old check compared pairwise)
+    bad = tmp_path / "short"
+    shutil.copytree(out, bad)
+    import h5py
+    with h5py.File(bad / "train_attributes.h5", "a") as f:
+        paths = f["paths"][:-1]
+        del f["paths"]
+        f.create_dataset("paths", data=paths)
+    _fail(run("check_db.py", bad), f"dataset 'paths' holds {m['count'] - 1} rows, the LMDB {m['count']} records")
+
+    # a record whose image has another shape than the manifest's
+    bad = tmp_path / "shape"
+    shutil.copytree(out, bad)
+    env = lmdb.open(str(bad / "train_lmdb"), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        key = f"{2:08d}_{m['paths'][2]}".encode()
+        _, label = db.datum_to_image(txn.get(key))
+        txn.put(key, db.image_to_datum(np.zeros((100, 96, 3), np.uint8), label))
+    env.close()
+    _fail(run("check_db.py", bad), f"record 2 ('{m['paths'][2]}'): image of shape [100, 96, 3], manifest says [112, 96, 3]")
+
+    # a missing val manifest, and a staged folder
+    bad = tmp_path / "noval"
+    shutil.copytree(out, bad)
+    (bad / "val_manifest.json").unlink()
+    _fail(run("check_db.py", bad), "no val_manifest.json")
+    staged = tmp_path / "db2.partial"
+    shutil.copytree(out, staged)
+    r = run("check_db.py", staged)
+    _fail(r, "working copy of tools/build_db.py")
+    assert "OK" not in r.stdout
+    assert run("check_db.py", out).returncode == 0
+
+
+def test_byte_identical_images_stay_in_one_split(tmp_path):
+    """Two people whose two images are copies of each other: neither copy is held out
+    (before, one went to val and its copy stayed in training), and the copies are reported."""
+    root = tmp_path / "tree"
+    src = sorted((REF / "Aaron_Peirsol").iterdir())
+    for person, files in (("A", [src[0], src[0]]), ("B", src[1:4])):
+        (root / person).mkdir(parents=True)
+        for k, f in enumerate(files):
+            shutil.copyfile(f, root / person / f"{person}_{k}.jpg")
+    for seed in range(4):
+        out = tmp_path / f"db{seed}"
+        r = run("build_db.py", out, "--images", root, "--seed", seed)
+        assert r.returncode == 0 and "byte-identical" in r.stderr and "A/A_0.jpg = A/A_1.jpg" in r.stderr, r.stderr
+        t = json.loads((out / "train_manifest.json").read_text())
+        v = json.loads((out / "val_manifest.json").read_text())
+        assert {"A/A_0.jpg", "A/A_1.jpg"} <= set(t["paths"]) and len(v["paths"]) == 1
+        assert t["build"]["duplicates"] == [["A/A_0.jpg", "A/A_1.jpg"]]
+
+
+def test_rerun_with_the_same_inputs_is_up_to_date(tree, tmp_path):
+    """The documented preparation block reruns: build_db leaves a database built from the same
+    inputs as it is (the labels written into it since included) wherever the images now live;
+    other inputs are refused, naming what differs."""
+    out = tmp_path / "db"
+    args = ["--images", tree, "--placeholder-attributes", "2", "--attribute-names", "x,y"]
+    assert run("build_db.py", out, *args).returncode == 0
+    # what tools/label_attributes.py does afterwards: labels in the HDF5 file and the manifest
+    labels = np.ones((json.loads((out / "train_manifest.json").read_text())["count"], 2), np.float32)
+    with __import__("h5py").File(out / "train_attributes.h5", "a") as f:
+        f["attributes"][...] = labels
+    m = json.loads((out / "train_manifest.json").read_text())
+    m["attributes_sha256"] = manifest.attributes_checksum(labels)
+    manifest.write_manifest(out / "train_manifest.json", m)
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    moved = tmp_path / "tree-moved"
+    shutil.copytree(tree, moved)
+    for images in (tree, moved):
+        r = run("build_db.py", out, *args[:1], images, *args[2:])
+        assert r.returncode == 0 and "up to date" in r.stderr, r.stderr
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == files
+    # one image's bytes changed: refused without --force, saying so
+    victim = sorted(moved.rglob("*.jpg"))[0]
+    victim.write_bytes(sorted(moved.rglob("*.jpg"))[1].read_bytes())
+    r = run("build_db.py", out, "--images", moved, *args[2:])
+    _fail(r, "its inputs differ: images")
+    r = run("build_db.py", out, *args, "--seed", "2")
+    _fail(r, "seed 0 -> 2")
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == files

@@ -48,6 +48,8 @@ def test_hdf5_round_trip_and_list_file(tmp_path):
     attrs = np.array([[1, -1], [-1, 1], [1, 1]], dtype=np.float64)
     source = db.write_attribute_hdf5(tmp_path / "a.h5", attrs)
     assert source.read_text().strip() == str((tmp_path / "a.h5").resolve())
+    rel = db.write_attribute_hdf5(tmp_path / "r.h5", attrs, relative_source=True)
+    assert rel.read_text() == "r.h5\n" and db.read_source(rel) == [tmp_path / "r.h5"]
     back = db.read_attribute_hdf5(tmp_path / "a.h5")
     assert back.dtype == np.float32 and np.array_equal(back, attrs)
     with pytest.raises(ValueError, match="N x M"):

@@ -30,8 +30,15 @@ Example: LFW View 1 training people, raw photos to a Caffe-ready database (about
       --placeholder-attributes 7 --attribute-names Narrow_Eyes,Big_Nose,Pointy_Nose,Chubby,Double_Chin,High_Cheekbones,Male \
   && tools/check_db.py work/lfw-devtrain-db
 
-Everything is built in OUT.partial and moved into place at the end: an existing OUT is replaced
-only with --force, and a failed run leaves it as it was.
+Everything is built in OUT.partial and moved into place at the end; a failed run leaves OUT as it
+was. Rerunning on an existing OUT built from the same inputs (the images' bytes, names and
+identities, the attribute file's bytes, the options) says it is up to date and changes nothing
+(attribute labels written since by tools/label_attributes.py included); with other inputs it
+stops and says what differs, and --force replaces it. Two runs on one OUT: the second stops at
+once (lock file .OUT.lock beside it). Byte-identical images under two names are reported and
+kept in training, so no image is validated against its own copy. Each HDF5Data list file
+(*_attributes.h5.txt) names its .h5 relative to the database folder, so a copied or moved
+database stays self-contained (tools/train.py writes the run's own list files).
 """
 from __future__ import annotations
 
@@ -79,7 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the hold-out and the shuffle (default 0)")
     p.add_argument("--encoding", choices=("raw", "png", "jpg"), default=DEFAULT_ENCODING,
                    help=f"Datum storage (default {DEFAULT_ENCODING}; jpg is lossy)")
-    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing OUT built from other inputs (without it, such a rerun stops)")
     return p.parse_args(argv)
 
 
@@ -113,8 +121,11 @@ def load_attributes(args, samples) -> tuple[np.ndarray | None, list[str]]:
     return None, names
 
 
-def plan(samples, attributes, args):
-    """Record indices of the train and val splits, the labels and the identity names."""
+def plan(samples, attributes, args, hashes=None):
+    """Record indices of the train and val splits, the labels, the identity names and the
+    groups of byte-identical images (``hashes``: sha256 of every sample's file). An image with
+    a byte-identical copy under another name is never held out, so it and its copy both stay
+    in training (a copy in val would test on a training image)."""
     keep = manifest.drop_small_identities([s.identity for s in samples], args.min_images)
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
@@ -122,11 +133,23 @@ def plan(samples, attributes, args):
     names = datasets.identity_names([samples[i] for i in kept])
     labels = np.full(len(samples), -1, np.int64)
     labels[kept] = datasets.assign_labels([samples[i] for i in kept], names)
-    val_mask = manifest.holdout(labels[kept], args.val_per_identity, args.seed)
+    groups = duplicate_groups([hashes[i] for i in kept]) if hashes is not None else []
+    eligible = np.ones(len(kept), bool)
+    for group in groups:
+        eligible[group] = False
+    val_mask = manifest.holdout(labels[kept], args.val_per_identity, args.seed, eligible=eligible)
     train = manifest.shuffled(kept[~val_mask], args.seed)
     val = kept[val_mask]
     val = val[np.lexsort(([samples[i].path for i in val], labels[val]))]  # val: by label, then path
-    return train, val, labels, names
+    return train, val, labels, names, [[samples[kept[i]].path for i in g] for g in groups]
+
+
+def duplicate_groups(hashes) -> list[list[int]]:
+    """Indices of the items that share a hash, one list per hash seen more than once."""
+    by_hash: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        by_hash.setdefault(h, []).append(i)
+    return [g for g in by_hash.values() if len(g) > 1]
 
 
 def records(samples, indices, labels, root: Path, shape_box: list):
@@ -142,12 +165,86 @@ def records(samples, indices, labels, root: Path, shape_box: list):
         yield image, int(labels[i]), s.path
 
 
+def input_keys(args, samples, root: Path, hashes: list[str]) -> dict:
+    """What the database is made from, by content: the images (relative path, identity and
+    sha256 of the bytes of every input image), the attribute source's bytes, the options.
+    Equal keys: the same database (build_db's rerun then leaves the folder, labels included,
+    as it is); a moved image folder with the same files is the same input."""
+    import hashlib
+
+    from mtdnn.fileio import content_key
+    h = hashlib.sha256()
+    for s, digest in zip(samples, hashes):
+        h.update(f"{s.path}\t{s.identity}\t{digest}\n".encode("utf-8"))
+    source = args.attributes or args.celeba_attributes
+    if source is not None:
+        attributes = f"{'celeba' if args.celeba_attributes else 'matrix'} sha256 {content_key(source)['sha256']}"
+    elif args.placeholder_attributes is not None:
+        attributes = f"placeholder {args.placeholder_attributes}"
+    else:
+        attributes = None
+    return {"images": f"{len(samples)} images, sha256 {h.hexdigest()}", "attributes": attributes,
+            "attribute_names": args.attribute_names, "vote": args.vote, "seed": args.seed,
+            "val_per_identity": args.val_per_identity, "min_images": args.min_images, "encoding": args.encoding}
+
+
+def existing_inputs(out: Path) -> dict | None:
+    """The input keys recorded in an existing database (None: none recorded or unreadable)."""
+    try:
+        return manifest.read_manifest(out / "train_manifest.json").get("build", {}).get("inputs")
+    except manifest.ManifestError:
+        return None
+
+
+def hash_images(samples, root: Path) -> list[str]:
+    from mtdnn.fileio import sha256_file
+    return [sha256_file(root / s.path) for s in tqdm(samples, unit="img", desc="hash", leave=False)]
+
+
+class UpToDate(Exception):
+    """The database exists and was built from the same inputs."""
+
+
 def build(args) -> dict:
+    from mtdnn.fileio import LockHeld, exclusive_lock
+    try:
+        with exclusive_lock(manifest.build_lock(args.out)):
+            return _build(args)
+    except LockHeld:
+        raise FileExistsError(f"another tools/build_db.py is writing {args.out} (it holds "
+                              f"{manifest.build_lock(args.out)}); wait for it to finish, or stop it") from None
+
+
+def _build(args) -> dict:
     samples, root = load_samples(args)
     attributes, attr_names = load_attributes(args, samples)
     missing = datasets.missing_files(samples, root)
     if missing:
         raise datasets.DatasetError(f"{len(missing)} image(s) missing below {root}, first {missing[0]!r}")
+    out = args.out
+    old = out.with_name(out.name + ".old")
+    if not out.exists() and old.is_dir():  # killed between the two renames of the swap below
+        os.replace(old, out)
+        print(f"restored {out} from {old} (a build was stopped while replacing it)", file=sys.stderr)
+    hashes = hash_images(samples, root)
+    inputs = input_keys(args, samples, root, hashes)
+    if out.exists():
+        before = existing_inputs(out)
+        if before == inputs:
+            problems = manifest.database_problems(out, check_lock=False)
+            if not problems:
+                raise UpToDate()
+            if not args.force:
+                raise FileExistsError(f"{out} was built from the same inputs but is incomplete ({problems[0]}); "
+                                      f"pass --force to rebuild it")
+        elif not args.force:
+            if before is None:
+                why = "it records no input keys (built by an older build_db or damaged)"
+            else:
+                why = "its inputs differ: " + "; ".join(f"{k} {before.get(k)!r} -> {v!r}"
+                                                       for k, v in inputs.items() if before.get(k) != v)
+            raise FileExistsError(f"{out} exists and {why}; pass --force to replace it (its attribute "
+                                  f"labels go with it), or choose another output folder")
     vote_info = None
     if args.vote:
         if attributes is None:
@@ -155,22 +252,21 @@ def build(args) -> dict:
         result = majority_vote(attributes, [s.identity for s in samples])
         attributes = result.labels.astype(np.float32)
         vote_info = {"changed": dict(zip(attr_names, result.changed.tolist())), "changed_total": result.changed_total}
-    train, val, labels, names = plan(samples, attributes, args)
+    train, val, labels, names, duplicates = plan(samples, attributes, args, hashes)
 
-    out = args.out
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it")
     stage = out.with_name(out.name + ".partial")
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
+    splits = [split for split, idx in (("train", train), ("val", val)) if split == "train" or len(idx)]
     build_info = {"source": str(root.resolve()), "seed": args.seed, "val_per_identity": args.val_per_identity,
                   "min_images": args.min_images, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "input_images": len(samples), "majority_vote": vote_info}
+                  "input_images": len(samples), "majority_vote": vote_info, "splits": splits,
+                  "duplicates": duplicates, "inputs": inputs}
     shape_box, summary = [], {}
     try:
         for split, idx in (("train", train), ("val", val)):
-            if split == "val" and len(idx) == 0:
+            if split not in splits:
                 continue
             start = time.time()
             n = db.write_image_lmdb(stage / f"{split}_lmdb", tqdm(
@@ -183,7 +279,8 @@ def build(args) -> dict:
             if attributes is not None:
                 split_attrs = attributes[idx]
                 hdf5 = f"{split}_attributes.h5"
-                db.write_attribute_hdf5(stage / hdf5, split_attrs, extra={"paths": paths, "labels": labels[idx]})
+                db.write_attribute_hdf5(stage / hdf5, split_attrs, extra={"paths": paths, "labels": labels[idx]},
+                                        relative_source=True)
             manifest.write_manifest(stage / f"{split}_manifest.json", manifest.make_manifest(
                 split, paths, labels[idx], names, f"{split}_lmdb", hdf5, args.encoding, shape_box[0],
                 attr_names if attributes is not None else [], split_attrs, build_info))
@@ -193,7 +290,6 @@ def build(args) -> dict:
         raise
     # Swap the finished folder in; only now is an old OUT given up.
     if out.exists():
-        old = out.with_name(out.name + ".old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(out, old)
@@ -201,18 +297,19 @@ def build(args) -> dict:
         shutil.rmtree(old)
     else:
         os.replace(stage, out)
-    for source in out.glob("*_attributes.h5.txt"):  # HDF5Data wants the final absolute path
-        tmp = source.with_name(source.name + ".partial")
-        tmp.write_text(f"{source.with_suffix('').resolve()}\n")
-        os.replace(tmp, source)
-    return {"identities": len(names), "summary": summary, "dropped": int((labels < 0).sum()), "vote": vote_info}
+    return {"identities": len(names), "summary": summary, "dropped": int((labels < 0).sum()), "vote": vote_info,
+            "duplicates": duplicates}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         result = build(args)
-    except (datasets.DatasetError, ImageError, FileExistsError, ValueError) as e:
+    except UpToDate:
+        print(f"{args.out} is up to date (built from the same images, attributes and options); "
+              f"nothing was changed", file=sys.stderr)
+        return 0
+    except (datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for split, (n, rate) in result["summary"].items():
@@ -220,6 +317,11 @@ def main(argv=None) -> int:
     if result["vote"]:
         print(f"majority vote changed {result['vote']['changed_total']} labels: {result['vote']['changed']}",
               file=sys.stderr)
+    if result["duplicates"]:
+        shown = "; ".join(" = ".join(g) for g in result["duplicates"][:5])
+        print(f"{len(result['duplicates'])} group(s) of byte-identical images under different names, each kept "
+              f"in training (never held out): {shown}" + (" ..." if len(result["duplicates"]) > 5 else "")
+              + " (all in the manifests' build.duplicates)", file=sys.stderr)
     print(f"{result['identities']} identities, {result['dropped']} images dropped (--min-images); "
           f"written to {args.out}", file=sys.stderr)
     return 0

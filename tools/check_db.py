@@ -4,9 +4,13 @@
     tools/check_db.py OUT                 every *_manifest.json in OUT
     tools/check_db.py OUT/train_manifest.json [--lmdb PATH] [--hdf5 PATH]
 
-Checks equal counts, the same record order (key %08d_<path> and label of every record, so the
-order checksum), labels in range, the HDF5 rows' paths/labels and its attribute checksum. Any
-mismatch is an error naming the first bad record; the exit status is 1 then.
+Checks everything Caffe will read: equal counts, the same record order (key %08d_<path> and
+label of every record, so the order checksum), every record's image shape against the
+manifest, labels in range, every HDF5 dataset's length, the HDF5 rows' paths/labels and the
+attribute checksum, and that each HDF5Data list file (*_attributes.h5.txt) names the
+database's own .h5. For a folder: every split that was built has its manifest (a missing val
+manifest is an error), and a staged (*.partial, *.old) or still-building folder is refused.
+Any mismatch is an error naming the first bad record; the exit status is 1 then.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from tqdm import tqdm  # noqa: E402
 
-from mtdnn.manifest import ManifestError, verify  # noqa: E402
+from mtdnn.manifest import ManifestError, database_problems, verify  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,13 +35,22 @@ def main(argv=None) -> int:
     p.add_argument("--hdf5", type=Path, help="check this HDF5 file instead of the one the manifest names")
     args = p.parse_args(argv)
     manifests = sorted(args.target.glob("*_manifest.json")) if args.target.is_dir() else [args.target]
-    if not manifests:
-        print(f"error: {args.target}: no *_manifest.json here", file=sys.stderr)
-        return 1
-    if len(manifests) > 1 and (args.lmdb or args.hdf5):
+    if args.target.is_dir() and (args.lmdb or args.hdf5):
         print("error: --lmdb/--hdf5 need a single manifest", file=sys.stderr)
         return 1
     status = 0
+    if args.target.is_dir():
+        try:
+            problems = database_problems(args.target)
+        except ManifestError as e:
+            print(f"FAIL {e}", file=sys.stderr)
+            return 1
+        for problem in problems:
+            print(f"FAIL {problem}", file=sys.stderr)
+        status = 1 if problems else 0
+    elif not args.target.exists():
+        print(f"error: {args.target}: not found", file=sys.stderr)
+        return 1
     for path in manifests:
         try:
             s = verify(path, args.lmdb, args.hdf5,
