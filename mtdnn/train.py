@@ -47,6 +47,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .paths import REPO
 
 PHASES = ("pretrain", "finetune")
@@ -67,21 +69,43 @@ class Database:
     """A tools/build_db.py folder: train/val LMDBs, HDF5 attribute lists, manifests."""
     root: Path
     train_lmdb: Path
-    train_hdf5: Path | None
+    train_hdf5: Path | None     # the .h5 attribute files themselves (absolute)
     val_lmdb: Path | None
     val_hdf5: Path | None
     train_count: int
     val_count: int
     identities: int
     attribute_names: list
+    key: dict | None = None     # what the data is, by content (see database_key)
 
     def render_params(self) -> dict:
+        """The data parameters of generate.render_model. The attribute files are given through
+        the run folder's own HDF5Data list files (RUN_SOURCES, written by :func:`prepare` for
+        the database's current place), so a copied or moved database is read where it is."""
         p = {"train_lmdb": self.train_lmdb, "test_lmdb": self.val_lmdb or self.train_lmdb,
              "identities": self.identities}
         if self.train_hdf5:
-            p["train_hdf5"] = self.train_hdf5
-            p["test_hdf5"] = self.val_hdf5 if self.val_lmdb else self.train_hdf5
+            p["train_hdf5"], p["test_hdf5"] = RUN_SOURCES
         return p
+
+    def sources(self) -> dict[str, Path]:
+        """``{run folder list file name: .h5 it names}``."""
+        if not self.train_hdf5:
+            return {}
+        return dict(zip(RUN_SOURCES, (self.train_hdf5, self.val_hdf5 if self.val_lmdb else self.train_hdf5)))
+
+
+# the HDF5Data list files train.py writes into the run folder (Caffe's working directory)
+RUN_SOURCES = ("train_attributes.h5.txt", "test_attributes.h5.txt")
+
+
+def database_key(manifests: dict) -> dict | None:
+    """What a database holds, by content: per split the record order and attribute checksums
+    of its manifest (None without manifests). The same key wherever the folder lives."""
+    if not manifests:
+        return None
+    return {split: {"order_sha256": m.get("order_sha256"), "attributes_sha256": m.get("attributes_sha256")}
+            for split, m in sorted(manifests.items())}
 
 
 BUILD_HINT = ("build one with tools/align_faces.py, tools/build_db.py and tools/label_attributes.py "
@@ -92,12 +116,16 @@ BUILD_HINT = ("build one with tools/align_faces.py, tools/build_db.py and tools/
 def find_database(root) -> Database:
     """Read a tools/build_db.py output folder; TrainError naming what is missing."""
     from .db import lmdb_count
+    from .manifest import ManifestError, database_problems
     root = Path(root).resolve()
     if not root.is_dir():
         raise TrainError(f"no training database at {root}: {BUILD_HINT}")
-    train_lmdb = root / "train_lmdb"
-    if not (train_lmdb / "data.mdb").is_file():
-        raise TrainError(f"{root} holds no train_lmdb/data.mdb, so it is not a training database: {BUILD_HINT}")
+    try:
+        problems = database_problems(root)
+    except ManifestError as e:  # a staged folder, or one tools/build_db.py is writing
+        raise TrainError(str(e)) from None
+    if problems and (root / "train_manifest.json").is_file():
+        raise TrainError(f"{problems[0]} (check it with tools/check_db.py {root})")
     manifests = {}
     for split in ("train", "val"):
         path = root / f"{split}_manifest.json"
@@ -107,10 +135,15 @@ def find_database(root) -> Database:
             except json.JSONDecodeError as e:
                 raise TrainError(f"{path} is not valid JSON ({e}): rebuild the database with "
                                  f"tools/build_db.py --force") from None
+    # the LMDBs the manifests name (a labelled copy made with label_attributes.py --out names
+    # the original database's)
+    train_lmdb = root / manifests.get("train", {}).get("lmdb", "train_lmdb")
+    if not (train_lmdb / "data.mdb").is_file():
+        raise TrainError(f"{root} holds no train_lmdb/data.mdb, so it is not a training database: {BUILD_HINT}")
     train_count = lmdb_count(train_lmdb)
     if train_count == 0:
         raise TrainError(f"{train_lmdb} holds no records: {BUILD_HINT}")
-    val_lmdb = root / "val_lmdb"
+    val_lmdb = root / manifests.get("val", {}).get("lmdb", "val_lmdb")
     val_count = lmdb_count(val_lmdb) if (val_lmdb / "data.mdb").is_file() else 0
     if "train" in manifests:
         m = manifests["train"]
@@ -123,13 +156,22 @@ def find_database(root) -> Database:
         from .db import read_lmdb_index
         identities = 1 + max(label for _, label, _ in read_lmdb_index(train_lmdb))
         names = []
-    hdf5 = {s: root / f"{s}_attributes.h5.txt" for s in ("train", "val")}
-    return Database(root=root, train_lmdb=train_lmdb,
-                    train_hdf5=hdf5["train"] if hdf5["train"].is_file() else None,
-                    val_lmdb=val_lmdb if val_count else None,
-                    val_hdf5=hdf5["val"] if val_count and hdf5["val"].is_file() else None,
+    hdf5 = {s: _attribute_file(root, s, manifests.get(s)) for s in ("train", "val")}
+    if hdf5["train"] and val_count and not hdf5["val"]:
+        raise TrainError(f"{root} has training attributes but no val_attributes.h5 for its {val_count} held-out "
+                         f"images: the database is incomplete; check it with tools/check_db.py {root}")
+    return Database(root=root, train_lmdb=train_lmdb, train_hdf5=hdf5["train"],
+                    val_lmdb=val_lmdb if val_count else None, val_hdf5=hdf5["val"] if val_count else None,
                     train_count=train_count, val_count=val_count, identities=identities,
-                    attribute_names=names)
+                    attribute_names=names, key=database_key(manifests))
+
+
+def _attribute_file(root: Path, split: str, m: dict | None) -> Path | None:
+    """The .h5 attribute file of a split: the one its manifest names, inside the database
+    (never the target of an old absolute list file, which may be another database's)."""
+    name = (m or {}).get("hdf5") or f"{split}_attributes.h5"
+    path = root / name
+    return path if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- phases and snapshots
@@ -178,18 +220,41 @@ def read_phases(run_dir: Path) -> list[Phase]:
     return phases
 
 
-def _fingerprint(text: str, left_out: tuple) -> str:
-    """sha256 of a prototxt's lines without comments, blank lines and the fields ``left_out``."""
+FINGERPRINT_VERSION = 2  # 1: line-based (missed fields that share a line); 2: parsed prototxt
+
+
+def _legacy_fingerprint(text: str, left_out: tuple) -> str:
+    """Version 1: sha256 of a prototxt's lines without comments, blank lines and the lines whose
+    key is in ``left_out`` (kept to recognise run folders recorded with it)."""
     kept = [line for line in (raw.split("#", 1)[0].strip() for raw in text.splitlines())
             if line and line.split(":", 1)[0].strip() not in left_out]
     return hashlib.sha256("\n".join(kept).encode()).hexdigest()
 
 
+def _message_fingerprint(message) -> str:
+    from google.protobuf import text_format
+    return hashlib.sha256(text_format.MessageToString(message).encode()).hexdigest()
+
+
+# per-layer data parameters whose source and batch size are not part of the net
+DATA_PARAMS = ("data_param", "hdf5_data_param", "image_data_param", "window_data_param")
+
+
 def net_fingerprint(text: str) -> str:
-    """sha256 of a net prototxt without comments, data sources and batch sizes: two nets
-    with the same fingerprint have the same layers and parameters, so their snapshots are
-    interchangeable (the data may have moved, the batch may differ)."""
-    return _fingerprint(text, ("source", "batch_size"))
+    """sha256 of a net prototxt parsed as Caffe does (caffe_pb2 text format: comments and
+    layout do not count) without its data sources and batch sizes: two nets with the same
+    fingerprint have the same layers and parameters, so their snapshots are interchangeable
+    (the data may have moved, the batch may differ)."""
+    from google.protobuf import text_format
+
+    from caffe.proto import caffe_pb2
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    for layer in net.layer:
+        for field in DATA_PARAMS:
+            if layer.HasField(field):
+                getattr(layer, field).ClearField("source")
+                getattr(layer, field).ClearField("batch_size")
+    return _message_fingerprint(net)
 
 
 # solver fields left out of its fingerprint: what is logged or saved, and the schedule's length
@@ -201,28 +266,120 @@ SOLVER_FREE = ("net", "train_net", "test_iter", "test_interval", "test_initializ
 
 
 def solver_fingerprint(text: str) -> str:
-    """sha256 of a solver prototxt without comments and the SOLVER_FREE fields: two solvers
-    with the same fingerprint learn alike (same learning rates, momentum, decay, seed, ...)."""
-    return _fingerprint(text, SOLVER_FREE)
+    """sha256 of a parsed solver prototxt without the SOLVER_FREE fields: two solvers with the
+    same fingerprint learn alike (same learning rates, momentum, decay, seed, ...)."""
+    from google.protobuf import text_format
+
+    from caffe.proto import caffe_pb2
+    solver = text_format.Parse(text, caffe_pb2.SolverParameter())
+    for field in SOLVER_FREE:
+        solver.ClearField(field)
+    return _message_fingerprint(solver)
+
+
+FINGERPRINTS = {"nets": (net_fingerprint, ("source", "batch_size")), "solvers": (solver_fingerprint, SOLVER_FREE)}
+
+
+def recorded_fingerprint(state: dict, kind: str, name: str, old_file: Path) -> str | None:
+    """The fingerprint (of the current version) of what made a phase's snapshots: from
+    run.json, or for a run recorded with version 1, from the file it rendered then (still in
+    the run folder), when that file's version-1 fingerprint is the recorded one."""
+    recorded = state.get(kind, {}).get(name)
+    if state.get("fingerprint_version") == FINGERPRINT_VERSION or recorded is None:
+        return recorded
+    fingerprint, left_out = FINGERPRINTS[kind]
+    if old_file.is_file() and _legacy_fingerprint(old_file.read_text(), left_out) == recorded:
+        return fingerprint(old_file.read_text())
+    return recorded
+
+
+def weights_problem(weights: Path, solverstate=None) -> str | None:
+    """Why a .caffemodel cannot be used (None: it can): it does not parse, a blob holds fewer
+    values than its shape (a file cut short), or its blobs are not those that the
+    .solverstate's history (one blob per learned parameter, in order) says."""
+    from google.protobuf.message import DecodeError
+
+    from caffe.proto import caffe_pb2
+    if not weights.is_file():
+        return "missing"
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(weights.read_bytes())
+    except (DecodeError, RuntimeError, ValueError) as e:
+        return f"does not parse ({type(e).__name__}: cut short?)"
+    shapes = []
+    for layer in list(net.layer) + list(net.layers):
+        for blob in layer.blobs:
+            dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height,
+                                                                        blob.width]
+            if len(blob.data) + len(blob.double_data) != int(np.prod(dims)):
+                return f"layer {layer.name!r} holds {len(blob.data) + len(blob.double_data)} of its " \
+                       f"{int(np.prod(dims))} values (cut short)"
+            shapes.append(dims)
+    if not shapes:
+        return "holds no learned parameters (cut short?)"
+    if solverstate is not None and len(solverstate.history):
+        history = [list(h.shape.dim) if h.HasField("shape") else [h.num, h.channels, h.height, h.width]
+                   for h in solverstate.history]
+        if len(history) % len(shapes) or history != shapes * (len(history) // len(shapes)):  # SGD 1x, Adam 2x
+            return (f"holds {len(shapes)} parameter blobs, its .solverstate {len(history)} history blobs "
+                    f"of other shapes (cut short, or of another net)")
+    return None
+
+
+def snapshot_problem(phase: Phase, it: int, path: Path) -> str | None:
+    """Why the snapshot pair of iteration ``it`` (``path``: its .solverstate) cannot be resumed
+    from: the .solverstate does not parse or is of another iteration, it names another
+    .caffemodel, or that .caffemodel is damaged (:func:`weights_problem`). Caffe writes the
+    weights first and neither file is fsync'ed, so a power cut can leave either cut short."""
+    from caffe.proto import caffe_pb2
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        return f"{path.name} is damaged ({type(e).__name__})"
+    expected = f"{Path(phase.prefix).name}_iter_{it}.caffemodel"
+    if state.iter != it or Path(state.learned_net).name != expected:
+        return f"{path.name} is damaged (it says iteration {state.iter}, weights {state.learned_net!r})"
+    weights = path.with_name(expected)
+    problem = weights_problem(weights, state)
+    return f"{weights.name} {problem}" if problem else None
+
+
+def set_aside(paths, log=print) -> list[Path]:
+    """Rename damaged snapshot files to ``<name>.damaged`` (``.damaged2``, ... when that exists;
+    kept for inspection, never deleted);
+    returns the new paths."""
+    moved = []
+    for p in paths:
+        if p.is_file():
+            target, n = p.with_name(p.name + ".damaged"), 1
+            while target.exists():  # an earlier damaged copy is kept too
+                n += 1
+                target = p.with_name(f"{p.name}.damaged{n}")
+            os.replace(p, target)
+            moved.append(target)
+    if moved:
+        log(f"  set aside: {', '.join(m.name for m in moved)} (delete them when you no longer need them)")
+    return moved
+
+
+def _pair(phase: Phase, it: int) -> list[Path]:
+    folder = (phase.solver.parent / phase.prefix).parent
+    stem = f"{Path(phase.prefix).name}_iter_{it}"
+    return [folder / f"{stem}.caffemodel", folder / f"{stem}.solverstate"]
 
 
 def latest_good_snapshot(phase: Phase, log=print) -> tuple[int, Path] | None:
-    """The newest .solverstate that parses and whose weights file exists; skips (and says
-    so) snapshots left half-written by a kill."""
-    from caffe.proto import caffe_pb2
+    """The newest snapshot pair that is whole (:func:`snapshot_problem`); a damaged newer pair
+    (a kill or power cut while Caffe wrote it) is named and set aside, and the one before is
+    tried."""
     for it, path in phase.snapshots():
-        state = caffe_pb2.SolverState()
-        try:
-            state.ParseFromString(path.read_bytes())
-        except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
-            log(f"  {path.name} is damaged ({type(e).__name__}): skipped")
-            continue
-        weights = Path(state.learned_net)
-        weights = weights if weights.is_absolute() else phase.solver.parent / weights
-        if state.iter != it or not weights.is_file() or weights.stat().st_size == 0:
-            log(f"  {path.name} has no complete weights file ({state.learned_net}): skipped")
-            continue
-        return it, path
+        problem = snapshot_problem(phase, it, path)
+        if problem is None:
+            return it, path
+        log(f"  {problem}: skipped; the snapshot before it is used")
+        set_aside(_pair(phase, it), log)
     return None
 
 
@@ -392,9 +549,8 @@ def _read_state(run_dir: Path) -> dict:
 
 
 def _write_state(run_dir: Path, state: dict) -> None:
-    tmp = run_dir / (STATE_FILE + ".partial")
-    tmp.write_text(json.dumps(state, indent=1, default=str) + "\n")
-    os.replace(tmp, run_dir / STATE_FILE)
+    from .fileio import atomic_write_text
+    atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, default=str) + "\n")
 
 
 def _snapshot_files(run_dir: Path) -> list[Path]:
@@ -432,6 +588,9 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
     run_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=run_dir))
     try:
+        from .db import write_source
+        for name, h5 in database.sources().items():  # the run's own list files: the database as it is now
+            write_source(staging / name, [h5.resolve()])
         try:
             # the model is named after the run folder, whatever the staging folder's name
             render_model(staging, variant=model, name=params.pop("name", run_dir.resolve().name), **params)
@@ -447,20 +606,30 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
 
         state = _read_state(run_dir)
         existing = _snapshot_files(run_dir)
+        # what made the snapshots, in this version's fingerprints (before the new files replace the old)
+        old_nets = {p.name: recorded_fingerprint(state, "nets", p.name, run_dir / p.net.name) for p in staged}
         if existing and not restart:
-            old = state.get("nets", {})
-            # runs recorded before solvers were: the solver files beside their snapshots made them
-            old_solvers = state.get("solvers") or {p.name: solver_fingerprint((run_dir / p.solver.name).read_text())
-                                                   for p in staged if (run_dir / p.solver.name).is_file()}
-            if not old:
+            if not state.get("nets"):
                 raise TrainError(
                     f"{run_dir} holds snapshots ({existing[0].name}, ...) but no {STATE_FILE} saying which net "
                     f"made them, so they cannot be resumed safely. Train into a new run folder "
                     f"(--run / RUN=runs/NAME), or pass --restart to delete them and start over")
+            old_key = state.get("database_key")
+            if old_key and database.key and old_key != database.key:
+                raise TrainError(
+                    f"{run_dir} holds snapshots ({existing[0].name}, ...) trained on other data than "
+                    f"{database.root} holds (its manifests' record order or attribute checksums differ from "
+                    f"the database recorded in {STATE_FILE}, {state.get('database')}). Nothing was changed. "
+                    f"Train into a new run folder (--run / RUN=runs/NAME), or pass --restart to start over")
             for p in staged:
                 has = [f for f in existing if f.name.startswith(Path(p.prefix).name + "_iter_")]
-                differs = ("of a different net" if old.get(p.name) != fingerprints[p.name] else
-                           "made with a different solver" if old_solvers.get(p.name) != solvers[p.name] else None)
+                # runs recorded before solvers were: the solver files beside their snapshots made them
+                old_solver = (recorded_fingerprint(state, "solvers", p.name, run_dir / p.solver.name)
+                              if state.get("solvers") else
+                              solver_fingerprint((run_dir / p.solver.name).read_text())
+                              if (run_dir / p.solver.name).is_file() else None)
+                differs = ("of a different net" if old_nets[p.name] != fingerprints[p.name] else
+                           "made with a different solver" if old_solver != solvers[p.name] else None)
                 if has and differs:
                     raise TrainError(
                         f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) {differs} "
@@ -482,20 +651,36 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
 
     phases = read_phases(run_dir)
     done = state.get("phases", {}) if not restart else {}
+    for name, info in done.items():  # a phase recorded with version-1 fingerprints of the same net
+        if name in old_nets and info.get("net") == state.get("nets", {}).get(name) and old_nets[name] == fingerprints[name]:
+            info["net"] = fingerprints[name]
     state = {"name": run_dir.resolve().name, "model": model,
              "overrides": {k: v for k, v in overrides.items() if v is not None},
              "data": {k: str(v) if isinstance(v, Path) else v for k, v in database.render_params().items()},
              "database": str(database.root), "identities": params["identities"],
              "train_images": database.train_count, "val_images": database.val_count,
-             "nets": fingerprints, "solvers": solvers, "phases": done}
+             "nets": fingerprints, "solvers": solvers, "fingerprint_version": FINGERPRINT_VERSION,
+             "database_key": database.key, "phases": done}
     _write_state(run_dir, state)
     return state, phases
 
 
-def phase_done(state: dict, phase: Phase) -> bool:
+def phase_done(state: dict, phase: Phase, log=print) -> bool:
+    """Whether ``phase`` finished with these settings and its final snapshot is whole (a
+    damaged one is named and set aside: the phase then continues from the snapshot before)."""
     info = state.get("phases", {}).get(phase.name, {})
-    return (bool(info.get("done")) and info.get("max_iter") == phase.max_iter
-            and info.get("net") == state["nets"][phase.name] and phase.final_weights.is_file())
+    if not (bool(info.get("done")) and info.get("max_iter") == phase.max_iter
+            and info.get("net") == state["nets"][phase.name]
+            and phase.final_weights.is_file()):
+        return False
+    solverstate = phase.final_weights.with_suffix(".solverstate")
+    problem = (snapshot_problem(phase, phase.max_iter, solverstate) if solverstate.is_file()
+               else (f"{phase.final_weights.name} {p}" if (p := weights_problem(phase.final_weights)) else None))
+    if problem:
+        log(f"[{phase.name}] finished before, but {problem}: the phase is not finished")
+        set_aside(_pair(phase, phase.max_iter), log)
+        return False
+    return True
 
 
 def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str | None = None,
@@ -524,7 +709,7 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
         # which phases are finished, where the others start, and the disk space that needs
         finished, snaps = set(), {}
         for phase in todo:
-            if phase_done(state, phase):
+            if phase_done(state, phase, log):
                 finished.add(phase.name)
             else:
                 snaps[phase.name] = latest_good_snapshot(phase, log=log)
@@ -542,9 +727,10 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
                 what = f"continuing from iteration {snap[0]} ({snap[1].name})"
             elif phase.name == "finetune":
                 pre = next(p for p in all_phases if p.name == "pretrain")
-                if not pre.final_weights.is_file():
+                if not (pre.name in finished or phase_done(state, pre, log)):
                     raise TrainError(f"fine-tuning starts from the pre-trained weights {pre.final_weights}, "
-                                     f"which do not exist: run the pretrain phase first (--phase all)")
+                                     f"which do not exist or are not whole: run the pretrain phase first (--phase all; it "
+                                     f"continues from its last good snapshot)")
                 cmd += ["-weights", pre.final_weights.name]
                 what = f"from the pre-trained weights {pre.final_weights.name}"
             else:
@@ -587,7 +773,7 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
             _write_state(run_dir, state)
             log(f"[{phase.name}] done in {time.time() - t0:.0f} s: {phase.final_weights}")
         fine = next(p for p in all_phases if p.name == "finetune")
-        if fine.final_weights.is_file() and phase_done(state, fine):
+        if fine.final_weights.is_file() and phase_done(state, fine, log=lambda *_: None):
             state["weights"] = fine.final_weights.name
             state["deploy"] = "deploy.prototxt"
             _write_state(run_dir, state)

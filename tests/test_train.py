@@ -225,3 +225,71 @@ def test_make_train_passes_model_data_gpus_run_and_args():
         "tools/train.py --model fast --data work/x-db --run runs/r --gpu 0,1 --width 0.5")
     plain = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), "train"], capture_output=True, text=True).stdout
     assert plain.strip().splitlines()[-1].rstrip().endswith("--model full --data work/casia-db --run runs/full")
+
+
+def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
+    """The net fingerprint leaves out data sources and batch sizes (the template writes
+    `data_param { source: ... batch_size: ... }` on one line): a copied database and another
+    --batch resume the run; the run's own HDF5Data list names the copy's .h5. Other data (other
+    attribute rows) is refused, and run folders recorded with the old line-based fingerprints
+    are still recognised."""
+    import shutil
+
+    from mtdnn.train import FINGERPRINTS, _legacy_fingerprint
+    run = tmp_path / "run"
+    args = ["--run", run, "--pretrain-iter", 2, "--finetune-iter", 2]
+    train(*SMALL, "--data", database, *args)
+    copy = tmp_path / "copy-db"
+    shutil.copytree(database, copy)
+    small = [a if a != "8" else "4" for a in SMALL]  # --batch 4
+    out = train(*small, "--data", copy, *args)
+    assert out.stdout.count("finished before") == 2, out.stdout
+    assert (run / "train_attributes.h5.txt").read_text() == f"{(copy / 'train_attributes.h5').resolve()}\n"
+    assert f'source: "train_attributes.h5.txt"' in (run / "train_val.prototxt").read_text()
+    # a run.json of the line-based fingerprints (version 1): the same net, recognised
+    state = json.loads((run / "run.json").read_text())
+    for kind in ("nets", "solvers"):
+        for name in state[kind]:
+            text = (run / ("train_val_pretrain.prototxt" if (kind, name) == ("nets", "pretrain") else
+                           "train_val.prototxt" if kind == "nets" else f"solver_{name}.prototxt")).read_text()
+            state[kind][name] = _legacy_fingerprint(text, FINGERPRINTS[kind][1])
+            if kind == "nets":
+                state["phases"][name]["net"] = state[kind][name]
+    del state["fingerprint_version"]
+    (run / "run.json").write_text(json.dumps(state))
+    out = train(*small, "--data", copy, *args)
+    assert out.stdout.count("finished before") == 2, out.stdout
+    # other attribute rows in the copy: not the data the snapshots were trained on
+    m = json.loads((copy / "train_manifest.json").read_text())
+    m["attributes_sha256"] = "0" * 64
+    (copy / "train_manifest.json").write_text(json.dumps(m))
+    out = train(*small, "--data", copy, *args, check=False)
+    assert out.returncode == 2 and "trained on other data" in out.stderr
+
+
+def test_truncated_weights_fall_back_to_the_previous_snapshot(database, tmp_path):
+    """A power cut leaves a .caffemodel cut short beside an intact .solverstate (Caffe writes the
+    weights first, without fsync): the pair is named and set aside, training continues from the
+    snapshot before, and fine-tuning never starts from damaged pre-trained weights."""
+    from caffe.proto import caffe_pb2
+    run = tmp_path / "run"
+    args = [*SMALL, "--data", database, "--run", run, "--finetune-iter", 2, "--snapshot", 2]
+    train(*args, "--pretrain-iter", 4, "--phase", "pretrain")
+    final = run / "pretrain_iter_4.caffemodel"
+    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
+    out = train(*args, "--pretrain-iter", 4, "--phase", "finetune", check=False)
+    assert out.returncode == 2 and "not whole" in out.stderr, out.stdout + out.stderr
+    assert "pretrain_iter_4.caffemodel does not parse" in out.stdout
+    assert (run / "pretrain_iter_4.caffemodel.damaged").is_file() and (run / "pretrain_iter_4.solverstate.damaged").is_file()
+    out = train(*args, "--pretrain-iter", 4)
+    assert "continuing from iteration 2 (pretrain_iter_2.solverstate)" in out.stdout
+    assert (run / "finetune_iter_2.caffemodel").is_file()
+    # weights cut at a layer boundary parse, but lack the blobs the .solverstate's history has
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(final.read_bytes())
+    del net.layer[len(net.layer) // 2:]
+    final.write_bytes(net.SerializeToString())
+    out = train(*args, "--pretrain-iter", 6)
+    assert "pretrain_iter_4.caffemodel holds" in out.stdout and "history blobs" in out.stdout
+    assert "continuing from iteration 2 (pretrain_iter_2.solverstate)" in out.stdout
+    assert (run / "pretrain_iter_6.caffemodel").is_file() and (run / "pretrain_iter_4.caffemodel.damaged2").is_file()
