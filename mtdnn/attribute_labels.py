@@ -35,6 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import db, manifest
+from .fileio import atomic_write, atomic_write_json, content_key, sha256_file
 from .evaluation.features_io import feature_paths, write_names
 from .features import batch_features, input_size
 from .vote import majority_vote, own_predictions
@@ -87,6 +88,16 @@ def load_classifier(model_dir, weights=None, gpu: int | None = None):
     return net, meta
 
 
+def model_key(model_dir, weights=None) -> dict:
+    """What a classifier is, by content: sha256 of its weights and deploy net and its
+    attribute list (the same wherever the run folder lives; a retrained moon.caffemodel at the
+    same path is another key)."""
+    model_dir = Path(model_dir)
+    weights = Path(weights) if weights else model_dir / WEIGHTS_FILE
+    return {"weights_sha256": content_key(weights)["sha256"], "deploy_sha256": sha256_file(model_dir / DEPLOY_FILE),
+            "attributes": read_meta(model_dir)["attributes"]}
+
+
 def columns(meta: dict, names: Sequence[str] | None) -> list[int]:
     """Indices of ``names`` among the classifier's attributes (all of them for None)."""
     have = list(meta["attributes"])
@@ -119,6 +130,9 @@ def score_images(net, images: Iterable[np.ndarray], count: int, batch_size: int 
             bar.update(len(batch))
             batch = []
         for image in images:
+            if image is None:
+                raise LabelError(f"image {done + len(batch)} cannot be decoded (a damaged record; "
+                                 f"check the database with tools/check_db.py)")
             if done + len(batch) >= count:
                 raise LabelError(f"more than the {count} images announced")
             if image.shape[:2] != size:
@@ -153,19 +167,21 @@ def write_scores(prefix, scores: np.ndarray, names: Sequence[str], info: dict | 
     if len(scores) != len(names):
         raise LabelError(f"{len(scores)} score rows for {len(names)} names")
     files = feature_paths(prefix)
-    files["features"].parent.mkdir(parents=True, exist_ok=True)
-    tmp = files["features"].with_name(files["features"].name + ".partial.npy")
-    np.save(tmp, scores)
-    os.replace(tmp, files["features"])
+    save_npy(files["features"], scores)
     write_names(files["names"], names)
     _write_json(files["meta"], {"blob": BLOB, "rows": len(names), **(info or {})})
     return files["features"]
 
 
+def save_npy(path, array) -> Path:
+    """``np.save`` through :func:`mtdnn.fileio.atomic_write` (whole file or none, fsync'ed)."""
+    with atomic_write(path, "wb") as f:
+        np.save(f, array)
+    return Path(path)
+
+
 def _write_json(path: Path, data) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".partial")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=1)
 
 
 # --------------------------------------------------------------------------- voting
@@ -220,6 +236,22 @@ def database_splits(db_dir) -> dict[str, Path]:
     return found
 
 
+def _labelled_with(out_dir: Path, splits: dict, key: dict) -> bool:
+    """Whether every split in ``out_dir`` already holds labels made with ``key`` (the same
+    classifier by content, attributes, mirror and records) and its attribute file is whole."""
+    from .manifest import ManifestError
+    for path in splits.values():
+        target = out_dir / path.name
+        try:
+            m = manifest.read_manifest(target)
+            if ((m.get("build") or {}).get("attribute_labels") or {}).get("key") != key:
+                return False
+            manifest.verify(target)
+        except ManifestError:
+            return False
+    return True
+
+
 def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] | None = None,
                    force: bool = False, batch_size: int = 64, mirror: str = "none",
                    progress: bool = True, model_info: dict | None = None) -> dict:
@@ -229,6 +261,10 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
     default ``db_dir`` itself (its placeholder HDF5 files and manifests are replaced; a file
     that already holds non-zero labels is replaced only with ``force``). Elsewhere, the
     manifests written there point at the database's LMDBs by absolute path.
+    Labels made before by the same classifier (``model_info["key"]``, :func:`model_key`: by
+    content), attributes and mirror for the same records are left as they are (the summary
+    then has ``up_to_date``); a half-written attribute file (an interrupted run: it does not
+    match its manifest) is replaced without ``force``.
     Returns the summary written to ``attribute_labels.json``.
     """
     from .manifest import ManifestError
@@ -242,19 +278,33 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
     for split, path in splits.items():
         try:
             manifests[split] = manifest.read_manifest(path)
-            manifest.verify(path)
+            # the images only: the attribute side is what this replaces (and may be half-written
+            # by an interrupted run)
+            manifest.verify(path, check_hdf5=False)
         except ManifestError as e:
             raise LabelError(f"{db_dir}: {e}") from None
     ids = {tuple(m["identities"]) for m in manifests.values()}
     if len(ids) != 1:
         raise LabelError(f"{db_dir}: the splits' manifests list different identities; cannot vote across them")
+    key = {"model": (model_info or {}).get("key"), "attributes": names, "mirror": mirror,
+           "records": {split: m["order_sha256"] for split, m in manifests.items()}}
+    if key["model"] and _labelled_with(out_dir, splits, key):
+        summary_file = out_dir / "attribute_labels.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        return {**summary, "up_to_date": True, "out": str(out_dir.resolve())}
     if in_place and not force:
         for split, m in manifests.items():
-            if m.get("hdf5") and (db_dir / m["hdf5"]).is_file():
-                old = db.read_attribute_hdf5(db_dir / m["hdf5"])
-                if np.any(old != 0):
-                    raise LabelError(f"{db_dir / m['hdf5']} already holds attribute labels (not the "
-                                     f"placeholder zeros); pass force=True (--force) to replace them")
+            h5 = db_dir / m["hdf5"] if m.get("hdf5") else None
+            if h5 is None or not h5.is_file():
+                continue
+            old = db.read_attribute_hdf5(h5)
+            whole = old.shape[0] == m["count"] and manifest.attributes_checksum(old) == m.get("attributes_sha256")
+            if np.any(old != 0) and whole:
+                made = (m.get("build") or {}).get("attribute_labels")
+                why = ("by another classifier or with other settings (the weights' sha256, the attributes "
+                       "or --mirror differ)" if made else "(not the placeholder zeros)")
+                raise LabelError(f"{h5} already holds attribute labels {why}; pass force=True (--force) to "
+                                 f"replace them")
 
     start = time.time()
     scores, identities, owner = [], [], []
@@ -280,14 +330,14 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
         h5_name = m.get("hdf5") or f"{split}_attributes.h5"
         db.write_attribute_hdf5(out_dir / h5_name, labels[rows].astype(np.float32), force=True, extra={
             "scores": scores[rows], "own": own_predictions(scores[rows]),
-            "paths": m["paths"], "labels": np.asarray(m["labels"])})
+            "paths": m["paths"], "labels": np.asarray(m["labels"])}, relative_source=True)
         write_scores(out_dir / f"{split}_attribute_scores", scores[rows], m["paths"],
                      {"attributes": names, **info})
         new = dict(m)
         new.update(hdf5=h5_name, attribute_names=names,
                    attributes_sha256=manifest.attributes_checksum(labels[rows].astype(np.float32)),
                    build={**m.get("build", {}), "attribute_labels": {
-                       **info, "attributes": names, "majority_vote": "mtdnn.vote over all splits",
+                       **info, "attributes": names, "majority_vote": "mtdnn.vote over all splits", "key": key,
                        "created": time.strftime("%Y-%m-%d %H:%M:%S")}})
         if not in_place:
             new["lmdb"] = str((db_dir / m["lmdb"]).resolve())

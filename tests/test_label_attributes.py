@@ -128,7 +128,7 @@ def test_label_database_elsewhere_and_subset(model, database, tmp_path):
     with h5py.File(out / "train_attributes.h5") as f:
         full = direct_scores(model, database / "train_lmdb")
         np.testing.assert_allclose(f["scores"][...], full[:, [6, 1]], rtol=1e-4, atol=1e-5)
-    assert (out / "train_attributes.h5.txt").read_text().strip() == str((out / "train_attributes.h5").resolve())
+    assert (out / "train_attributes.h5.txt").read_text() == "train_attributes.h5\n"  # self-contained
 
 
 def test_bad_input(model, database, tmp_path):
@@ -168,7 +168,10 @@ def test_command_line(model, tree, database, tmp_path):
     out = run("--db", str(database))
     assert out.returncode == 0, out.stderr
     assert "the vote changed" in out.stdout and "2 with a single image" in out.stdout
-    for args, message in [(("--db", str(database)), "--force"), (("--db", str(database), "--attributes", "Big_Noze"), "Big_Noze"),
+    check = subprocess.run([sys.executable, str(REPO / "tools" / "check_db.py"), str(database)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.count("OK") == 2, check.stderr
+    for args, message in [(("--db", str(database), "--mirror", "sum"), "--force"), (("--db", str(database), "--attributes", "Big_Noze"), "Big_Noze"),
                           (("--tree", str(tree)), "--scores"), (("--db", str(tmp_path)), "manifest")]:
         out = run(*args)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -192,3 +195,60 @@ def test_scores_feed_eval_attributes(model, tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "tools" / "eval_attributes.py"), "--predictions",
                           str(tmp_path / "q"), "--out", str(tmp_path / "e")], capture_output=True, text=True, env=env)
     assert out.returncode != 0 and "not found" in out.stderr
+
+
+def _files(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+def test_rerun_is_up_to_date_keyed_on_the_weights_content(model, database, tmp_path):
+    """The documented preparation block reruns: the same classifier (by content, wherever its
+    folder is) on the same records leaves the labels as they are; retrained weights at the same
+    path are another classifier, whose labels replace these only with --force."""
+    import caffe
+    copy = tmp_path / "moon"
+    shutil.copytree(model, copy)
+    run = lambda m, *a: subprocess.run([sys.executable, str(TOOL), "--model", str(m), "--db", str(database), *a],  # noqa: E731
+                                       capture_output=True, text=True)
+    assert run(model).returncode == 0
+    before = _files(database)
+    out = run(copy)
+    assert out.returncode == 0 and "up to date" in out.stdout, out.stdout + out.stderr
+    assert _files(database) == before
+    net = caffe.Net(str(copy / "deploy.prototxt"), caffe.TEST, weights=str(copy / "moon.caffemodel"))
+    net.params[list(net.params)[0]][0].data[...] *= 0.5  # "retrained" into the same file
+    net.save(str(copy / "moon.caffemodel"))
+    out = run(copy)
+    assert out.returncode == 2 and "another classifier" in out.stderr and "--force" in out.stderr
+    assert _files(database) == before
+    out = run(copy, "--force")
+    assert out.returncode == 0 and "the vote changed" in out.stdout, out.stderr
+
+
+def test_interrupted_labelling_is_redone(model, database):
+    """A run killed between a split's HDF5 file and its manifest leaves a file that does not
+    match the manifest: the rerun (without --force) relabels instead of refusing."""
+    m = manifest.read_manifest(database / "train_manifest.json")
+    with h5py.File(database / "train_attributes.h5", "a") as f:
+        f["attributes"][...] = 1  # the new labels written, the manifest not yet
+    out = subprocess.run([sys.executable, str(TOOL), "--model", str(model), "--db", str(database)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    manifest.verify(database / "train_manifest.json")
+    assert manifest.read_manifest(database / "train_manifest.json")["order_sha256"] == m["order_sha256"]
+
+
+def test_full_disk_is_a_machine_error_and_leaves_nothing(model, tree, tmp_path):
+    """A write that fails for the machine (here: the file-size limit, EFBIG, as a full disk
+    gives ENOSPC) stops the run with a message that says so, exit 1, and no partial file."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+    out = subprocess.run([sys.executable, str(TOOL), "--model", str(model), "--tree", str(tree),
+                          "--scores", str(tmp_path / "s")], capture_output=True, text=True, preexec_fn=limit)
+    assert out.returncode == 1 and "problem of the machine" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []

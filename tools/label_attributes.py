@@ -18,8 +18,9 @@ order through its manifest:
   DB/<split>_attribute_scores.npy        raw scores (+ .names.txt, .meta.json)
   DB/attribute_labels.json               how many labels the vote changed, per attribute
 
-Files already holding labels (not build_db's placeholder zeros) are replaced only with
---force; --out writes everything to another folder instead (manifests there point at DB's
+A rerun with the same classifier (by the content of its weights), attributes and --mirror
+on the same records says the labels are up to date and changes nothing; labels made otherwise
+are replaced only with --force (a file half-written by an interrupted run is replaced); --out writes everything to another folder instead (manifests there point at DB's
 LMDBs).
 
 --tree DIR (or --list FILE --root DIR): score aligned images only: --scores P writes P.npy
@@ -40,11 +41,10 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 # One BLAS thread: as fast as two for these nets here, and far faster when the cores are shared.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-
 from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn import datasets  # noqa: E402
+from mtdnn.fileio import is_machine_error  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
 
@@ -83,10 +83,15 @@ def run(args) -> int:
         raise al.LabelError("--tree/--list need --scores PREFIX")
     net, meta = al.load_classifier(args.model, args.weights, args.gpu)
     model_info = {"model": str(args.model.resolve()),
-                  "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve())}
+                  "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve()),
+                  "key": al.model_key(args.model, args.weights)}
     if args.db is not None:
         summary = al.label_database(args.db, net, meta, args.out, names, force=args.force,
                                     batch_size=args.batch, mirror=args.mirror, model_info=model_info)
+        if summary.get("up_to_date"):
+            print(f"{summary['out']} is up to date: labelled before by the same classifier (by content), "
+                  f"attributes and --mirror; nothing was changed")
+            return 0
         print(al.format_vote(summary))
         print(f"-> {Path(summary['out']) / 'attribute_labels.json'}")
         return 0
@@ -108,10 +113,7 @@ def run(args) -> int:
     print(f"-> {out} ({len(paths)} x {len(names)} scores)")
     if args.vote:
         labels, summary = al.vote_summary(scores, [s.identity for s in samples], names)
-        voted = Path(str(out)[:-len(".npy")] + ".voted.npy")
-        tmp = voted.with_name(voted.name + ".partial.npy")
-        np.save(tmp, labels)
-        os.replace(tmp, voted)
+        voted = al.save_npy(Path(str(out)[:-len(".npy")] + ".voted.npy"), labels)
         al._write_json(voted.with_name(voted.name[:-len(".npy")] + ".json"), {**summary, **info})
         print(al.format_vote(summary))
         print(f"-> {voted}")
@@ -125,6 +127,12 @@ def main(argv=None) -> int:
     except (al.LabelError, datasets.DatasetError, ImageError, FileExistsError) as e:
         print(f"label_attributes.py: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not is_machine_error(e):
+            raise
+        print(f"label_attributes.py: error: {e} (a problem of the machine, not of the images: free space "
+              f"or fix the output's permissions, then rerun; nothing half-written was left)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
