@@ -12,7 +12,10 @@ A *run folder* (default ``runs/<model>``) holds everything of one training run:
     train_val*.prototxt, deploy.prototxt, solver_{pretrain,finetune}.prototxt, readme.md
                                     rendered by generate.render_model (paths relative to the
                                     run folder, the working directory of `caffe train`;
-                                    the data paths are absolute)
+                                    the LMDB paths are absolute)
+    train_attributes.h5.txt, test_attributes.h5.txt
+                                    the HDF5Data list files, naming the database's .h5 files
+                                    where the database is now (rewritten on every run)
     pretrain.log, finetune.log      the stderr of `caffe train` (appended to on resume)
     <phase>.train.csv, <phase>.test.csv, <phase>.png   the logs as tables and curves
     pretrain_iter_N.caffemodel/.solverstate, finetune_iter_N...   the snapshots
@@ -21,9 +24,12 @@ Phases: pre-training (``solver_pretrain.prototxt``, lambda1 = 0), then fine-tuni
 (``solver_finetune.prototxt``) from the last pre-training weights (``-weights``).
 A phase whose final snapshot exists and which ``run.json`` records as finished is skipped;
 a phase with ``.solverstate`` snapshots continues from the newest readable one
-(``-snapshot``). Before anything runs, the rendered nets are fingerprinted (sha256 of the
-prototxt without comments, data sources and batch sizes) and compared with the fingerprints
-recorded when the snapshots were made: a run folder whose snapshots come from another net
+(``-snapshot``); a snapshot pair that is not whole (a kill or power cut while Caffe wrote it)
+is named, set aside as ``*.damaged`` and the one before it is used. Before anything runs, the
+rendered nets are fingerprinted (sha256 of the parsed prototxt without data sources and batch
+sizes) and compared with the fingerprints recorded when the snapshots were made, and the
+database with the one they were trained on (by content: its manifests' checksums, not its
+path): a run folder whose snapshots come from other data or another net
 (other model, width, identities, attributes, lambda, ...) or another solver (learning rates,
 momentum, decay, seed, ...; not the schedule's length, nor the display, snapshot and test
 intervals) is refused, and nothing in it is touched: a finished run is never passed off as

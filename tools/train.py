@@ -21,11 +21,12 @@ run.json (model, options, data, net fingerprints, finished phases), each phase's
   2. fine-tuning:   caffe train -solver solver_finetune.prototxt -weights pretrain_iter_<last>.caffemodel
 
 Rerunning the same command continues where it stopped: a finished phase is skipped, an
-unfinished one continues from its newest readable .solverstate (-snapshot). Ctrl-C makes
-Caffe write a snapshot and stop. A run folder whose snapshots come from another net or
-solver (other model or options, learning rates, --seed; not the number of iterations, nor
---display, --snapshot or --test-interval) is refused untouched (use a new --run, or
---restart to start over).
+unfinished one continues from its newest whole snapshot pair (-snapshot; a pair cut short by
+a kill or power cut is named and set aside as *.damaged). Ctrl-C makes Caffe write a snapshot
+and stop. A run folder whose snapshots come from another net or solver (other model or
+options, learning rates, --seed; not the number of iterations, --batch, the database's place,
+nor --display, --snapshot or --test-interval) or from other data (the database's manifests
+differ) is refused untouched (use a new --run, or --restart to start over).
 The free disk space is checked against the snapshots the run will write before it starts.
 Exit status: 0 done, 1 training stopped (Caffe failed or was interrupted), 2 bad input.
 """
