@@ -234,8 +234,6 @@ def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
     attribute rows) is refused, and run folders recorded with the old line-based fingerprints
     are still recognised."""
     import shutil
-
-    from mtdnn.train import FINGERPRINTS, _legacy_fingerprint
     run = tmp_path / "run"
     args = ["--run", run, "--pretrain-iter", 2, "--finetune-iter", 2]
     train(*SMALL, "--data", database, *args)
@@ -247,6 +245,7 @@ def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
     assert (run / "train_attributes.h5.txt").read_text() == f"{(copy / 'train_attributes.h5').resolve()}\n"
     assert f'source: "train_attributes.h5.txt"' in (run / "train_val.prototxt").read_text()
     # a run.json of the line-based fingerprints (version 1): the same net, recognised
+    from mtdnn.train import FINGERPRINTS, _legacy_fingerprint
     state = json.loads((run / "run.json").read_text())
     for kind in ("nets", "solvers"):
         for name in state[kind]:
