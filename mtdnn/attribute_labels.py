@@ -262,8 +262,8 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
     that already holds non-zero labels is replaced only with ``force``). Elsewhere, the
     manifests written there point at the database's LMDBs by absolute path.
     Labels made before by the same classifier (``model_info["key"]``, :func:`model_key`: by
-    content), attributes and mirror for the same records are left as they are (the summary
-    then has ``up_to_date``); a half-written attribute file (an interrupted run: it does not
+    content), attributes and mirror for the same records are left as they are unless ``force``
+    (the summary then has ``up_to_date``); a half-written attribute file (an interrupted run: it does not
     match its manifest) is replaced without ``force``.
     Returns the summary written to ``attribute_labels.json``.
     """
@@ -288,7 +288,7 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
         raise LabelError(f"{db_dir}: the splits' manifests list different identities; cannot vote across them")
     key = {"model": (model_info or {}).get("key"), "attributes": names, "mirror": mirror,
            "records": {split: m["order_sha256"] for split, m in manifests.items()}}
-    if key["model"] and _labelled_with(out_dir, splits, key):
+    if key["model"] and not force and _labelled_with(out_dir, splits, key):
         summary_file = out_dir / "attribute_labels.json"
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         return {**summary, "up_to_date": True, "out": str(out_dir.resolve())}

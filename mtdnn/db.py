@@ -98,6 +98,8 @@ def write_image_lmdb(path: Path, records: Iterable[tuple], encoded=False,
     A record may carry a third element, its name (e.g. the image path): the key is then
     ``%08d_<name>`` as Caffe's ``convert_imageset`` writes it, so the LMDB itself says which
     image each record is (see :func:`read_lmdb_index`); key order stays record order.
+    A failed write (disk full, I/O error) raises :class:`mtdnn.fileio.MachineError`, leaving
+    nothing behind.
     """
     path = Path(path)
     tmp = _prepare(path, force)
@@ -118,6 +120,11 @@ def write_image_lmdb(path: Path, records: Iterable[tuple], encoded=False,
                 txn = env.begin(write=True)
         txn.commit()
         env.sync()
+    except lmdb.Error as e:  # writing failed: the disk is full, the file too large, an I/O error
+        env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        from .fileio import MachineError
+        raise MachineError(f"{path}: writing the LMDB failed ({e})") from None
     except BaseException:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,8 +156,8 @@ def lmdb_count(path: Path) -> int:
         env.close()
 
 
-def read_lmdb_index(path: Path) -> Iterator[tuple[str, int, bool]]:
-    """Yield ``(key, label, encoded)`` of every record in key order without decoding images."""
+def _datums(path: Path):
+    """Yield ``(key, Datum)`` of every record in key order (one Datum object, reused)."""
     if not Path(path).is_dir():
         raise FileNotFoundError(f"{path}: no LMDB folder here")
     datum = _caffe_pb2().Datum()
@@ -159,9 +166,15 @@ def read_lmdb_index(path: Path) -> Iterator[tuple[str, int, bool]]:
         with env.begin() as txn:
             for key, raw in txn.cursor():
                 datum.ParseFromString(raw)
-                yield key.decode("utf-8", "replace"), datum.label, datum.encoded
+                yield key.decode("utf-8", "replace"), datum
     finally:
         env.close()
+
+
+def read_lmdb_index(path: Path) -> Iterator[tuple[str, int, bool]]:
+    """Yield ``(key, label, encoded)`` of every record in key order without decoding images."""
+    for key, datum in _datums(path):
+        yield key, datum.label, datum.encoded
 
 
 def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False,
@@ -215,24 +228,15 @@ def read_lmdb_records(path: Path) -> Iterator[tuple[str, int, tuple | None]]:
     """Yield ``(key, label, shape)`` of every record in key order: ``shape`` is the HxWxC of
     the image that Caffe's Data layer will get (encoded records are decoded), or None when the
     record cannot be decoded or its raw pixels do not fill its stated shape."""
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"{path}: no LMDB folder here")
-    datum = _caffe_pb2().Datum()
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            for key, raw in txn.cursor():
-                datum.ParseFromString(raw)
-                if datum.encoded:
-                    image = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_COLOR)
-                    shape = None if image is None else tuple(image.shape)
-                else:
-                    shape = (datum.height, datum.width, datum.channels)
-                    if len(datum.data) != datum.height * datum.width * datum.channels or not len(datum.data):
-                        shape = None
-                yield key.decode("utf-8", "replace"), datum.label, shape
-    finally:
-        env.close()
+    for key, datum in _datums(path):
+        if datum.encoded:
+            image = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_COLOR)
+            shape = None if image is None else tuple(image.shape)
+        else:
+            shape = (datum.height, datum.width, datum.channels)
+            if len(datum.data) != datum.height * datum.width * datum.channels or not len(datum.data):
+                shape = None
+        yield key, datum.label, shape
 
 
 def read_attribute_hdf5(path: Path) -> np.ndarray:

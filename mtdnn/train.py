@@ -40,7 +40,6 @@ continues from the last good state.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -525,23 +524,21 @@ class RunLock:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / LOCK_FILE
-        self.fd = None
+        self._held = None
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from .fileio import LockHeld, exclusive_lock
+        held = exclusive_lock(self.path)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
+            held.__enter__()
+        except LockHeld:
             raise TrainError(f"another tools/train.py is training in {self.path.parent} "
                              f"(it holds {self.path}); wait for it, or stop it first") from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
+        self._held = held
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        self._held.__exit__(None, None, None)
 
 
 def _read_state(run_dir: Path) -> dict:

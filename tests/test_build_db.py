@@ -366,3 +366,24 @@ def test_rerun_with_the_same_inputs_is_up_to_date(tree, tmp_path):
     r = run("build_db.py", out, *args, "--seed", "2")
     _fail(r, "seed 0 -> 2")
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_full_disk_stops_with_a_machine_error(tree, tmp_path):
+    """A write that fails for the machine (the file-size limit: EFBIG, as a full disk gives
+    ENOSPC) stops the build with exit 1 and a message that says so, not a traceback; the old
+    database and no staging folder are left."""
+    import resource
+    import signal
+    out = tmp_path / "db"
+    assert run("build_db.py", out, "--images", tree).returncode == 0
+    before = (out / "train_manifest.json").read_text()
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+    env = dict(os.environ, GLOG_minloglevel="2")
+    r = subprocess.run([sys.executable, str(TOOLS / "build_db.py"), str(out), "--images", str(tree), "--seed", "5",
+                        "--force"], capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit)
+    _fail(r, "a problem of the machine")
+    assert "Traceback" not in r.stderr
+    assert (out / "train_manifest.json").read_text() == before and not (tmp_path / "db.partial").exists()

@@ -292,3 +292,14 @@ def test_truncated_weights_fall_back_to_the_previous_snapshot(database, tmp_path
     assert "pretrain_iter_4.caffemodel holds" in out.stdout and "history blobs" in out.stdout
     assert "continuing from iteration 2 (pretrain_iter_2.solverstate)" in out.stdout
     assert (run / "pretrain_iter_6.caffemodel").is_file() and (run / "pretrain_iter_4.caffemodel.damaged2").is_file()
+
+
+def test_staged_database_is_refused(database, tmp_path):
+    """build_db's working copy (*.partial: an interrupted or running build) is not trained on."""
+    import shutil
+    staged = tmp_path / "db.partial"
+    shutil.copytree(database, staged)
+    out = train(*SMALL, "--data", staged, "--run", tmp_path / "run", "--pretrain-iter", 2, "--finetune-iter", 2,
+                check=False)
+    assert out.returncode == 2 and "working copy of tools/build_db.py" in out.stderr
+    assert not (tmp_path / "run" / "pretrain.log").exists()

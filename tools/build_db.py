@@ -34,7 +34,7 @@ Everything is built in OUT.partial and moved into place at the end; a failed run
 was. Rerunning on an existing OUT built from the same inputs (the images' bytes, names and
 identities, the attribute file's bytes, the options) says it is up to date and changes nothing
 (attribute labels written since by tools/label_attributes.py included); with other inputs it
-stops and says what differs, and --force replaces it. Two runs on one OUT: the second stops at
+stops and says what differs; --force rebuilds it in either case. Two runs on one OUT: the second stops at
 once (lock file .OUT.lock beside it). Byte-identical images under two names are reported and
 kept in training, so no image is validated against its own copy. Each HDF5Data list file
 (*_attributes.h5.txt) names its .h5 relative to the database folder, so a copied or moved
@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, db, manifest  # noqa: E402
+from mtdnn.fileio import MachineError, is_machine_error  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
 
@@ -87,7 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--encoding", choices=("raw", "png", "jpg"), default=DEFAULT_ENCODING,
                    help=f"Datum storage (default {DEFAULT_ENCODING}; jpg is lossy)")
     p.add_argument("--force", action="store_true",
-                   help="replace an existing OUT built from other inputs (without it, such a rerun stops)")
+                   help="rebuild OUT even when it is up to date, or replace one built from other inputs "
+                        "(without it, such a rerun stops); its attribute labels go with it")
     return p.parse_args(argv)
 
 
@@ -230,14 +232,13 @@ def _build(args) -> dict:
     inputs = input_keys(args, samples, root, hashes)
     if out.exists():
         before = existing_inputs(out)
-        if before == inputs:
+        if before == inputs and not args.force:
             problems = manifest.database_problems(out, check_lock=False)
             if not problems:
                 raise UpToDate()
-            if not args.force:
-                raise FileExistsError(f"{out} was built from the same inputs but is incomplete ({problems[0]}); "
-                                      f"pass --force to rebuild it")
-        elif not args.force:
+            raise FileExistsError(f"{out} was built from the same inputs but is incomplete ({problems[0]}); "
+                                  f"pass --force to rebuild it")
+        if not args.force:
             if before is None:
                 why = "it records no input keys (built by an older build_db or damaged)"
             else:
@@ -311,6 +312,12 @@ def main(argv=None) -> int:
         return 0
     except (datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (MachineError, OSError) as e:
+        if isinstance(e, OSError) and not is_machine_error(e):
+            raise
+        print(f"error: {e} (a problem of the machine, not of the images: free space on the disk of {args.out} "
+              f"or fix its permissions, then rerun; {args.out} was left as it was)", file=sys.stderr)
         return 1
     for split, (n, rate) in result["summary"].items():
         print(f"{split}: {n} records ({rate:.0f} img/s written)", file=sys.stderr)

@@ -19,8 +19,8 @@ order through its manifest:
   DB/attribute_labels.json               how many labels the vote changed, per attribute
 
 A rerun with the same classifier (by the content of its weights), attributes and --mirror
-on the same records says the labels are up to date and changes nothing; labels made otherwise
-are replaced only with --force (a file half-written by an interrupted run is replaced); --out writes everything to another folder instead (manifests there point at DB's
+on the same records says the labels are up to date and changes nothing (--force: label again);
+labels made otherwise are replaced only with --force (a file half-written by an interrupted run is replaced); --out writes everything to another folder instead (manifests there point at DB's
 LMDBs).
 
 --tree DIR (or --list FILE --root DIR): score aligned images only: --scores P writes P.npy
@@ -44,7 +44,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn import datasets  # noqa: E402
-from mtdnn.fileio import is_machine_error  # noqa: E402
+from mtdnn.fileio import MachineError, is_machine_error  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--mirror", choices=("none", "sum"), default="none",
                    help="add the flipped image's scores (default none, as in training evaluation)")
     p.add_argument("--gpu", type=int, help="GPU id (needs a GPU build of Caffe)")
-    p.add_argument("--force", action="store_true", help="--db: replace labels that are not placeholders")
+    p.add_argument("--force", action="store_true", help="--db: label again even when up to date, and replace labels made by another classifier")
     return p.parse_args(argv)
 
 
@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     except (al.LabelError, datasets.DatasetError, ImageError, FileExistsError) as e:
         print(f"label_attributes.py: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if not is_machine_error(e):
+    except (MachineError, OSError) as e:
+        if isinstance(e, OSError) and not is_machine_error(e):
             raise
         print(f"label_attributes.py: error: {e} (a problem of the machine, not of the images: free space "
               f"or fix the output's permissions, then rerun; nothing half-written was left)", file=sys.stderr)
