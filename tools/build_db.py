@@ -30,7 +30,10 @@ Example: LFW View 1 training people, raw photos to a Caffe-ready database (about
       --placeholder-attributes 7 --attribute-names Narrow_Eyes,Big_Nose,Pointy_Nose,Chubby,Double_Chin,High_Cheekbones,Male \
   && tools/check_db.py work/lfw-devtrain-db
 
-Everything is built in OUT.partial and moved into place at the end; a failed run leaves OUT as it
+An image that cannot be read or has another size than the others is left out, named with the
+reason in OUT/failures.txt, and the run goes on; the last line says "incomplete" and the exit
+status is 1 then, unless --allow-failures. Everything is built in OUT.partial and moved into
+place at the end; a failed run leaves OUT as it
 was. Rerunning on an existing OUT built from the same inputs (the images' bytes, names and
 identities, the attribute file's bytes, the options) says it is up to date and changes nothing
 (attribute labels written since by tools/label_attributes.py included); with other inputs it
@@ -56,7 +59,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, db, manifest  # noqa: E402
-from mtdnn.fileio import MachineError, is_machine_error  # noqa: E402
+from mtdnn.fileio import MachineError, atomic_write_text, is_machine_error  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
 
@@ -87,6 +90,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the hold-out and the shuffle (default 0)")
     p.add_argument("--encoding", choices=("raw", "png", "jpg"), default=DEFAULT_ENCODING,
                    help=f"Datum storage (default {DEFAULT_ENCODING}; jpg is lossy)")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 when images had to be left out (unreadable, another size); they are listed in "
+                        "OUT/failures.txt either way")
     p.add_argument("--force", action="store_true",
                    help="rebuild OUT even when it is up to date, or replace one built from other inputs "
                         "(without it, such a rerun stops); its attribute labels go with it")
@@ -154,16 +160,22 @@ def duplicate_groups(hashes) -> list[list[int]]:
     return [g for g in by_hash.values() if len(g) > 1]
 
 
-def records(samples, indices, labels, root: Path, shape_box: list):
-    """(image, label, path) for the LMDB writer; all images must share one shape."""
+def records(samples, indices, labels, root: Path, shape_box: list, failed: dict):
+    """(image, label, path) for the LMDB writer; all images must share one shape (the first
+    one's). An image that cannot be read or has another shape is left out and recorded in
+    ``failed`` (index: reason); the run goes on."""
     for i in indices:
         s = samples[i]
-        image = load_image(root / s.path)
-        if not shape_box:
-            shape_box.append(image.shape)
-        elif image.shape != shape_box[0]:
-            raise ImageError(root / s.path, "wrong size",
-                             f"{image.shape[1]}x{image.shape[0]}, the others are {shape_box[0][1]}x{shape_box[0][0]}")
+        try:
+            image = load_image(root / s.path)
+            if not shape_box:
+                shape_box.append(image.shape)
+            elif image.shape != shape_box[0]:
+                raise ImageError(root / s.path, "wrong size", f"{image.shape[1]}x{image.shape[0]}, the others "
+                                                             f"are {shape_box[0][1]}x{shape_box[0][0]}")
+        except ImageError as e:
+            failed[int(i)] = str(e)
+            continue
         yield image, int(labels[i]), s.path
 
 
@@ -264,16 +276,20 @@ def _build(args) -> dict:
                   "min_images": args.min_images, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "input_images": len(samples), "majority_vote": vote_info, "splits": splits,
                   "duplicates": duplicates, "inputs": inputs}
-    shape_box, summary = [], {}
+    shape_box, summary, failed = [], {}, {}
     try:
         for split, idx in (("train", train), ("val", val)):
             if split not in splits:
                 continue
             start = time.time()
             n = db.write_image_lmdb(stage / f"{split}_lmdb", tqdm(
-                records(samples, idx, labels, root, shape_box), total=len(idx), unit="img", desc=f"{split} lmdb"),
-                encoded=args.encoding)
+                records(samples, idx, labels, root, shape_box, failed), total=len(idx), unit="img",
+                desc=f"{split} lmdb"), encoded=args.encoding)
             rate = n / max(time.time() - start, 1e-9)
+            idx = np.array([i for i in idx if int(i) not in failed], np.int64)
+            if n == 0:
+                raise datasets.DatasetError(f"no image of the {split} split could be used; first problem: "
+                                            f"{next(iter(failed.values()))}")
             paths = [samples[i].path for i in idx]
             split_attrs = None
             hdf5 = None
@@ -286,6 +302,9 @@ def _build(args) -> dict:
                 split, paths, labels[idx], names, f"{split}_lmdb", hdf5, args.encoding, shape_box[0],
                 attr_names if attributes is not None else [], split_attrs, build_info))
             summary[split] = (n, rate)
+        # the images left out, one "path<TAB>reason" a line (empty: none); reruns repeat them
+        atomic_write_text(stage / FAILURES, "".join(f"{escape(samples[i].path)}\t{escape(why)}\n"
+                                                    for i, why in sorted(failed.items())))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -299,7 +318,30 @@ def _build(args) -> dict:
     else:
         os.replace(stage, out)
     return {"identities": len(names), "summary": summary, "dropped": int((labels < 0).sum()), "vote": vote_info,
-            "duplicates": duplicates}
+            "duplicates": duplicates, "failed": len(failed)}
+
+
+FAILURES = "failures.txt"
+
+
+def escape(text: str) -> str:
+    """One record field: backslash, tab and line breaks escaped."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def failure_count(out: Path) -> int:
+    path = out / FAILURES
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line) if path.is_file() else 0
+
+
+def last_line(out: Path, failed: int, allow: bool) -> tuple[str, int]:
+    """The closing line and exit status: a database that left images out says so."""
+    if not failed:
+        return f"done: {out}", 0
+    return (f"incomplete: {failed} image(s) left out of {out} (unreadable or of another size), listed in "
+            f"{out / FAILURES}" + ("" if allow else "; fix or remove them and rebuild (--force), or pass "
+                                                    "--allow-failures to accept the database without them"),
+            0 if allow else 1)
 
 
 def main(argv=None) -> int:
@@ -309,7 +351,9 @@ def main(argv=None) -> int:
     except UpToDate:
         print(f"{args.out} is up to date (built from the same images, attributes and options); "
               f"nothing was changed", file=sys.stderr)
-        return 0
+        line, status = last_line(args.out, failure_count(args.out), args.allow_failures)
+        print(line, file=sys.stderr)
+        return status
     except (datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -331,7 +375,15 @@ def main(argv=None) -> int:
               + " (all in the manifests' build.duplicates)", file=sys.stderr)
     print(f"{result['identities']} identities, {result['dropped']} images dropped (--min-images); "
           f"written to {args.out}", file=sys.stderr)
-    return 0
+    if result["failed"]:
+        listed = (args.out / FAILURES).read_text(encoding="utf-8").splitlines()
+        for entry in listed[:10]:
+            print(f"left out: {entry.split(chr(9), 1)[1]}", file=sys.stderr)
+        if len(listed) > 10:
+            print(f"left out: ... ({len(listed) - 10} more in {args.out / FAILURES})", file=sys.stderr)
+    line, status = last_line(args.out, result["failed"], args.allow_failures)
+    print(line, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
