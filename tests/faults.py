@@ -32,8 +32,9 @@ def small_disk(path: Path, size: str = "1m"):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def fill(folder: Path) -> Path:
-    """Fill the file system of ``folder`` completely; returns the filler file."""
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill the file system of ``folder`` until ``leave`` bytes (whole 4 KiB pages) are free;
+    returns the filler file."""
     filler = Path(folder) / "filler.bin"
     block = b"\0" * 4096
     with open(filler, "wb", buffering=0) as f:
@@ -43,4 +44,6 @@ def fill(folder: Path) -> Path:
             except OSError as e:
                 assert e.errno == errno.ENOSPC, e
                 break
+        if leave:
+            os.ftruncate(f.fileno(), max(0, os.fstat(f.fileno()).st_size - leave))
     return filler
