@@ -70,11 +70,15 @@ def read_image_list(path) -> tuple[list[str], np.ndarray | None]:
 
 def list_tree(root) -> list[str]:
     """Image files below ``root`` as sorted relative POSIX paths (:func:`mtdnn.images.scan_images`:
-    by suffix, or by content for other names); raises naming what was skipped when there are none."""
+    by suffix, or by content for other names). A broken link is listed too (it becomes a failure
+    of that image); an unreadable folder, or a tree without images, raises naming what was skipped."""
     scan = scan_images(root)
+    folders = [f"{rel}: {reason}" for rel, reason in scan.problems if "folder" in reason]
+    if folders:
+        raise ValueError(f"{root}: cannot read {'; '.join(folders)}: fix the permissions or move it out of the tree")
     if not scan.paths:
         raise ValueError(f"{root}: no images found" + (f" ({scan.summary()})" if scan.summary() else ""))
-    return scan.paths
+    return sorted(scan.paths + [rel for rel, _ in scan.problems])
 
 
 def load_crop(path, size: tuple[int, int] = (112, 96)) -> np.ndarray:

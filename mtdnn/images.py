@@ -177,7 +177,8 @@ def load_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 BGR; raises :class:`ImageError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ImageError(path, "missing" if not path.exists() else "not a file")
+        reason = "not a file" if path.exists() else "broken link" if path.is_symlink() else "missing"
+        raise ImageError(path, reason)
     try:
         data = path.read_bytes()
     except OSError as e:

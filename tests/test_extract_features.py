@@ -227,19 +227,21 @@ def test_bad_crops_are_failures_of_those_images(tiny, root, tmp_path):
     (tree / "cut" / "truncated.jpg").write_bytes(data[:len(data) // 2])  # libjpeg pads it with grey
     cv2.imwrite(str(tree / "cut" / "big.jpg"), np.zeros((120, 100, 3), np.uint8))
     shutil.copy(root / IMAGES[4], tree / os.fsdecode(b"caf\xe9.jpg"))  # cv2.imread segfaults on it
+    (tree / "cut" / "dead.jpg").symlink_to(tree / "gone.jpg")  # a broken link
     cmd = ["--deploy", tiny[0], "--weights", tiny[1], "--tree", tree, "--out", tmp_path / "f", "--quiet"]
     r = run_tool(*cmd)
     assert r.returncode == 1, r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("incomplete: 3 of 6 images could not be used") and "exit status 1" in last
+    assert last.startswith("incomplete: 4 of 7 images could not be used") and "exit status 1" in last
     x, names, _ = load_features(tmp_path / "f")
     assert names == sorted(IMAGES[:3]) and x.shape == (3, 8)
     failures = (tmp_path / "f.failures.txt").read_text().splitlines()
     assert failures == ["caf\\xe9.jpg\tname is not valid UTF-8: it cannot be written to the names file",
                         "cut/big.jpg\twrong size (120x100 (HxW), the net expects aligned 112x96 faces)",
+                        "cut/dead.jpg\tbroken link",
                         "cut/truncated.jpg\ttruncated (no end-of-image marker)"]
     r = run_tool(*cmd, "--allow-failures")
-    assert r.returncode == 0 and "complete with these settings" in r.stdout and "incomplete: 3 of 6" in r.stdout
+    assert r.returncode == 0 and "complete with these settings" in r.stdout and "incomplete: 4 of 7" in r.stdout
 
 
 NAN_DEPLOY = DEPLOY.replace('''layer { name: "head"''', '''layer { name: "sqrt" type: "Power" bottom: "fc5" top: "fc5"
@@ -291,3 +293,15 @@ def test_io_error_reading_a_crop_stops_the_run(tiny, root, tmp_path, monkeypatch
     monkeypatch.undo()
     assert not (tmp_path / "f.failures.txt").exists() and not (tmp_path / "f.npy").exists()
     assert json.loads((tmp_path / "f.progress.json").read_text())["failed"] == {}
+
+
+def test_nothing_usable_says_why(tiny, tmp_path):
+    (tmp_path / "README.txt").write_text("crops go here")
+    (tmp_path / "dead.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ValueError, match=r"no images found \(1 skipped as not images \(.txt files: 1\), "
+                                         r"1 unreadable \(dead.jpg: broken link"):
+        F.list_tree(tmp_path)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.zeros((250, 250, 3), np.uint8))
+    with pytest.raises(ValueError, match="none of the 1 images could be used .*photo.jpg: wrong size"):
+        F.extract_to_file(F.load_net(*tiny), ["photo.jpg"], tmp_path / "f", root=tmp_path, progress=False)
+    assert not (tmp_path / "f.npy").exists()
