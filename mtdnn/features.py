@@ -220,6 +220,23 @@ def _reserve(path: Path) -> None:
         os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
+def _copy_rows(mm: np.ndarray, rows: list[int], tmp: Path, target: Path, chunk: int = 65536) -> None:
+    """``mm[rows]`` to ``target`` through ``tmp`` (reserved, copied in chunks, fsync'ed, renamed):
+    a million-row feature set is never held in memory at once."""
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=mm.dtype, shape=(len(rows), mm.shape[1]))
+    try:
+        _reserve(tmp)
+        for a in range(0, len(rows), chunk):
+            out[a:a + chunk] = mm[rows[a:a + chunk]]
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_write(path, "wb") as f:
         np.save(f, array)
@@ -341,9 +358,8 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     if failed:
         atomic_write_text(failures_file, "".join(f"{escape_field(paths[i])}\t{escape_field(failed[i])}\n"
                                                  for i in sorted(failed)))
-        _save_npy(partial.with_name(partial.name + ".kept"), np.asarray(mm[keep]))
+        _copy_rows(mm, keep, partial.with_name(partial.name + ".kept"), files["features"])
         del mm
-        os.replace(partial.with_name(partial.name + ".kept"), files["features"])
         partial.unlink()
     else:
         failures_file.unlink(missing_ok=True)

@@ -244,16 +244,15 @@ def test_bad_crops_are_failures_of_those_images(tiny, root, tmp_path):
     assert r.returncode == 0 and "complete with these settings" in r.stdout and "incomplete: 4 of 7" in r.stdout
 
 
-NAN_DEPLOY = DEPLOY.replace('''layer { name: "head"''', '''layer { name: "sqrt" type: "Power" bottom: "fc5" top: "fc5"
-  power_param { power: 0.5 shift: -100 } }
-layer { name: "head"''')
-
-
 def test_non_finite_features_stop_the_run(root, tmp_path):
-    (tmp_path / "nan.prototxt").write_text(NAN_DEPLOY)
+    """The project's own fast net at width 0.25 without --weights gives NaN in every fc5 value."""
+    r = subprocess.run([sys.executable, "-m", "generate", "model", "--variant", "fast", "--width", "0.25",
+                        "--identities", "100", "--out", str(tmp_path / "net")], cwd=REPO, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
     (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in IMAGES[:2]))
-    r = run_tool("--deploy", tmp_path / "nan.prototxt", "--list", tmp_path / "list.txt", "--root", root,
-                 "--out", tmp_path / "f", "--quiet")
+    r = run_tool("--deploy", tmp_path / "net" / "deploy.prototxt", "--list", tmp_path / "list.txt",
+                 "--root", root, "--out", tmp_path / "f", "--quiet")
     assert r.returncode == 1
     assert "no --weights" in r.stderr and "gives NaN or infinite values in blob 'fc5'" in r.stderr
     assert not (tmp_path / "f.npy").exists() and not (tmp_path / "f.meta.json").exists()
