@@ -210,3 +210,15 @@ def test_save_and_read_errors_of_the_machine_stop_the_run(tmp_path, monkeypatch)
     monkeypatch.setattr(Path, "read_bytes", io_error)
     status, _, info = tool.align_one(("a.jpg", "c.jpg"))
     assert status == "stop" and "Input/output error" in info
+
+
+def test_crop_names_never_overwrite_each_other(capsys):
+    tool = load_tool()
+    names = tool.output_paths(["a/x.jpg", "a/x.png", "yale/subject01.glasses", "yale/subject01.happy", "s1/1.pgm"], "png")
+    assert names == {"a/x.jpg": "a/x.jpg.png", "a/x.png": "a/x.png", "yale/subject01.glasses": "yale/subject01.glasses.png",
+                     "yale/subject01.happy": "yale/subject01.happy.png", "s1/1.pgm": "s1/1.png"}
+    assert "a/x.jpg -> a/x.jpg.png" in capsys.readouterr().err
+    assert len(set(tool.output_paths(["x.JPG", "x.jpg", "x.jpeg"], "jpg").values())) == 3
+    with pytest.raises(SystemExit, match=r"1 crop name\(s\) would be written by more than one input:\n"
+                                         r"  x.jpg.png <- x.jpg, x.jpg.png"):
+        tool.output_paths(["x.jpg", "x.png", "x.jpg.png"], "png")

@@ -142,24 +142,22 @@ def output_path(rel: str, ext: str) -> str:
     return (rel[:-len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else rel) + target
 
 
+def _shared(out: dict[str, str]) -> dict[str, list[str]]:
+    """{crop name: inputs} for the names more than one input would get."""
+    by_name: dict[str, list[str]] = {}
+    for rel, name in out.items():
+        by_name.setdefault(name, []).append(rel)
+    return {name: rels for name, rels in by_name.items() if len(rels) > 1}
+
+
 def output_paths(paths: list[str], ext: str) -> dict[str, str]:
     """{input: crop name} for every input; names two inputs would share are resolved by keeping
     the full input name (x.jpg -> x.jpg.png), clashes left after that are refused."""
     out = {rel: output_path(rel, ext) for rel in paths}
-    groups: dict[str, list[str]] = {}
-    for rel, name in out.items():
-        groups.setdefault(name, []).append(rel)
-    renamed = []
-    for name, rels in groups.items():
-        if len(rels) > 1:
-            for rel in rels:
-                if rel != name:
-                    out[rel] = rel + (name[len(name) - len(Path(name).suffix):])
-                    renamed.append(rel)
-    clashes: dict[str, list[str]] = {}
-    for rel, name in out.items():
-        clashes.setdefault(name, []).append(rel)
-    clashes = {k: v for k, v in clashes.items() if len(v) > 1}
+    renamed = [rel for rels in _shared(out).values() for rel in rels if out[rel] != rel]
+    for rel in renamed:
+        out[rel] = rel + Path(out[rel]).suffix
+    clashes = _shared(out)
     if clashes:
         listing = "\n".join(f"  {escape_field(k)} <- {', '.join(map(escape_field, v))}" for k, v in sorted(clashes.items()))
         raise SystemExit(f"error: {len(clashes)} crop name(s) would be written by more than one input:\n"
