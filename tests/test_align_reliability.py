@@ -222,3 +222,28 @@ def test_crop_names_never_overwrite_each_other(capsys):
     with pytest.raises(SystemExit, match=r"1 crop name\(s\) would be written by more than one input:\n"
                                          r"  x.jpg.png <- x.jpg, x.jpg.png"):
         tool.output_paths(["x.jpg", "x.png", "x.jpg.png"], "png")
+
+
+def test_error_records_of_earlier_runs_are_tried_again(tmp_path):
+    """failures.txt of the earlier tool held save errors as image failures ("error: ValueError:
+    OpenCV cannot encode an image as .pgm"): they are not properties of the image and are
+    tried again without --retry-failed; a real image failure stays skipped."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_encoded(src / "s1" / "1.pgm", face(0, grey=True), ".pgm")
+    (src / "s1" / "2.pgm").write_bytes(b"")
+    out.mkdir()
+    (out / "failures.txt").write_text("s1/1.pgm\terror: ValueError: OpenCV cannot encode an image as .pgm\n"
+                                      "s1/2.pgm\tempty file\n")
+    r = run_align(src, out, "--workers", "1", "--allow-failures")
+    assert r.returncode == 0, r.stderr
+    assert "2 images: 1 already done or failed, 1 to align" in r.stderr
+    assert images.load_image(out / "s1" / "1.png").shape == (112, 96, 3)
+    assert records(out / "failures.txt") == ["s1/2.pgm\tempty file"]
+
+
+def test_output_folder_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(FACES[0].read_bytes())
+    (tmp_path / "out").write_text("not a folder")
+    r = run_align(tmp_path / "src", tmp_path / "out")
+    assert r.returncode == 2 and "is not a folder" in last_line(r) and "Traceback" not in r.stderr

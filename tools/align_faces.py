@@ -265,6 +265,9 @@ def main(argv=None) -> int:
         raise SystemExit("error: --workers must be >= 1")
     if not args.src.is_dir():
         raise SystemExit(f"error: {args.src} is not a folder")
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: the output {args.out} is not a folder; name a new or existing folder", file=sys.stderr)
+        return 2
     try:
         return run(args)
     except OSError as e:
