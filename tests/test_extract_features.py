@@ -304,3 +304,19 @@ def test_nothing_usable_says_why(tiny, tmp_path):
     with pytest.raises(ValueError, match="none of the 1 images could be used .*photo.jpg: wrong size"):
         F.extract_to_file(F.load_net(*tiny), ["photo.jpg"], tmp_path / "f", root=tmp_path, progress=False)
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_no_room_for_the_features_is_an_error_before_any_row(tiny, root, tmp_path, monkeypatch):
+    """Fault injection for machines without mount rights: the reservation of OUT.npy.partial
+    fails with ENOSPC, so the run stops before it writes a row through the memory map."""
+    import errno
+
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    seen = []
+    with pytest.raises(OSError, match="No space left on device"):
+        F.extract_to_file(F.load_net(*tiny), IMAGES, tmp_path / "f", root=root, progress=False,
+                          on_batch=seen.append)
+    assert seen == [] and not (tmp_path / "f.npy").exists()
