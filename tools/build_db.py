@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, db, manifest  # noqa: E402
-from mtdnn.fileio import MachineError, atomic_write_text, is_machine_error  # noqa: E402
+from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
 
@@ -303,7 +303,7 @@ def _build(args) -> dict:
                 attr_names if attributes is not None else [], split_attrs, build_info))
             summary[split] = (n, rate)
         # the images left out, one "path<TAB>reason" a line (empty: none); reruns repeat them
-        atomic_write_text(stage / FAILURES, "".join(f"{escape(samples[i].path)}\t{escape(why)}\n"
+        atomic_write_text(stage / FAILURES, "".join(f"{escape_field(samples[i].path)}\t{escape_field(why)}\n"
                                                     for i, why in sorted(failed.items())))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -322,11 +322,6 @@ def _build(args) -> dict:
 
 
 FAILURES = "failures.txt"
-
-
-def escape(text: str) -> str:
-    """One record field: backslash, tab and line breaks escaped."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def failure_count(out: Path) -> int:
