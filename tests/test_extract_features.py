@@ -36,7 +36,7 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
     (d / "deploy.prototxt").write_text(DEPLOY)
     net = F.load_net(d / "deploy.prototxt")  # random weights from the fillers
-    net.save(str(d / "tiny.caffemodel"))
+    net.caffe_net().save(str(d / "tiny.caffemodel"))
     return d / "deploy.prototxt", d / "tiny.caffemodel"
 
 

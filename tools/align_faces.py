@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from mtdnn import datasets  # noqa: E402
+from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.images import ImageError, atomic_write_bytes, load_image, save_image  # noqa: E402
 
 LANDMARKS_HEADER = "# path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 (left eye, right eye, nose, left mouth, right mouth; 0-based)\n"
@@ -64,7 +64,16 @@ def parse_args(argv=None):
     p.add_argument("--failures", type=Path, help="failures file (default OUT/failures.txt)")
     p.add_argument("--retry-failed", action="store_true", help="try again the images in the failures file")
     p.add_argument("--limit", type=int, help="only the first N images of the (sorted) input")
-    return p.parse_args(argv)
+    p.add_argument("--engine", choices=inference.ENGINES, default="auto",
+                   help="MTCNN's inference engine: opencv (CPU, checked against pycaffe on load), caffe, or "
+                        "auto (default: opencv when its check passes, caffe with --gpu)")
+    p.add_argument("--gpu", type=int, help="run MTCNN's nets with pycaffe on this GPU (needs a GPU build of Caffe)")
+    args = p.parse_args(argv)
+    try:
+        inference.check_request(args.engine, args.gpu)
+    except inference.EngineError as e:
+        p.error(str(e))
+    return args
 
 
 # --------------------------------------------------------------------------- inputs
@@ -138,7 +147,7 @@ def init_worker(config: dict) -> None:
     _STATE["config"] = config
     _STATE["detector"] = MTCNN(config["models"], minsize=config["minsize"], thresholds=config["thresholds"],
                                factor=config["factor"], refine_landmarks=config["refine"],
-                               resize=config["resize"])
+                               resize=config["resize"], engine=config["engine"], gpu=config["gpu"])
 
 
 def align_one(rel: str):
@@ -192,7 +201,7 @@ def main(argv=None) -> int:
     config = dict(src=str(args.src), out=str(args.out), models=args.models, minsize=args.minsize,
                   thresholds=tuple(args.thresholds), factor=args.factor, refine=args.refine_landmarks,
                   resize=args.resize, select=args.select, max_side=args.max_side, crop=args.crop,
-                  ext=args.ext, quality=args.quality)
+                  ext=args.ext, quality=args.quality, engine=args.engine, gpu=args.gpu)
     new_ok = new_fail = 0
     start = time.time()
     if not landmarks_path.is_file():

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdnn import inference
 from mtdnn.features import MIRROR_MODES, extract_to_file, list_tree, load_net, read_image_list
 
 
@@ -39,14 +40,22 @@ def main(argv=None):
     ap.add_argument("--bin-suffix", default="_mtdnn_112x96", help="devkit file suffix before .bin")
     ap.add_argument("--restart", action="store_true", help="discard a partial or finished run")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--engine", choices=inference.ENGINES, default="auto",
+                    help="inference engine: opencv (CPU, checked against pycaffe on load), caffe, or auto "
+                         "(default: opencv when its check passes, caffe with --gpu or without --weights)")
+    ap.add_argument("--gpu", type=int, help="run pycaffe on this GPU (needs a GPU build of Caffe)")
     a = ap.parse_args(argv)
+    try:
+        inference.check_request(a.engine, a.gpu, a.weights is not None)
+    except inference.EngineError as e:
+        ap.error(str(e))
 
     if a.list:
         paths, labels = read_image_list(a.list)
         root = a.root or a.list.parent
     else:
         paths, labels, root = list_tree(a.tree), None, a.tree
-    net = load_net(a.deploy, a.weights)
+    net = load_net(a.deploy, a.weights, blob=a.blob, engine=a.engine, gpu=a.gpu)
     info = {"deploy": str(a.deploy.resolve()), "weights": str(a.weights.resolve()) if a.weights else None,
             "root": str(Path(root).resolve())}
     meta = extract_to_file(net, paths, a.out, root=root, labels=labels, blob=a.blob,
@@ -59,7 +68,7 @@ def main(argv=None):
         return
     rate = meta["rows_last_run"] / meta["seconds_last_run"] if meta["seconds_last_run"] else 0
     print(f"{s['n']} x {s['dim']} features of blob {s['blob']} -> {a.out}.npy "
-          f"({meta['rows_last_run']} extracted this run, {rate:.1f} images/s)")
+          f"({meta['rows_last_run']} extracted this run, {rate:.1f} images/s, {net.engine} engine)")
 
 
 if __name__ == "__main__":

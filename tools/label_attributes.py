@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 
 from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
-from mtdnn import datasets  # noqa: E402
+from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
 
@@ -66,11 +66,15 @@ def parse_args(argv=None):
     p.add_argument("--mirror", choices=("none", "sum"), default="none",
                    help="add the flipped image's scores (default none, as in training evaluation)")
     p.add_argument("--gpu", type=int, help="GPU id (needs a GPU build of Caffe)")
+    p.add_argument("--engine", choices=inference.ENGINES, default="auto",
+                   help="inference engine: opencv (CPU, checked against pycaffe on load), caffe, or auto "
+                        "(default: opencv when its check passes, caffe with --gpu)")
     p.add_argument("--force", action="store_true", help="--db: replace labels that are not placeholders")
     return p.parse_args(argv)
 
 
 def run(args) -> int:
+    inference.check_request(args.engine, args.gpu)  # before any work
     if args.batch < 1:
         raise al.LabelError("--batch must be >= 1")
     names = None
@@ -81,7 +85,7 @@ def run(args) -> int:
             raise al.LabelError(str(e)) from None
     if args.db is None and not args.scores:
         raise al.LabelError("--tree/--list need --scores PREFIX")
-    net, meta = al.load_classifier(args.model, args.weights, args.gpu)
+    net, meta = al.load_classifier(args.model, args.weights, args.gpu, args.engine)
     model_info = {"model": str(args.model.resolve()),
                   "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve())}
     if args.db is not None:
@@ -122,7 +126,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (al.LabelError, datasets.DatasetError, ImageError, FileExistsError) as e:
+    except (al.LabelError, inference.EngineError, datasets.DatasetError, ImageError, FileExistsError) as e:
         print(f"label_attributes.py: error: {e}", file=sys.stderr)
         return 2
 
