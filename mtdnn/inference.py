@@ -125,6 +125,29 @@ def check_request(engine: str, gpu: int | None, weights: bool = True) -> None:
     require_gpu_build(gpu)
 
 
+def save_random_weights(deploy, out, seed: int = 1) -> Path:
+    """Save seeded weights of ``deploy`` to ``out`` (tests and benchmarks: engine equality
+    and speed do not depend on training): Caffe's fillers, plus BatchNorm statistics and
+    Scale factors and biases that are not the identity, so every parameter matters."""
+    caffe = _import_caffe()
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = caffe.Net(str(deploy), caffe.TEST)
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            shape = layer.blobs[0].data.shape
+            layer.blobs[0].data[...] = rng.normal(0, 0.1, shape)
+            layer.blobs[1].data[...] = rng.uniform(0.5, 2, shape)
+            layer.blobs[2].data[...] = 1
+        elif layer.type == "Scale":
+            layer.blobs[0].data[...] = rng.uniform(0.8, 1.2, layer.blobs[0].data.shape)
+            if len(layer.blobs) > 1:
+                layer.blobs[1].data[...] = rng.normal(0, 0.1, layer.blobs[1].data.shape)
+    net.save(str(out))
+    return Path(out)
+
+
 # --------------------------------------------------------------------------- the net
 
 def difference(got: np.ndarray, ref: np.ndarray) -> float:

@@ -256,6 +256,7 @@ class MTCNN:
         self.refine_landmarks, self.resize, self.transpose = refine_landmarks, resize, transpose
         self.pnet, self.rnet, self.onet = (_load_net(folder, n, engine, gpu) for n in ("det1", "det2", "det3"))
         self.lnet = _load_net(folder, "det4", engine, gpu) if refine_landmarks else None
+        self.recorded = None  # set to {} to keep every input batch per net name (tests, benchmarks)
 
     # Blob layout: N x C x W x H (transposed, see the module docstring) or N x C x H x W.
     def _to_blob(self, batch: np.ndarray) -> np.ndarray:
@@ -265,6 +266,8 @@ class MTCNN:
         return maps.swapaxes(-1, -2) if self.transpose else maps
 
     def _forward(self, net, blob: np.ndarray) -> dict:
+        if self.recorded is not None:
+            self.recorded.setdefault(net.deploy.stem, []).append(blob)
         return net.forward(blob)
 
     def detect(self, image: np.ndarray) -> Detections:

@@ -22,28 +22,6 @@ ALIGNED = data_path("lfw", "lfw-112x96")
 PHOTOS = data_path("lfw", "lfw-deepfunneled")
 
 
-def random_weights(deploy, out, seed=1):
-    """Save seeded filler weights, with BatchNorm statistics and Scale/bias that are not the
-    identity (so every parameter of those layers matters), to ``out``."""
-    import caffe
-    caffe.set_mode_cpu()
-    caffe.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    net = caffe.Net(str(deploy), caffe.TEST)
-    for layer in net.layers:
-        if layer.type == "BatchNorm":
-            shape = layer.blobs[0].data.shape
-            layer.blobs[0].data[...] = rng.normal(0, 0.1, shape)
-            layer.blobs[1].data[...] = rng.uniform(0.5, 2, shape)
-            layer.blobs[2].data[...] = 1
-        elif layer.type == "Scale":
-            layer.blobs[0].data[...] = rng.uniform(0.8, 1.2, layer.blobs[0].data.shape)
-            if len(layer.blobs) > 1:
-                layer.blobs[1].data[...] = rng.normal(0, 0.1, layer.blobs[1].data.shape)
-    net.save(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
 def crops():
     """12 real aligned LFW faces, preprocessed as for extraction."""
@@ -55,7 +33,7 @@ def crops():
 def test_opencv_equals_caffe_on_recognition_nets(variant, crops, tmp_path):
     render_model(tmp_path, variant, width=0.25, check_paths=False)
     deploy = tmp_path / "deploy.prototxt"
-    weights = random_weights(deploy, tmp_path / "w.caffemodel")
+    weights = inference.save_random_weights(deploy, tmp_path / "w.caffemodel")
     ref = inference.load(deploy, weights, engine="caffe", outputs=["fc5"])
     net = inference.load(deploy, weights, engine="auto", outputs=["fc5"])
     assert (ref.engine, net.engine) == ("caffe", "opencv"), net.note
@@ -69,22 +47,11 @@ def test_opencv_equals_caffe_on_recognition_nets(variant, crops, tmp_path):
     assert inference.difference(got[1:], want[:-1]) > 100 * inference.RTOL
 
 
-class Recorder(m.MTCNN):
-    """The MTCNN cascade keeping every batch it sends to each net (the real inputs)."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.seen = {}
-
-    def _forward(self, net, blob):
-        self.seen.setdefault(id(net), []).append(blob)
-        return super()._forward(net, blob)
-
-
 def test_opencv_equals_caffe_on_mtcnn(tmp_path):
     photos = [PHOTOS / p for p in list_images(PHOTOS)[::1700][:6]]
     images = [cv2.imread(str(p)) for p in photos]
-    ref = Recorder(engine="caffe", refine_landmarks=True)
+    ref = m.MTCNN(engine="caffe", refine_landmarks=True)
+    ref.recorded = {}  # every batch sent to each net: the real inputs
     fast = m.MTCNN(engine="auto", refine_landmarks=True)
     names = ("det1", "det2", "det3", "det4")
     ref_nets = (ref.pnet, ref.rnet, ref.onet, ref.lnet)
@@ -94,7 +61,7 @@ def test_opencv_equals_caffe_on_mtcnn(tmp_path):
     found = [(ref.detect(im), fast.detect(im)) for im in images]
     # Every net on every real input it got: equal outputs within the bound.
     for name, a, b in zip(names, ref_nets, fast_nets):
-        batches = ref.seen[id(a)]
+        batches = ref.recorded[name]
         assert batches, name
         for blob in batches:
             want, got = a.forward(blob), b.forward(blob)
@@ -112,7 +79,7 @@ def one_layer_net(tmp_path, layer: str):
     deploy.write_text('name: "one"\n'
                       'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
                       f'layer {{ name: "out" bottom: "data" top: "out" {layer} }}\n')
-    return deploy, random_weights(deploy, tmp_path / "net.caffemodel")
+    return deploy, inference.save_random_weights(deploy, tmp_path / "net.caffemodel")
 
 
 @pytest.mark.parametrize("layer, reason", [
@@ -135,7 +102,7 @@ def test_mismatch_beyond_the_bound_falls_back(tmp_path, crops, monkeypatch):
     """Fault injection: with a zero bound, the Full-Model's float reordering is a mismatch."""
     render_model(tmp_path, "full", width=0.125, check_paths=False)
     deploy = tmp_path / "deploy.prototxt"
-    weights = random_weights(deploy, tmp_path / "w.caffemodel")
+    weights = inference.save_random_weights(deploy, tmp_path / "w.caffemodel")
     monkeypatch.setattr(inference, "RTOL", 0.0)
     said = []
     net = inference.load(deploy, weights, outputs=["fc5"], log=said.append)
