@@ -124,14 +124,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     src = args.src or data_path("lfw", "lfw-deepfunneled")
     ref = args.ref or data_path("lfw", "lfw-112x96")
-    paths = list_images(src)
-    if args.limit:
-        step = max(1, len(paths) // args.limit)  # spread the subset over the alphabet
-        paths = paths[::step][:args.limit]
+    every = list_images(src)
+    spread = lambda n: every[::max(1, len(every) // n)][:n]  # a subset spread over the alphabet
+    paths = spread(args.limit) if args.limit else every
 
     if args.rate_photos:
-        engine_rates(src, paths[::max(1, len(paths) // args.rate_photos)][:args.rate_photos],
-                     args.workers, args.rounds)
+        engine_rates(src, spread(args.rate_photos), args.workers, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "aligned"
         elapsed = align_run(src, paths, out, args.workers)

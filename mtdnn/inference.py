@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -179,7 +180,10 @@ class Net:
         self.outputs = tuple(outputs) if outputs else tuple(caffe_net.outputs)
         for name in self.outputs:
             self.blob_shape(name)
-        self.engine, self.note, self._cv = "caffe", "", None
+        self.engine, self.note = "caffe", ""
+        # OpenCV re-plans a net for every new input shape (tens of ms for MTCNN's R-Net):
+        # up to max_shapes nets of the same files are kept, one per input shape.
+        self.max_shapes, self._weights, self._cv = 1, None, OrderedDict()
 
     def blob_shape(self, name: str) -> tuple:
         """Shape of blob ``name`` per input (without the batch axis) at the deploy's input size."""
@@ -200,10 +204,23 @@ class Net:
             if missing:
                 raise KeyError(f"blob(s) {', '.join(missing)} were not checked on the OpenCV engine; "
                                f"load the net with outputs={list(self.outputs) + missing}")
-            self._cv.setInput(batch)
-            return dict(zip(blobs, self._cv.forward([self._last_writer[b] for b in blobs])))
+            cv_net = self._opencv_for(batch.shape)
+            cv_net.setInput(batch)
+            return dict(zip(blobs, cv_net.forward([self._last_writer[b] for b in blobs])))
         return _caffe_forward(self._caffe, batch, blobs,
                               max(self._layers.index(self._last_writer[b]) for b in blobs))
+
+    def _opencv_for(self, shape) -> "cv2.dnn.Net":
+        """The OpenCV net planned for ``shape``: a kept one, a new one while fewer than
+        max_shapes are kept, else the least recently used one (which re-plans)."""
+        cv_net = self._cv.pop(shape, None)
+        if cv_net is None:
+            if len(self._cv) < self.max_shapes:
+                cv_net = _read_opencv(self.deploy, self._weights)
+            else:
+                cv_net = self._cv.pop(next(iter(self._cv)))
+        self._cv[shape] = cv_net
+        return cv_net
 
     def caffe_net(self):
         """The pycaffe net (Caffe engine only), e.g. to save its weights."""
@@ -224,13 +241,15 @@ def _caffe_forward(net, batch: np.ndarray, blobs, end: int) -> dict[str, np.ndar
 
 def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
          outputs: Sequence[str] | None = None, check_shape: Sequence[int] | None = None,
-         log: Callable[[str], None] = _stderr) -> Net:
+         max_shapes: int = 1, log: Callable[[str], None] = _stderr) -> Net:
     """A :class:`Net` of ``deploy`` (+ ``weights``; omitted: pycaffe's fillers) on ``engine``.
 
     ``outputs``: the blobs to return and to check (default: the net's final outputs).
     ``check_shape``: N x C x H x W of the engine check's batch (default: CHECK_BATCH of the
     deploy's input). ``gpu``: pycaffe on that GPU (engine 'caffe'). An OpenCV net that fails
-    the check falls back to pycaffe; ``log`` says why.
+    the check falls back to pycaffe; ``log`` says why. ``max_shapes``: OpenCV nets kept
+    planned for that many input shapes (memory: one copy of the weights each; for small
+    nets fed batches of changing shapes, like MTCNN's).
     """
     check_request(engine, gpu, weights is not None)
     caffe = _import_caffe()
@@ -241,6 +260,7 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
             raise FileNotFoundError(f"{path}: not found")
     ref = caffe.Net(str(deploy), caffe.TEST, **({} if weights is None else {"weights": str(weights)}))
     net = Net(ref, deploy, outputs)
+    net.max_shapes = max(1, max_shapes)
     if engine == "caffe" or (engine == "auto" and (gpu is not None or weights is None)):
         net.note = "pycaffe " + ("on GPU %d" % gpu if gpu is not None else "on the CPU")
         return net
@@ -251,7 +271,8 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
         net.note = f"OpenCV not used for {deploy.name}: {e}; running pycaffe"
         log(f"inference: {net.note}")
         return net
-    net.engine, net._cv, net._caffe = "opencv", cv_net, None
+    net.engine, net._caffe, net._weights = "opencv", None, Path(weights)
+    net._cv[shape] = cv_net
     net.note = f"OpenCV DNN, checked against pycaffe: max difference {worst:.1e} (bound {RTOL:.0e})"
     return net
 
@@ -267,13 +288,19 @@ def _cv_reason(e) -> str:
     return m.group(1) if m else text
 
 
+def _read_opencv(deploy: Path, weights: Path):
+    import cv2
+    cv_net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
+    cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return cv_net
+
+
 def _checked_opencv(net: Net, weights: Path, shape):
     """(OpenCV net, largest difference) after the check; raises _Mismatch with the reason."""
     import cv2
     try:
-        cv_net = cv2.dnn.readNetFromCaffe(str(net.deploy), str(weights))
-        cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        cv_net = _read_opencv(net.deploy, weights)
     except cv2.error as e:
         raise _Mismatch(f"OpenCV cannot read it ({_cv_reason(e)})") from None
     x = np.random.default_rng(CHECK_SEED).uniform(-1, 1, shape).astype(np.float32)

@@ -222,6 +222,10 @@ def select_face(detections: Detections, image_shape, rule: str = "center") -> in
 # The engine check's input per net (N x C x W x H, transposed): P-Net on a small pyramid
 # level rather than its 12 x 12 deploy shape, so the check covers a whole output map.
 CHECK_SHAPES = {"det1": (1, 3, 64, 48), "det2": (4, 3, 24, 24), "det3": (4, 3, 48, 48), "det4": (2, 15, 24, 24)}
+# OpenCV re-plans a net for every new input shape (about 30 ms for an R-Net batch, as long as
+# the forward itself): batches of crops are padded with zeros to a multiple of PAD_BATCH and
+# each net keeps up to KEEP_SHAPES planned shapes (pyramid levels and padded batch sizes).
+PAD_BATCH, KEEP_SHAPES = 16, 32
 
 
 def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None):
@@ -231,7 +235,8 @@ def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = N
         if not path.is_file():
             raise FileNotFoundError(f"{path}: MTCNN model file missing (expected det1..det4 "
                                     f".prototxt/.caffemodel in {folder})")
-    return inference.load(proto, model, engine=engine, gpu=gpu, check_shape=CHECK_SHAPES[name])
+    return inference.load(proto, model, engine=engine, gpu=gpu, check_shape=CHECK_SHAPES[name],
+                          max_shapes=KEEP_SHAPES)
 
 
 class MTCNN:
@@ -268,7 +273,11 @@ class MTCNN:
     def _forward(self, net, blob: np.ndarray) -> dict:
         if self.recorded is not None:
             self.recorded.setdefault(net.deploy.stem, []).append(blob)
-        return net.forward(blob)
+        n = len(blob)
+        if net.engine != "opencv" or n % PAD_BATCH == 0 or n == 1:
+            return net.forward(blob)
+        pad = np.zeros((PAD_BATCH - n % PAD_BATCH, *blob.shape[1:]), blob.dtype)
+        return {k: v[:n] for k, v in net.forward(np.concatenate([blob, pad])).items()}
 
     def detect(self, image: np.ndarray) -> Detections:
         """All faces in an H x W x 3 uint8 **BGR** image (as cv2.imread gives)."""

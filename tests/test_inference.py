@@ -109,6 +109,20 @@ def test_mismatch_beyond_the_bound_falls_back(tmp_path, crops, monkeypatch):
     assert net.engine == "caffe" and "blob fc5 differs from pycaffe's" in said[0]
 
 
+def test_opencv_nets_kept_per_input_shape(tmp_path):
+    """max_shapes planned OpenCV nets, least recently used one re-planned: same numbers."""
+    deploy, weights = one_layer_net(tmp_path, 'type: "Convolution" convolution_param { num_output: 4 '
+                                              'kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } }')
+    ref = inference.load(deploy, weights, engine="caffe")
+    net = inference.load(deploy, weights, engine="opencv", max_shapes=2)
+    rng = np.random.default_rng(0)
+    for n, h in [(1, 8), (3, 8), (2, 12), (1, 8), (3, 8), (5, 9), (2, 12)]:
+        x = rng.uniform(-1, 1, (n, 3, h, h + 2)).astype(np.float32)
+        want, got = ref.forward(x)["out"], net.forward(x)["out"]
+        assert got.shape == want.shape and inference.difference(got, want) <= inference.RTOL
+        assert len(net._cv) <= 2 and next(reversed(net._cv)) == x.shape
+
+
 def test_requests_no_engine_can_serve(tmp_path):
     deploy, weights = one_layer_net(tmp_path, 'type: "ReLU"')
     with pytest.raises(inference.EngineError, match="engine must be one of"):
