@@ -88,9 +88,10 @@ def bench_mtcnn(photos: int, rounds: int) -> dict:
             print(f"MTCNN {name}: OpenCV not usable: {nets['opencv'].note}")
             continue
         batches = recorded.get(name, [])
-        diff = max(inference.difference(nets["opencv"].forward(b)[o], nets["caffe"].forward(b)[o])
+        run = {e: (lambda b, e=e: dets[e]._forward(nets[e], b)) for e in nets}  # as the cascade calls it
+        diff = max(inference.difference(run["opencv"](b)[o], run["caffe"](b)[o])
                    for b in batches for o in nets["caffe"].outputs)
-        t = interleaved({e: (lambda n=n: [n.forward(b) for b in batches]) for e, n in nets.items()}, rounds)
+        t = interleaved({e: (lambda e=e: [run[e](b) for b in batches]) for e in nets}, rounds)
         for e in total:
             total[e] += t[e]
         ratios[name] = report(f"MTCNN {name} ({len(batches)} calls)", len(paths), "photo", t, diff)

@@ -64,15 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--failures", type=Path, help="failures file (default OUT/failures.txt)")
     p.add_argument("--retry-failed", action="store_true", help="try again the images in the failures file")
     p.add_argument("--limit", type=int, help="only the first N images of the (sorted) input")
-    p.add_argument("--engine", choices=inference.ENGINES, default="auto",
-                   help="MTCNN's inference engine: opencv (CPU, checked against pycaffe on load), caffe, or "
-                        "auto (default: opencv when its check passes, caffe with --gpu)")
-    p.add_argument("--gpu", type=int, help="run MTCNN's nets with pycaffe on this GPU (needs a GPU build of Caffe)")
+    inference.add_arguments(p, "MTCNN's nets")
     args = p.parse_args(argv)
-    try:
-        inference.check_request(args.engine, args.gpu)
-    except inference.EngineError as e:
-        p.error(str(e))
+    inference.check_arguments(p, args)
     return args
 
 

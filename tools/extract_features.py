@@ -40,15 +40,9 @@ def main(argv=None):
     ap.add_argument("--bin-suffix", default="_mtdnn_112x96", help="devkit file suffix before .bin")
     ap.add_argument("--restart", action="store_true", help="discard a partial or finished run")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--engine", choices=inference.ENGINES, default="auto",
-                    help="inference engine: opencv (CPU, checked against pycaffe on load), caffe, or auto "
-                         "(default: opencv when its check passes, caffe with --gpu or without --weights)")
-    ap.add_argument("--gpu", type=int, help="run pycaffe on this GPU (needs a GPU build of Caffe)")
+    inference.add_arguments(ap, "the net (without --weights: caffe)")
     a = ap.parse_args(argv)
-    try:
-        inference.check_request(a.engine, a.gpu, a.weights is not None)
-    except inference.EngineError as e:
-        ap.error(str(e))
+    inference.check_arguments(ap, a, a.weights is not None)
 
     if a.list:
         paths, labels = read_image_list(a.list)

@@ -65,16 +65,14 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--mirror", choices=("none", "sum"), default="none",
                    help="add the flipped image's scores (default none, as in training evaluation)")
-    p.add_argument("--gpu", type=int, help="GPU id (needs a GPU build of Caffe)")
-    p.add_argument("--engine", choices=inference.ENGINES, default="auto",
-                   help="inference engine: opencv (CPU, checked against pycaffe on load), caffe, or auto "
-                        "(default: opencv when its check passes, caffe with --gpu)")
+    inference.add_arguments(p, "the classifier")
     p.add_argument("--force", action="store_true", help="--db: replace labels that are not placeholders")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    inference.check_arguments(p, args)
+    return args
 
 
 def run(args) -> int:
-    inference.check_request(args.engine, args.gpu)  # before any work
     if args.batch < 1:
         raise al.LabelError("--batch must be >= 1")
     names = None
@@ -126,7 +124,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (al.LabelError, inference.EngineError, datasets.DatasetError, ImageError, FileExistsError) as e:
+    except (al.LabelError, datasets.DatasetError, ImageError, FileExistsError) as e:
         print(f"label_attributes.py: error: {e}", file=sys.stderr)
         return 2
 
