@@ -7,9 +7,17 @@ horizontally flipped image (SphereFace's LFW rule), ``"sum"`` adds them (insight
 ``l2norm`` scales each final vector to unit length.
 
 ``extract_to_file`` writes ``<prefix>.npy`` (float32 N x D) through a memory map into
-``<prefix>.npy.partial`` and records the rows done in ``<prefix>.progress.json`` after
-every batch; a rerun with the same inputs and settings continues from there, and the
-``.partial`` file is renamed to ``.npy`` only when every row is written.
+``<prefix>.npy.partial`` (its blocks reserved up front with ``posix_fallocate``, so a full disk
+is an error before the first row, never a SIGBUS) and records the rows done in
+``<prefix>.progress.json`` after every batch; a rerun with the same inputs and settings
+continues from there, and the ``.partial`` file is renamed to ``.npy`` only when every row
+is written. "The same inputs" is decided on content (:func:`source_keys`): the deploy's and
+the weights' bytes and the image list's, not their paths.
+
+Images are read with the strict loader (:func:`mtdnn.images.load_image`): an unreadable,
+truncated or wrongly sized crop is a failure of that image, listed in
+``<prefix>.failures.txt``, and left out of the output (names, rows and labels alike); the
+run goes on. A net that gives NaN or infinite values stops the run (:class:`FeatureError`).
 """
 from __future__ import annotations
 
@@ -25,10 +33,16 @@ import numpy as np
 
 from mtdnn import datasets
 from mtdnn.evaluation.features_io import bin_path, feature_paths, write_bin, write_names
+from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, content_key, escape_field
+from mtdnn.images import ImageError, load_image, scan_images
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1 / 128
 MIRROR_MODES = ("none", "concat", "sum")
+
+
+class FeatureError(ValueError):
+    """The net, not an image, is wrong (e.g. it gives NaN): the run stops."""
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -55,22 +69,25 @@ def read_image_list(path) -> tuple[list[str], np.ndarray | None]:
 
 
 def list_tree(root) -> list[str]:
-    """Image files below ``root`` as sorted relative POSIX paths (``mtdnn.datasets.list_images``)."""
-    paths = datasets.list_images(root)
-    if not paths:
-        raise ValueError(f"{root}: no images found")
-    return paths
+    """Image files below ``root`` as sorted relative POSIX paths (:func:`mtdnn.images.scan_images`:
+    by suffix, or by content for other names). A broken link is listed too (it becomes a failure
+    of that image); an unreadable folder, or a tree without images, raises naming what was skipped."""
+    scan = scan_images(root)
+    folders = [f"{rel}: {reason}" for rel, reason in scan.problems if "folder" in reason]
+    if folders:
+        raise ValueError(f"{root}: cannot read {'; '.join(folders)}: fix the permissions or move it out of the tree")
+    if not scan.paths:
+        raise ValueError(f"{root}: no images found" + (f" ({scan.summary()})" if scan.summary() else ""))
+    return sorted(scan.paths + [rel for rel, _ in scan.problems])
 
 
-def load_image(path, size: tuple[int, int] = (112, 96)) -> np.ndarray:
-    """BGR uint8 H x W x 3; raises naming the file when it is unreadable or not ``size``."""
-    import cv2
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"{path}: cannot read the image")
+def load_crop(path, size: tuple[int, int] = (112, 96)) -> np.ndarray:
+    """BGR uint8 H x W x 3 by the strict loader; :class:`ImageError` naming the file when it is
+    missing, unreadable, truncated or not ``size``."""
+    img = load_image(path)
     if img.shape[:2] != tuple(size):
-        raise ValueError(f"{path}: image is {img.shape[0]}x{img.shape[1]} (HxW), the net "
-                         f"expects aligned {size[0]}x{size[1]} faces")
+        raise ImageError(path, "wrong size", f"{img.shape[0]}x{img.shape[1]} (HxW), the net expects "
+                         f"aligned {size[0]}x{size[1]} faces")
     return img
 
 
@@ -136,37 +153,99 @@ def extract_features(net, paths: Sequence[str], root=None, *, blob: str = "fc5",
     out = np.empty((len(paths), feature_dim(net, blob, mirror)), dtype=np.float32)
     with tqdm(total=len(paths), unit="img", desc=f"extract {blob}", disable=not progress) as bar:
         for a in range(0, len(paths), batch_size):
-            imgs = [load_image(root / p, size) for p in paths[a:a + batch_size]]
-            out[a:a + len(imgs)] = batch_features(net, imgs, blob, mirror, l2norm)
+            imgs = [load_crop(root / p, size) for p in paths[a:a + batch_size]]
+            out[a:a + len(imgs)] = check_finite(batch_features(net, imgs, blob, mirror, l2norm),
+                                                paths[a:a + batch_size], blob)
             bar.update(len(imgs))
     return out
 
 
+def check_finite(f: np.ndarray, paths: Sequence[str], blob: str) -> np.ndarray:
+    """``f`` when every value is finite; otherwise :class:`FeatureError` (the net is wrong,
+    not the image: untrained or missing weights, a deploy that does not match them)."""
+    bad = ~np.isfinite(f).all(axis=1)
+    if bad.any():
+        first = next(p for p, b in zip(paths, bad) if b)
+        raise FeatureError(f"the net gives NaN or infinite values in blob {blob!r} ({int(bad.sum())} of "
+                           f"{len(f)} images of this batch, e.g. {first}): the weights are missing, "
+                           f"untrained or do not belong to this deploy; nothing was written as features")
+    return f
+
+
 # ---------------------------------------------------------------------------- to disk
 def _list_digest(paths: Sequence[str]) -> str:
-    return hashlib.sha1("\n".join(paths).encode()).hexdigest()
+    return hashlib.sha1("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def source_keys(deploy, weights=None, image_list=None) -> dict:
+    """What a feature set is made from, by content: the SHA-256 of the deploy, of the weights
+    (None: the fillers' random weights) and of the image list file (None: a tree). Compared
+    on reuse and resume, so retrained weights at the same path are a different run."""
+    key = lambda f: content_key(f)["sha256"] if f is not None else None  # noqa: E731
+    return {"deploy_sha256": key(deploy), "weights_sha256": key(weights), "list_sha256": key(image_list)}
+
+
+def _differences(old: dict, new: dict) -> str:
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(changed)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now: a memory map over a sparse file that the disk cannot
+    hold ends in SIGBUS at some later row; this raises OSError(ENOSPC) instead."""
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+
+
+def _copy_rows(mm: np.ndarray, rows: list[int], tmp: Path, target: Path, chunk: int = 65536) -> None:
+    """``mm[rows]`` to ``target`` through ``tmp`` (reserved, copied in chunks, fsync'ed, renamed):
+    a million-row feature set is never held in memory at once."""
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=mm.dtype, shape=(len(rows), mm.shape[1]))
+    try:
+        _reserve(tmp)
+        for a in range(0, len(rows), chunk):
+            out[a:a + chunk] = mm[rows[a:a + chunk]]
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_write(path, "wb") as f:
+        np.save(f, array)
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one line of a UTF-8 names file, or None."""
+    if "\n" in name or "\r" in name:
+        return "name has a line break: it cannot be a line of the names file"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8: it cannot be written to the names file"
+    return None
 
 
 def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=None,
                     blob: str = "fc5", batch_size: int = 32, mirror: str = "none",
                     l2norm: bool = False, bin_dir=None, bin_suffix: str = "_mtdnn_112x96",
-                    info: dict | None = None, restart: bool = False, progress: bool = True,
-                    on_batch: Callable[[int], None] | None = None) -> dict:
+                    info: dict | None = None, record: dict | None = None, restart: bool = False,
+                    progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict:
     """Extract features of ``paths`` to ``<out_prefix>.npy`` (+ ``.names.txt``,
-    ``.labels.npy`` when ``labels`` is given, ``.meta.json``), resumably.
+    ``.labels.npy`` when ``labels`` is given, ``.meta.json``, and ``.failures.txt`` listing
+    the images that could not be used), resumably.
 
     ``bin_dir``: also write one devkit ``.bin`` per image, ``bin_dir/<path><bin_suffix>.bin``.
-    ``info``: extra facts recorded in the meta file and compared on resume (e.g. the
-    deploy and weights paths). A rerun with the same list and settings continues after the
-    last completed batch, or does nothing when the output is complete; with other settings
-    it raises unless ``restart``. ``on_batch(rows_done)`` is called after each batch.
-    Returns the meta dict.
+    ``info``: facts compared on reuse and resume (e.g. :func:`source_keys`); ``record``:
+    facts only recorded in the meta file (e.g. the paths of the deploy and weights). A rerun
+    with the same list and settings continues after the last completed batch, or does nothing
+    when the output is complete; with other settings it raises naming what changed, unless
+    ``restart``. ``on_batch(rows_done)`` is called after each batch.
+    Returns the meta dict (``failed``: the number of images left out).
     """
     from tqdm import tqdm
     if mirror not in MIRROR_MODES:
@@ -174,6 +253,7 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     files = feature_paths(out_prefix)
     partial = Path(str(files["features"]) + ".partial")
     progress_file = Path(str(out_prefix).removesuffix(".npy") + ".progress.json")
+    failures_file = Path(str(out_prefix).removesuffix(".npy") + ".failures.txt")
     files["features"].parent.mkdir(parents=True, exist_ok=True)
     paths = list(paths)
     n, dim = len(paths), feature_dim(net, blob, mirror)
@@ -185,55 +265,88 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
         meta = json.loads(files["meta"].read_text())
         if meta.get("settings") == settings:
             return {**meta, "skipped": True}  # already complete
-    done = 0
+    done, failed = 0, {}
     if restart:
         for p in (partial, progress_file):
             p.unlink(missing_ok=True)
     if partial.exists() and progress_file.exists():
         state = json.loads(progress_file.read_text())
         if state.get("settings") != settings:
-            raise ValueError(f"{partial} was started with other inputs or settings "
-                             f"({progress_file}); pass restart=True (--restart) to start over")
-        done = int(state["done"])
+            raise ValueError(f"{partial} was started with other inputs or settings (changed: "
+                             f"{_differences(state.get('settings') or {}, settings)}; {progress_file}): its "
+                             f"rows would mix two runs; pass restart=True (--restart) to start over")
+        done, failed = int(state["done"]), {int(k): v for k, v in state.get("failed", {}).items()}
         mm = np.lib.format.open_memmap(partial, mode="r+")
         if mm.shape != (n, dim) or mm.dtype != np.float32:
             raise ValueError(f"{partial}: shape {mm.shape} {mm.dtype}, expected ({n}, {dim}) float32")
     else:
         mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, dim))
-        _write_json(progress_file, {"done": 0, "settings": settings})
+        atomic_write_json(progress_file, {"done": 0, "failed": {}, "settings": settings})
+    _reserve(partial)  # before the first row (and again on resume): ENOSPC now, not SIGBUS later
+    files["meta"].unlink(missing_ok=True)  # the output is complete again only with its new meta
 
     size = input_size(net)
     root = Path(root) if root is not None else Path()
     t0 = time.time()
     starts = list(range(done, n, batch_size))
-    load = lambda a: [load_image(root / p, size) for p in paths[a:a + batch_size]]
+
+    def load(a):  # an image or, for an image that cannot be used, the reason
+        out = []
+        for p in paths[a:a + batch_size]:
+            problem = _name_problem(p)
+            try:
+                out.append(problem or load_crop(root / p, size))
+            except ImageError as e:
+                out.append(str(e)[len(e.path) + 2:])  # the reason, without the path
+        return out
+
     with ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=n, initial=done, unit="img", desc=f"extract {blob}",
                  disable=not progress) as bar:
         nxt = pool.submit(load, starts[0]) if starts else None
         for k, a in enumerate(starts):
-            imgs = nxt.result()
+            loaded = nxt.result()
             nxt = pool.submit(load, starts[k + 1]) if k + 1 < len(starts) else None  # overlap I/O
-            f = batch_features(net, imgs, blob, mirror, l2norm)
-            b = a + len(imgs)
-            mm[a:b] = f
-            if bin_dir is not None:
-                for p, v in zip(paths[a:b], f):
-                    write_bin(bin_path(bin_dir, p, bin_suffix), v)
+            good = [i for i, x in enumerate(loaded) if not isinstance(x, str)]
+            failed.update({a + i: x for i, x in enumerate(loaded) if isinstance(x, str)})
+            b = a + len(loaded)
+            if good:
+                rows = [a + i for i in good]
+                f = check_finite(batch_features(net, [loaded[i] for i in good], blob, mirror, l2norm),
+                                 [paths[r] for r in rows], blob)
+                mm[rows] = f
+                if bin_dir is not None:
+                    for r, v in zip(rows, f):
+                        write_bin(bin_path(bin_dir, paths[r], bin_suffix), v)
             mm.flush()
-            _write_json(progress_file, {"done": b, "settings": settings})
-            bar.update(len(imgs))
+            atomic_write_json(progress_file, {"done": b, "failed": {str(r): v for r, v in failed.items()},
+                                              "settings": settings})
+            bar.update(len(loaded))
             if on_batch is not None:
                 on_batch(b)
+    keep = [i for i in range(n) if i not in failed]
+    if not keep:
+        raise ValueError(f"none of the {n} images could be used (e.g. {paths[0]}: {failed[0]}); "
+                         f"nothing written. Is --root / --tree the folder of the aligned crops?")
     mm.flush()
-    del mm
-    write_names(files["names"], paths)
+    write_names(files["names"], [paths[i] for i in keep])
     if labels is not None:
-        np.save(files["labels"], np.asarray(labels, dtype=np.int64))
-    meta = {"settings": settings, "preprocess": f"(x - {PIXEL_MEAN}) * {PIXEL_SCALE}, BGR, NCHW",
+        _save_npy(files["labels"], np.asarray(labels, dtype=np.int64)[keep])
+    if failed:
+        atomic_write_text(failures_file, "".join(f"{escape_field(paths[i])}\t{escape_field(failed[i])}\n"
+                                                 for i in sorted(failed)))
+        _copy_rows(mm, keep, partial.with_name(partial.name + ".kept"), files["features"])
+        del mm
+        partial.unlink()
+    else:
+        failures_file.unlink(missing_ok=True)
+        del mm
+        os.replace(partial, files["features"])
+    meta = {"settings": settings, **({"sources": record} if record else {}),
+            "preprocess": f"(x - {PIXEL_MEAN}) * {PIXEL_SCALE}, BGR, NCHW",
             "input_size": list(size), "seconds_last_run": round(time.time() - t0, 3),
-            "rows_last_run": n - done}
-    os.replace(partial, files["features"])
-    _write_json(files["meta"], meta)
+            "rows_last_run": n - done, "rows": len(keep), "failed": len(failed),
+            "failures": str(failures_file) if failed else None}
+    atomic_write_json(files["meta"], meta)
     progress_file.unlink(missing_ok=True)
     return meta

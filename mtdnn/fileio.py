@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 # errno values that say the machine (disk, file system, permissions of the output) failed,
@@ -105,6 +106,31 @@ def content_key(path) -> dict:
     if cache not in _KEY_CACHE:
         _KEY_CACHE[cache] = sha256_file(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _KEY_CACHE[cache]}
+
+
+def escape_field(text: str) -> str:
+    """One text field (a file name, an error message) made safe for a line of a tab-separated
+    record file: backslash, tab, CR and LF become ``\\\\``, ``\\t``, ``\\r``, ``\\n``, and the bytes
+    of a name that is not valid UTF-8 (``os.fsdecode``'s surrogates) become ``\\xNN``.
+    Plain names come out unchanged; :func:`unescape_field` gives back the exact name."""
+    raw = os.fsencode(text) if isinstance(text, str) else bytes(text)
+    for a, b in ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\r", b"\\r"), (b"\n", b"\\n")):
+        raw = raw.replace(a, b)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|[\\trn])")
+_UNESCAPE = {"\\": b"\\", "t": b"\t", "r": b"\r", "n": b"\n"}
+
+
+def unescape_field(field: str) -> str:
+    """The inverse of :func:`escape_field` (a name with undecodable bytes comes back as the
+    ``os.fsdecode`` string that opens the same file)."""
+    parts = _ESCAPE_RE.split(field)  # text, escape, text, escape, ..., text
+    raw = b"".join(part.encode("utf-8", "surrogateescape") if k % 2 == 0
+                   else bytes([int(part[1:], 16)]) if part[0] == "x" else _UNESCAPE[part]
+                   for k, part in enumerate(parts))
+    return os.fsdecode(raw)
 
 
 def same_content(key_a: dict | None, key_b: dict | None) -> bool:

@@ -15,14 +15,23 @@ EXIF orientation is ignored, as MATLAB's ``imread`` ignores it: the pixels are t
 """
 from __future__ import annotations
 
+import errno
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mtdnn.fileio import atomic_write_bytes  # noqa: F401  (re-exported: one atomic writer)
+from mtdnn.fileio import atomic_write_bytes, is_machine_error  # noqa: F401  (re-exported: one atomic writer)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+# Leading bytes of the formats OpenCV reads: a file whose name has another suffix (or none, as
+# the Yale faces' "subject01.glasses") is taken as an image when its content starts with one.
+IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+               b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"P1": "PBM", b"P2": "PGM",
+               b"P3": "PPM", b"P4": "PBM", b"P5": "PGM", b"P6": "PPM"}
+ACCEPTED = ", ".join(IMAGE_EXTENSIONS) + ", or any name whose content is JPEG, PNG, GIF, BMP, TIFF, WebP or PNM"
 DEFAULT_MAX_PIXELS = 100_000_000
 
 
@@ -37,6 +46,105 @@ class ImageError(ValueError):
 def is_image_file(path) -> bool:
     """True when the file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def sniff_image(path) -> str | None:
+    """The image format named by a file's first bytes ('JPEG', 'PNG', 'GIF', ...), or None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for magic, kind in IMAGE_MAGIC.items():
+        if head.startswith(magic) and (len(magic) > 2 or kind == "BMP" or head[2:3].isspace()):
+            return kind
+    return None
+
+
+@dataclass
+class TreeScan:
+    """What :func:`scan_images` found: the images (sorted relative POSIX paths) and, for every
+    entry it did not take, ``(relative path, reason)``."""
+    paths: list[str] = field(default_factory=list)
+    not_images: list[tuple[str, str]] = field(default_factory=list)  # other files: harmless
+    problems: list[tuple[str, str]] = field(default_factory=list)    # broken links, unreadable folders
+
+    def skipped_kinds(self) -> str:
+        """What was skipped as not an image, by kind: '.txt files: 2, hidden file: 1'."""
+        kinds: dict[str, int] = {}
+        for _, reason in self.not_images:
+            kinds[reason] = kinds.get(reason, 0) + 1
+        return ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def summary(self) -> str:
+        """'3 skipped as not images (.txt files: 2, ...), 1 unreadable (a.jpg: broken link ...)' or ''."""
+        parts = []
+        if self.not_images:
+            parts.append(f"{len(self.not_images)} skipped as not images ({self.skipped_kinds()})")
+        if self.problems:
+            parts.append(f"{len(self.problems)} unreadable (" + "; ".join(
+                f"{rel}: {reason}" for rel, reason in self.problems[:5])
+                + ("; ..." if len(self.problems) > 5 else "") + ")")
+        return ", ".join(parts)
+
+
+def scan_images(root, exclude=()) -> TreeScan:
+    """Every image below ``root`` (recursive, symbolic links to files followed), by name
+    (:data:`IMAGE_EXTENSIONS`) or, for other names, by content (:func:`sniff_image`).
+
+    Nothing is dropped without a word: hidden entries and files that are not images are listed
+    in ``not_images``; broken links, unreadable files and folders in ``problems``. Folders in
+    ``exclude`` (e.g. an output folder inside ``root``) are not entered."""
+    root = Path(root)
+    scan = TreeScan()
+    excluded = {os.path.realpath(p) for p in exclude}
+    visited = {os.path.realpath(root)}  # links are followed: a link to a parent must not loop
+
+    def onerror(err: OSError):
+        rel = os.path.relpath(err.filename, root) if err.filename else "."
+        if is_machine_error(err) and err.errno not in (errno.EACCES, errno.EPERM):
+            raise err
+        scan.problems.append((Path(rel).as_posix(), f"unreadable folder ({err.strerror})"))
+
+    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
+        rel_folder = Path(folder).relative_to(root)
+        for d in list(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if d.startswith(".") or real in excluded:
+                dirs.remove(d)
+                scan.not_images.append(((rel_folder / d).as_posix() + "/",
+                                        "hidden folder" if d.startswith(".") else "the output folder"))
+            elif real in visited:
+                dirs.remove(d)
+                scan.not_images.append(((rel_folder / d).as_posix() + "/", "link to a folder already listed"))
+            else:
+                visited.add(real)
+        dirs.sort()
+        for name in files:
+            rel, full = (rel_folder / name).as_posix(), os.path.join(folder, name)
+            if name.startswith("."):
+                scan.not_images.append((rel, "hidden file"))
+            elif not os.path.exists(full):
+                scan.problems.append((rel, f"broken link (-> {os.readlink(full)})" if os.path.islink(full)
+                                      else "vanished"))
+            elif not os.path.isfile(full):
+                scan.not_images.append((rel, "not a regular file"))
+            elif is_image_file(name):
+                scan.paths.append(rel)
+            else:
+                try:
+                    kind = sniff_image(full)
+                except OSError as e:
+                    if is_machine_error(e) and e.errno not in (errno.EACCES, errno.EPERM):
+                        raise
+                    scan.problems.append((rel, f"unreadable ({e.strerror})"))
+                    continue
+                if kind:
+                    scan.paths.append(rel)
+                else:
+                    suffix = Path(name).suffix.lower()
+                    scan.not_images.append((rel, f"{suffix} files" if suffix else "no extension, not an image"))
+    scan.paths.sort()
+    return scan
 
 
 def _truncated(data: bytes) -> bool:
@@ -69,10 +177,13 @@ def load_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 BGR; raises :class:`ImageError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ImageError(path, "missing" if not path.exists() else "not a file")
+        reason = "not a file" if path.exists() else "broken link" if path.is_symlink() else "missing"
+        raise ImageError(path, reason)
     try:
         data = path.read_bytes()
     except OSError as e:
+        if is_machine_error(e) and e.errno not in (errno.EACCES, errno.EPERM):
+            raise  # an I/O error of the disk is not a property of the image: the caller stops
         raise ImageError(path, "unreadable", e.strerror or str(e)) from None
     return decode_image(data, path, max_pixels)
 

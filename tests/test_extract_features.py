@@ -1,6 +1,7 @@
 """Feature extraction with real pycaffe on real aligned LFW images: against a direct
 ``net.forward``, mirror modes, resumption, devkit .bin files, bad images, the CLI."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -110,9 +111,9 @@ def test_resume_after_interruption(tiny, root, tmp_path):
 def test_bad_images_are_named(tiny, tmp_path):
     net = F.load_net(*tiny)
     cv2.imwrite(str(tmp_path / "small.jpg"), np.zeros((100, 100, 3), np.uint8))
-    with pytest.raises(ValueError, match="small.jpg: image is 100x100 \\(HxW\\), the net expects aligned 112x96"):
+    with pytest.raises(ValueError, match="small.jpg: wrong size \\(100x100 \\(HxW\\), the net expects aligned 112x96"):
         F.extract_features(net, ["small.jpg"], tmp_path, progress=False)
-    with pytest.raises(FileNotFoundError, match="nothere.jpg: cannot read"):
+    with pytest.raises(ValueError, match="nothere.jpg: missing"):
         F.extract_features(net, ["nothere.jpg"], tmp_path, progress=False)
     (tmp_path / "list.txt").write_text("a.jpg 1\nb.jpg\n")
     with pytest.raises(ValueError, match="some lines have a label and some do not"):
@@ -146,3 +147,176 @@ def test_cli_list_and_tree(tiny, root, tmp_path):
     assert ynames == sorted(IMAGES[:3]) and ylabels is None
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(y[ynames.index(IMAGES[0])], x[0, :8] / np.linalg.norm(x[0, :8]), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- reliability (docs/reliability.md)
+
+TOOL = str(REPO / "tools" / "extract_features.py")
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, TOOL, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def save_new_weights(deploy, path):
+    """Other random weights (the fillers draw anew) saved at ``path``: a 'retrained' model."""
+    F.load_net(deploy).caffe_net().save(str(path))
+
+
+@pytest.fixture
+def weights(tiny, tmp_path):
+    deploy, w = tiny
+    shutil.copy(w, tmp_path / "model.caffemodel")
+    return deploy, tmp_path / "model.caffemodel"
+
+
+def test_retrained_weights_at_the_same_path_are_not_reused(weights, root, tmp_path):
+    deploy, w = weights
+    (tmp_path / "list.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(IMAGES)))
+    cmd = ["--deploy", deploy, "--weights", w, "--list", tmp_path / "list.txt", "--root", root,
+           "--out", tmp_path / "f", "--quiet"]
+    assert run_tool(*cmd).returncode == 0
+    first, _, _ = load_features(tmp_path / "f")
+    r = run_tool(*cmd)
+    assert r.returncode == 0 and "complete with these settings" in r.stdout
+    save_new_weights(deploy, w)  # retrained into the same run folder
+    r = run_tool(*cmd)
+    assert r.returncode == 0, r.stderr
+    assert "complete" not in r.stdout and "5 extracted this run" in r.stdout
+    again, _, _ = load_features(tmp_path / "f")
+    ref = np.array([direct_forward(deploy, w, cv2.imread(str(root / IMAGES[0])))])
+    np.testing.assert_allclose(again[:1], ref, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(first, again)
+    meta = json.loads((tmp_path / "f.meta.json").read_text())
+    assert meta["settings"]["weights_sha256"] == F.source_keys(deploy, w)["weights_sha256"]
+    assert meta["sources"]["weights"] == str(w.resolve())
+
+
+def test_resume_after_the_weights_changed_is_refused(weights, root, tmp_path):
+    deploy, w = weights
+    (tmp_path / "list.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(IMAGES)))
+    paths, labels = F.read_image_list(tmp_path / "list.txt")
+    info = {**F.source_keys(deploy, w, tmp_path / "list.txt"), "root": str(root.resolve())}
+
+    def stop(done):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # what the tool leaves when killed after one batch
+        F.extract_to_file(F.load_net(deploy, w), paths, tmp_path / "f", root=root, labels=labels,
+                          batch_size=2, info=info, progress=False, on_batch=stop)
+    save_new_weights(deploy, w)
+    cmd = ["--deploy", deploy, "--weights", w, "--list", tmp_path / "list.txt", "--root", root,
+           "--out", tmp_path / "f", "--batch-size", 2, "--quiet"]
+    r = run_tool(*cmd)
+    assert r.returncode == 1 and "changed: weights_sha256" in r.stderr and "--restart" in r.stderr
+    assert not (tmp_path / "f.npy").exists()
+    r = run_tool(*cmd, "--restart")
+    assert r.returncode == 0, r.stderr
+    x, _, _ = load_features(tmp_path / "f")
+    ref = np.array([direct_forward(deploy, w, cv2.imread(str(root / p))) for p in IMAGES])
+    np.testing.assert_allclose(x, ref, rtol=1e-4, atol=1e-5)  # every row from the new weights
+
+
+def test_bad_crops_are_failures_of_those_images(tiny, root, tmp_path):
+    tree = tmp_path / "tree"
+    for p in IMAGES[:3]:
+        (tree / p).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / p, tree / p)
+    data = (root / IMAGES[3]).read_bytes()
+    (tree / "cut" / "truncated.jpg").parent.mkdir()
+    (tree / "cut" / "truncated.jpg").write_bytes(data[:len(data) // 2])  # libjpeg pads it with grey
+    cv2.imwrite(str(tree / "cut" / "big.jpg"), np.zeros((120, 100, 3), np.uint8))
+    shutil.copy(root / IMAGES[4], tree / os.fsdecode(b"caf\xe9.jpg"))  # cv2.imread segfaults on it
+    (tree / "cut" / "dead.jpg").symlink_to(tree / "gone.jpg")  # a broken link
+    cmd = ["--deploy", tiny[0], "--weights", tiny[1], "--tree", tree, "--out", tmp_path / "f", "--quiet"]
+    r = run_tool(*cmd)
+    assert r.returncode == 1, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("incomplete: 4 of 7 images could not be used") and "exit status 1" in last
+    x, names, _ = load_features(tmp_path / "f")
+    assert names == sorted(IMAGES[:3]) and x.shape == (3, 8)
+    failures = (tmp_path / "f.failures.txt").read_text().splitlines()
+    assert failures == ["caf\\xe9.jpg\tname is not valid UTF-8: it cannot be written to the names file",
+                        "cut/big.jpg\twrong size (120x100 (HxW), the net expects aligned 112x96 faces)",
+                        "cut/dead.jpg\tbroken link",
+                        "cut/truncated.jpg\ttruncated (no end-of-image marker)"]
+    r = run_tool(*cmd, "--allow-failures")
+    assert r.returncode == 0 and "complete with these settings" in r.stdout and "incomplete: 4 of 7" in r.stdout
+
+
+def test_non_finite_features_stop_the_run(root, tmp_path):
+    """The project's own fast net at width 0.25 without --weights gives NaN in every fc5 value."""
+    r = subprocess.run([sys.executable, "-m", "generate", "model", "--variant", "fast", "--width", "0.25",
+                        "--identities", "100", "--out", str(tmp_path / "net")], cwd=REPO, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in IMAGES[:2]))
+    r = run_tool("--deploy", tmp_path / "net" / "deploy.prototxt", "--list", tmp_path / "list.txt",
+                 "--root", root, "--out", tmp_path / "f", "--quiet")
+    assert r.returncode == 1
+    assert "no --weights" in r.stderr and "gives NaN or infinite values in blob 'fc5'" in r.stderr
+    assert not (tmp_path / "f.npy").exists() and not (tmp_path / "f.meta.json").exists()
+
+
+def test_full_disk_is_an_error_not_a_sigbus(tiny, root, tmp_path):
+    """A real full disk: the output on a 1 MiB tmpfs with 3 pages left; conv1 rows need ~50."""
+    from faults import fill, small_disk
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in IMAGES))
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        filler = fill(disk, leave=3 * 4096)
+        cmd = ["--deploy", tiny[0], "--weights", tiny[1], "--list", tmp_path / "list.txt", "--root", root,
+               "--blob", "conv1", "--batch-size", 2, "--out", disk / "f", "--quiet"]
+        r = run_tool(*cmd)
+        assert r.returncode == 1, (r.returncode, r.stderr)  # -7 (SIGBUS) before
+        assert "No space left on device" in r.stderr and "rerun the same command" in r.stderr
+        assert not (disk / "f.npy").exists()
+        filler.unlink()
+        r = run_tool(*cmd)
+        assert r.returncode == 0, r.stderr
+        assert load_features(disk / "f")[0].shape == (5, 4 * 54 * 46)
+
+
+def test_io_error_reading_a_crop_stops_the_run(tiny, root, tmp_path, monkeypatch):
+    """Fault injection (an I/O error cannot be made on demand): EIO is not an image failure."""
+    import errno
+    from pathlib import Path
+
+    net = F.load_net(*tiny)
+
+    def io_error(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", io_error)
+    with pytest.raises(OSError, match="Input/output error"):
+        F.extract_to_file(net, IMAGES, tmp_path / "f", root=root, progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "f.failures.txt").exists() and not (tmp_path / "f.npy").exists()
+    assert json.loads((tmp_path / "f.progress.json").read_text())["failed"] == {}
+
+
+def test_nothing_usable_says_why(tiny, tmp_path):
+    (tmp_path / "README.txt").write_text("crops go here")
+    (tmp_path / "dead.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ValueError, match=r"no images found \(1 skipped as not images \(.txt files: 1\), "
+                                         r"1 unreadable \(dead.jpg: broken link"):
+        F.list_tree(tmp_path)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.zeros((250, 250, 3), np.uint8))
+    with pytest.raises(ValueError, match="none of the 1 images could be used .*photo.jpg: wrong size"):
+        F.extract_to_file(F.load_net(*tiny), ["photo.jpg"], tmp_path / "f", root=tmp_path, progress=False)
+    assert not (tmp_path / "f.npy").exists()
+
+
+def test_no_room_for_the_features_is_an_error_before_any_row(tiny, root, tmp_path, monkeypatch):
+    """Fault injection for machines without mount rights: the reservation of OUT.npy.partial
+    fails with ENOSPC, so the run stops before it writes a row through the memory map."""
+    import errno
+
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    seen = []
+    with pytest.raises(OSError, match="No space left on device"):
+        F.extract_to_file(F.load_net(*tiny), IMAGES, tmp_path / "f", root=root, progress=False,
+                          on_batch=seen.append)
+    assert seen == [] and not (tmp_path / "f.npy").exists()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Detect faces with MTCNN and align them to 112x96 (SphereFace's 5-point template).
+r"""Detect faces with MTCNN and align them to 112x96 (SphereFace's 5-point template).
 
     tools/align_faces.py SRC OUT [--people peopleDevTrain.txt | --list FILE] [--workers 2]
 
@@ -8,13 +8,32 @@ relative to. OUT receives the aligned crops under the same relative paths, plus
 
   OUT/landmarks.txt   path and the 10 numbers x1 y1 ... x5 y5 (left eye, right eye, nose,
                       left mouth, right mouth; 0-based pixel coordinates in the source image)
-  OUT/failures.txt    path<TAB>reason for every image that was skipped (undecodable, truncated,
-                      empty, missing, too small, no face, ...)
+  OUT/failures.txt    path<TAB>reason for every image that could not be aligned (undecodable,
+                      truncated, empty, missing, too small, no face, ...)
+
+Both files hold one record per line; a backslash, tab or line break in a name or message is
+written as \\, \t, \n, and bytes of a name that is not UTF-8 as \xNN (mtdnn.fileio.escape_field).
+
+Crop names: the input's path with the suffix of --ext. `--ext keep` keeps .jpg .jpeg .png .bmp
+.ppm .tif .tiff .webp and writes PNG for anything else (.pgm, .gif, names without an image
+suffix such as Yale's subject01.glasses -> subject01.glasses.png), and says so. Where two
+inputs would get one crop name (x.jpg and x.png with --ext png), the one whose name would change
+keeps its full name (x.jpg.png), and the run says so; a clash left after that is refused.
+
+In tree mode every file with an image suffix (.jpg .jpeg .png .bmp .ppm .pgm .tif .tiff .webp
+.gif) is taken, and a file with another name when its content is an image; other files, hidden
+ones, broken links and unreadable folders are reported, never dropped silently.
 
 The run is resumable: an image whose crop exists and whose landmarks are recorded is skipped,
 as is an image already in failures.txt (unless --retry-failed). Every crop is written to a
 temporary file and renamed into place. Where a photo holds several faces, the one nearest the
 image centre is kept (--select largest for the largest). See mtdnn/mtcnn.py and mtdnn/align.py.
+
+A problem of one image is recorded in failures.txt and the run goes on. A problem of the
+machine (disk full, I/O error, output not writable) or any error while saving a crop stops
+the run with a message and is never recorded as a failure of the image: rerun the same command
+after fixing it. The last line says how many images were aligned, failed or unreadable; the
+exit status is 1 when any image was not aligned, unless --allow-failures (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -30,7 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, inference  # noqa: E402
-from mtdnn.images import ImageError, atomic_write_bytes, load_image, save_image  # noqa: E402
+from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error, unescape_field  # noqa: E402
+from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
+                          scan_images)
+
+# Suffixes that --ext keep writes as they are; any other input is written as PNG (OpenCV cannot
+# write a colour crop as .pgm, and .gif would reduce it to 256 colours).
+KEEP_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 LANDMARKS_HEADER = "# path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 (left eye, right eye, nose, left mouth, right mouth; 0-based)\n"
 
@@ -49,9 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--select", choices=("center", "largest"), default="center",
                    help="which face to keep when there are several (default: nearest the centre)")
     p.add_argument("--models", type=Path, default=None, help="MTCNN model folder (default $MTDNN_DATA/mtcnn)")
-    p.add_argument("--minsize", type=float, default=20)
-    p.add_argument("--factor", type=float, default=0.85)
-    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.9))
+    p.add_argument("--minsize", type=float, default=20, help="smallest face searched, in pixels (default 20)")
+    p.add_argument("--factor", type=float, default=0.85, help="image pyramid scale step (default 0.85)")
+    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.9),
+                   help="face score thresholds of the P-, R- and O-Net stages (default 0.6 0.7 0.9)")
     p.add_argument("--refine-landmarks", action="store_true", help="run det4 (MTCNN v2) on the 5 points")
     p.add_argument("--resize", choices=("matlab", "linear"), default="matlab",
                    help="pyramid resampling: MATLAB imResample (default) or plain bilinear")
@@ -64,6 +90,9 @@ def parse_args(argv=None):
     p.add_argument("--failures", type=Path, help="failures file (default OUT/failures.txt)")
     p.add_argument("--retry-failed", action="store_true", help="try again the images in the failures file")
     p.add_argument("--limit", type=int, help="only the first N images of the (sorted) input")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when some images could not be aligned (they are still listed in "
+                        "failures.txt and counted in the last line)")
     inference.add_arguments(p, "MTCNN's nets")
     args = p.parse_args(argv)
     inference.check_arguments(p, args)
@@ -72,41 +101,88 @@ def parse_args(argv=None):
 
 # --------------------------------------------------------------------------- inputs
 
-def input_paths(args) -> list[str]:
-    """Relative paths to align, in a deterministic order, duplicates reported and dropped."""
+def input_paths(args):
+    """(relative paths to align in a deterministic order, the tree scan or None); duplicates
+    are reported and dropped."""
+    scan = None
     if args.people:
         paths = [s.path for s in datasets.lfw_people_samples(args.people)]
     elif args.list:
-        paths = []
-        for line in args.list.read_text(encoding="utf-8").splitlines():
+        paths = []  # names that are not UTF-8 come back as os.fsdecode gives them
+        for line in args.list.read_bytes().decode("utf-8", "surrogateescape").splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             parts = line.rsplit(None, 1)
             paths.append(parts[0] if len(parts) == 2 and parts[1].lstrip("-").isdigit() else line)
     else:
-        paths = datasets.list_images(args.src)
+        scan = scan_images(args.src, exclude=[args.out])
+        paths = scan.paths
+        for rel, reason in scan.problems:
+            print(f"warning: {escape_field(rel)}: {reason}", file=sys.stderr)
     seen, unique = set(), []
     for rel in paths:
         if rel in seen:
-            print(f"warning: {rel} is listed more than once; aligned once", file=sys.stderr)
+            print(f"warning: {escape_field(rel)} is listed more than once; aligned once", file=sys.stderr)
             continue
         seen.add(rel)
         unique.append(rel)
     if not unique:
-        raise SystemExit(f"error: no images to align in {args.list or args.people or args.src}")
-    return unique[:args.limit] if args.limit else unique
+        skipped = f"; {scan.summary()}" if scan and scan.summary() else ""
+        raise SystemExit(f"error: no images to align in {args.list or args.people or args.src}{skipped}. "
+                         f"Accepted: {ACCEPTED}")
+    return unique, scan
 
 
 def output_path(rel: str, ext: str) -> str:
-    return rel if ext == "keep" else str(Path(rel).with_suffix("." + ext).as_posix())
+    """The crop name of input ``rel`` for ``--ext`` (see the module help)."""
+    suffix = Path(rel).suffix
+    if ext == "keep":
+        target = suffix if suffix.lower() in KEEP_SUFFIXES else ".png"
+    else:
+        target = "." + ext
+    if suffix == target:
+        return rel
+    return (rel[:-len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else rel) + target
+
+
+def _shared(out: dict[str, str]) -> dict[str, list[str]]:
+    """{crop name: inputs} for the names more than one input would get."""
+    by_name: dict[str, list[str]] = {}
+    for rel, name in out.items():
+        by_name.setdefault(name, []).append(rel)
+    return {name: rels for name, rels in by_name.items() if len(rels) > 1}
+
+
+def output_paths(paths: list[str], ext: str) -> dict[str, str]:
+    """{input: crop name} for every input; names two inputs would share are resolved by keeping
+    the full input name (x.jpg -> x.jpg.png), clashes left after that are refused."""
+    out = {rel: output_path(rel, ext) for rel in paths}
+    renamed = [rel for rels in _shared(out).values() for rel in rels if out[rel] != rel]
+    for rel in renamed:
+        out[rel] = rel + Path(out[rel]).suffix
+    clashes = _shared(out)
+    if clashes:
+        listing = "\n".join(f"  {escape_field(k)} <- {', '.join(map(escape_field, v))}" for k, v in sorted(clashes.items()))
+        raise SystemExit(f"error: {len(clashes)} crop name(s) would be written by more than one input:\n"
+                         f"{listing}\nrename those inputs, or align them into separate folders")
+    if renamed:
+        print(f"note: {len(renamed)} input(s) would share a crop name with another one and keep their full "
+              f"name instead, e.g. {escape_field(renamed[0])} -> {escape_field(out[renamed[0]])}", file=sys.stderr)
+    converted = sorted({Path(rel).suffix.lower() if Path(rel).suffix.lower() in IMAGE_EXTENSIONS
+                        else "suffix-less" for rel in paths
+                        if ext == "keep" and Path(out[rel]).suffix != Path(rel).suffix})
+    if converted:
+        print(f"note: crops of {', '.join(converted)} input are written as PNG (--ext keep writes only "
+              f"{' '.join(KEEP_SUFFIXES)} as they are)", file=sys.stderr)
+    return out
 
 
 def read_landmarks(path: Path) -> dict[str, str]:
     """{path: line} of a landmarks file; malformed (e.g. cut-off) lines are ignored."""
     out = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             parts = line.rsplit(None, 10)
             if line.startswith("#") or len(parts) != 11:
                 continue
@@ -114,18 +190,25 @@ def read_landmarks(path: Path) -> dict[str, str]:
                 [float(v) for v in parts[1:]]
             except ValueError:
                 continue
-            out[parts[0]] = line
+            out[unescape_field(parts[0])] = line
     return out
 
 
 def read_failures(path: Path) -> dict[str, str]:
     out = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             if "\t" in line and not line.startswith("#"):
                 rel, reason = line.split("\t", 1)
-                out[rel] = reason
+                out[unescape_field(rel)] = unescape_field(reason)
     return out
+
+
+def write_records(landmarks_path: Path, failures_path: Path, done: dict, failed: dict) -> None:
+    """Both record files, sorted and de-duplicated, each replaced atomically."""
+    atomic_write_text(landmarks_path, LANDMARKS_HEADER + "".join(done[k] + "\n" for k in sorted(done)))
+    atomic_write_text(failures_path, "".join(f"{escape_field(k)}\t{escape_field(failed[k])}\n"
+                                             for k in sorted(failed)))
 
 
 # --------------------------------------------------------------------------- work (in workers)
@@ -141,13 +224,16 @@ def init_worker(config: dict) -> None:
     _STATE["config"] = config
     _STATE["detector"] = MTCNN(config["models"], minsize=config["minsize"], thresholds=config["thresholds"],
                                factor=config["factor"], refine_landmarks=config["refine"],
-                               resize=config["resize"], engine=config["engine"], gpu=config["gpu"])
+                               resize=config["resize"], engine=config.get("engine", "auto"), gpu=config.get("gpu"))
 
 
-def align_one(rel: str):
-    """``('ok', rel, line)`` or ``('fail', rel, reason)``; never raises."""
+def align_one(task):
+    """``('ok', rel, line)``, ``('fail', rel, reason)`` for a problem of the image, ``('error',
+    rel, reason)`` for an unexpected error while aligning it (recorded, retried on every run), or
+    ``('stop', rel, message)`` for a problem of the machine or of saving the crop; never raises."""
     from mtdnn import align
     from mtdnn.mtcnn import MIN_SIDE
+    rel, out_name = task
     cfg, detector = _STATE["config"], _STATE["detector"]
     try:
         image = load_image(Path(cfg["src"]) / rel)
@@ -158,12 +244,21 @@ def align_one(rel: str):
             return "fail", rel, "no face found"
         points, _ = found
         crop = align.align_face(image, points, cfg["crop"])
-        save_image(Path(cfg["out"]) / output_path(rel, cfg["ext"]), crop, cfg["quality"])
-        return "ok", rel, rel + " " + " ".join(f"{v:.3f}" for v in points.reshape(-1))
     except ImageError as e:
         return "fail", rel, str(e).split(": ", 1)[1]
+    except (MemoryError, MachineError) as e:
+        return "stop", rel, f"{type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - one bad image must not stop a 500k-image run
-        return "fail", rel, f"error: {type(e).__name__}: {e}"
+        if is_machine_error(e):
+            return "stop", rel, f"{e.strerror or e} while reading the image"
+        return "error", rel, f"error: {type(e).__name__}: {e}"
+    target = Path(cfg["out"]) / out_name
+    try:
+        save_image(target, crop, cfg["quality"])
+    except Exception as e:  # noqa: BLE001 - never a property of the image
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        return "stop", rel, f"cannot save {target}: {reason}"
+    return "ok", rel, escape_field(rel) + " " + " ".join(f"{v:.3f}" for v in points.reshape(-1))
 
 
 # --------------------------------------------------------------------------- main
@@ -174,47 +269,72 @@ def main(argv=None) -> int:
         raise SystemExit("error: --workers must be >= 1")
     if not args.src.is_dir():
         raise SystemExit(f"error: {args.src} is not a folder")
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: the output {args.out} is not a folder; name a new or existing folder", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except OSError as e:
+        if not is_machine_error(e):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror}{where}: the run stopped; nothing was recorded as a failure of an image. "
+              f"Fix the output folder (free space, permissions) and rerun the same command: it resumes.",
+              file=sys.stderr)
+        return 1
+
+
+def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     landmarks_path = args.landmarks or args.out / "landmarks.txt"
     failures_path = args.failures or args.out / "failures.txt"
     try:
-        paths = input_paths(args)
+        paths, scan = input_paths(args)
     except datasets.DatasetError as e:
         raise SystemExit(f"error: {e}")
+    names = output_paths(paths, args.ext)
+    if args.limit:
+        paths = paths[:args.limit]
 
     done = read_landmarks(landmarks_path)
     failed = read_failures(failures_path)
     if args.retry_failed:
         failed = {}
+    # "error: ..." records are unexpected errors, not properties of the image: tried again.
     todo = [rel for rel in paths
-            if rel not in failed
-            and not (rel in done and (args.out / output_path(rel, args.ext)).is_file())]
+            if (rel not in failed or failed[rel].startswith("error:"))
+            and not (rel in done and (args.out / names[rel]).is_file())]
     print(f"{len(paths)} images: {len(paths) - len(todo)} already done or failed, {len(todo)} to align "
           f"with {args.workers} worker(s)", file=sys.stderr)
 
     config = dict(src=str(args.src), out=str(args.out), models=args.models, minsize=args.minsize,
                   thresholds=tuple(args.thresholds), factor=args.factor, refine=args.refine_landmarks,
                   resize=args.resize, select=args.select, max_side=args.max_side, crop=args.crop,
-                  ext=args.ext, quality=args.quality, engine=args.engine, gpu=args.gpu)
+                  quality=args.quality, engine=args.engine, gpu=args.gpu)
     new_ok = new_fail = 0
+    stopped = None
     start = time.time()
     if not landmarks_path.is_file():
-        atomic_write_bytes(landmarks_path, LANDMARKS_HEADER.encode())
+        atomic_write_text(landmarks_path, LANDMARKS_HEADER)
     with open(landmarks_path, "a", encoding="utf-8") as log:
         pool = None
+        tasks = [(rel, names[rel]) for rel in todo]
         if args.workers == 1 or len(todo) <= 1:
             init_worker(config)
-            results = map(align_one, todo)
+            results = map(align_one, tasks)
         else:
             # One BLAS thread per worker: the workers are the parallelism. Spawned, not forked,
             # so no worker inherits a half-initialised BLAS or Caffe.
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = "1"
             pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
-            results = pool.imap_unordered(align_one, todo, chunksize=4)
+            results = pool.imap_unordered(align_one, tasks, chunksize=4)
         try:
             for status, rel, info in tqdm(results, total=len(todo), unit="img", smoothing=0.05,
                                           desc="align", dynamic_ncols=True):
+                if status == "stop":
+                    stopped = (rel, info)
+                    break
                 if status == "ok":
                     log.write(info + "\n")
                     log.flush()
@@ -228,15 +348,34 @@ def main(argv=None) -> int:
             if pool is not None:
                 pool.terminate()
                 pool.join()
-            # Final, sorted, de-duplicated files, replaced atomically.
-            atomic_write_bytes(landmarks_path, (LANDMARKS_HEADER + "".join(
-                done[k] + "\n" for k in sorted(done))).encode())
-            atomic_write_bytes(failures_path, "".join(
-                f"{k}\t{failed[k]}\n" for k in sorted(failed)).encode())
+            # Final, sorted, de-duplicated files, replaced atomically (when anything changed).
+            if new_ok or new_fail or args.retry_failed:
+                write_records(landmarks_path, failures_path, done, failed)
+    if stopped:
+        print(f"error: stopped at {escape_field(stopped[0])}: {stopped[1]}. This is a problem of the machine "
+              f"or the output, not of the image: nothing was recorded as its failure. Fix it and rerun "
+              f"the same command: the {new_ok} crops of this run are kept and the run resumes.", file=sys.stderr)
+        return 1
     elapsed = time.time() - start
     rate = (new_ok + new_fail) / elapsed if elapsed > 0 else 0.0
-    print(f"aligned {new_ok}, failed {new_fail} in {elapsed:.1f} s ({rate:.1f} img/s); "
-          f"totals: {len(done)} aligned, {len(failed)} failed -> {failures_path}", file=sys.stderr)
+    print(f"aligned {new_ok}, failed {new_fail} in {elapsed:.1f} s ({rate:.1f} img/s)", file=sys.stderr)
+    n_ok = sum(1 for rel in paths if rel in done and (args.out / names[rel]).is_file())
+    n_failed = sum(1 for rel in paths if rel in failed)
+    unreadable = len(scan.problems) if scan else 0
+    not_images = len(scan.not_images) if scan else 0
+    parts = [f"{n_ok} of {len(paths)} images aligned"]
+    if n_failed:
+        parts.append(f"{n_failed} failed (listed in {failures_path})")
+    if unreadable:
+        parts.append(f"{unreadable} unreadable (named above)")
+    if not_images:
+        parts.append(f"{not_images} entries skipped as not images ({scan.skipped_kinds()})")
+    if n_failed or unreadable or n_ok < len(paths):
+        status = 0 if args.allow_failures else 1
+        print(f"incomplete: {', '.join(parts)}" + ("" if status == 0 else
+              "; exit status 1 (--allow-failures accepts failed images)"), file=sys.stderr)
+        return status
+    print(f"done: {', '.join(parts)} -> {args.out}", file=sys.stderr)
     return 0
 
 

@@ -258,7 +258,8 @@ class Demo:
               background=True),  # one-thread Caffe: LFW alignment and the LMDB use the other core
             S("align_lfw", "Align the LFW photos (MTCNN + 5 points)",
               [PY, tool("align_faces.py"), lfw / "lfw-deepfunneled", self.lfw_aligned,
-               "--list", self.lists / "lfw_align.txt", "--workers", p.workers, "--minsize", p.lfw_minsize]),
+               "--list", self.lists / "lfw_align.txt", "--workers", p.workers, "--minsize", p.lfw_minsize,
+               "--allow-failures"]),
             S("train_list", "List the aligned training images", func=self.write_train_list,
               describe=f"write {self.lists / 'lfw_train.txt'} and {self.lists / 'lfw_features.txt'}",
               outputs=(self.lists / "lfw_train.txt", self.lists / "lfw_features.txt")),
