@@ -223,9 +223,15 @@ def select_face(detections: Detections, image_shape, rule: str = "center") -> in
 # level rather than its 12 x 12 deploy shape, so the check covers a whole output map.
 CHECK_SHAPES = {"det1": (1, 3, 64, 48), "det2": (4, 3, 24, 24), "det3": (4, 3, 48, 48), "det4": (2, 15, 24, 24)}
 # OpenCV re-plans a net for every new input shape (about 30 ms for an R-Net batch, as long as
-# the forward itself): batches of crops are padded with zeros to a multiple of PAD_BATCH and
-# each net keeps up to KEEP_SHAPES planned shapes (pyramid levels and padded batch sizes).
+# the forward itself): batches of crops are padded with zeros to a power of two up to
+# PAD_BATCH, then to a multiple of PAD_BATCH, and each net keeps up to KEEP_SHAPES planned
+# shapes (pyramid levels and padded batch sizes).
 PAD_BATCH, KEEP_SHAPES = 16, 32
+
+
+def padded_size(n: int) -> int:
+    """The batch size a batch of ``n`` crops is padded to on OpenCV (at most 2x, or +15)."""
+    return 1 << (n - 1).bit_length() if n <= PAD_BATCH else -(-n // PAD_BATCH) * PAD_BATCH
 
 
 def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None):
@@ -274,9 +280,9 @@ class MTCNN:
         if self.recorded is not None:
             self.recorded.setdefault(net.deploy.stem, []).append(blob)
         n = len(blob)
-        if net.engine != "opencv" or n % PAD_BATCH == 0 or n == 1:
+        if net.engine != "opencv" or padded_size(n) == n:
             return net.forward(blob)
-        pad = np.zeros((PAD_BATCH - n % PAD_BATCH, *blob.shape[1:]), blob.dtype)
+        pad = np.zeros((padded_size(n) - n, *blob.shape[1:]), blob.dtype)
         return {k: v[:n] for k, v in net.forward(np.concatenate([blob, pad])).items()}
 
     def detect(self, image: np.ndarray) -> Detections:
