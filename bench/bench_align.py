@@ -13,7 +13,14 @@
    leaves even with perfect landmarks: a similarity cannot map every face's 5 points onto
    one template).
 
-Figures only, no pass/fail. Measured here on all 13,233 photos (2 shared cores, 2 workers):
+4. Engines: the alignment rate of MTCNN on pycaffe against OpenCV's DNN (--engine caffe /
+   opencv of tools/align_faces.py) on --rate-photos photos, the runs alternating for --rounds
+   rounds on the same photos (a busy machine slows both alike), and their ratio: end to end,
+   and the steady rate of a long run (a run of a quarter of the photos is timed too, and
+   the rest of the photos are divided by the extra time they take: start-up cancels out).
+
+Figures only, no pass/fail. Measured here on all 13,233 photos (2 shared cores, 2 workers,
+pycaffe engine):
 
     detection rate                     13,233 / 13,233 = 100.00 %
     throughput                         32.4 img/s (409 s incl. start-up) -> CASIA-WebFace 4.2 h
@@ -80,6 +87,40 @@ def stats(values) -> str:
     return f"mean {v.mean():.3f} px, median {np.median(v):.3f} px (n={len(v)})"
 
 
+def align_run(src: Path, paths, out: Path, workers: int, engine: str = "auto") -> float:
+    """Seconds tools/align_faces.py takes (start-up included) to align ``paths`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    listing = out.parent / (out.name + ".list.txt")
+    listing.write_text("".join(p_ + "\n" for p_ in paths))
+    start = time.time()
+    r = subprocess.run([sys.executable, str(TOOL), str(src), str(out), "--list", str(listing),
+                        "--workers", str(workers), "--engine", engine], stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"align_faces.py failed:\n{r.stderr}")
+    return time.time() - start
+
+
+def engine_rates(src: Path, paths, workers: int, rounds: int) -> None:
+    """Alignment rate with each engine, alternating, and the ratio of the medians: end to end
+    (start-up included) on all ``paths``, and the steady rate of a long run (the photos beyond
+    the first quarter over the extra time they take: start-up cancels out)."""
+    quarter = paths[:max(1, len(paths) // 4)]
+    times = {(e, n): [] for e in ("caffe", "opencv") for n in (len(quarter), len(paths))}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(rounds):
+            for engine, n in times:
+                out = Path(tmp) / f"{engine}{n}_{k}"
+                times[engine, n].append(align_run(src, paths[:n], out, workers, engine))
+    t = {key: float(np.median(v)) for key, v in times.items()}
+    whole = {e: len(paths) / t[e, len(paths)] for e in ("caffe", "opencv")}
+    steady = {e: (len(paths) - len(quarter)) / (t[e, len(paths)] - t[e, len(quarter)]) for e in whole}
+    print(f"alignment rate by engine ({len(paths)} photos, {workers} worker(s), {rounds} alternating round(s), "
+          f"load average {os.getloadavg()[0]:.1f}):")
+    for label, r in (("end to end", whole), ("steady (start-up excluded)", steady)):
+        print(f"  {label:<27} pycaffe {r['caffe']:.1f} img/s, opencv {r['opencv']:.1f} img/s, "
+              f"ratio {r['opencv'] / r['caffe']:.2f}x")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,25 +129,20 @@ def main(argv=None) -> int:
     p.add_argument("--src", type=Path, default=None, help="default $MTDNN_DATA/lfw/lfw-deepfunneled")
     p.add_argument("--ref", type=Path, default=None, help="default $MTDNN_DATA/lfw/lfw-112x96")
     p.add_argument("--keep", type=Path, help="align into this folder (kept; resumable) instead of a temporary one")
+    p.add_argument("--rate-photos", type=int, default=200, help="photos of the engine comparison (default 200; 0: skip)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of the engine comparison (default 2)")
     args = p.parse_args(argv)
     src = args.src or data_path("lfw", "lfw-deepfunneled")
     ref = args.ref or data_path("lfw", "lfw-112x96")
-    paths = list_images(src)
-    if args.limit:
-        step = max(1, len(paths) // args.limit)  # spread the subset over the alphabet
-        paths = paths[::step][:args.limit]
+    every = list_images(src)
+    spread = lambda n: every[::max(1, len(every) // n)][:n]  # a subset spread over the alphabet
+    paths = spread(args.limit) if args.limit else every
 
+    if args.rate_photos:
+        engine_rates(src, spread(args.rate_photos), args.workers, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp) / "aligned"
-        listing = Path(tmp) / "list.txt"
-        listing.write_text("".join(p_ + "\n" for p_ in paths))
-        start = time.time()
-        r = subprocess.run([sys.executable, str(TOOL), str(src), str(out), "--list", str(listing),
-                            "--workers", str(args.workers)], stderr=subprocess.PIPE, text=True)
-        elapsed = time.time() - start
-        if r.returncode != 0:
-            print(r.stderr, file=sys.stderr)
-            return 1
+        elapsed = align_run(src, paths, out, args.workers)
         landmarks = {}
         for line in (out / "landmarks.txt").read_text().splitlines():
             if not line.startswith("#"):
@@ -128,7 +164,7 @@ def main(argv=None) -> int:
     print(f"detection rate: {len(done)}/{len(paths)} = {100 * len(done) / len(paths):.2f} % (target >= 99 %)")
     for rel, reason in failures[:10]:
         print(f"  not aligned: {rel}: {reason}")
-    print(f"alignment throughput: {rate:.1f} img/s with {args.workers} worker(s) "
+    print(f"alignment throughput (default engine): {rate:.1f} img/s with {args.workers} worker(s) "
           f"({elapsed:.0f} s incl. start-up) on {os.cpu_count()} cores")
     print(f"CASIA-WebFace projection: {CASIA} images / {rate:.1f} img/s = {CASIA / rate / 3600:.1f} h (target <= 12 h)")
     print("landmarks re-detected on the 112x96 crops, distance from the template:")

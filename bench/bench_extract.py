@@ -1,29 +1,42 @@
 #!/usr/bin/env python
-"""Images/s of feature extraction (pycaffe forward up to fc5, batched, real aligned LFW images).
+"""Images/s of feature extraction (forward up to fc5, batched, real aligned LFW images), with
+pycaffe and with OpenCV's DNN (mtdnn.inference), interleaved in one run, and their ratio.
 
     python bench/bench_extract.py                                  # models/full and models/fast
     python bench/bench_extract.py models/full/deploy.prototxt --weights W --mirror concat
 
-Weights default to the deploy net's fillers (random): timing does not depend on them.
-One batch is run first to warm up, then --images images are timed (image loading included).
+Weights default to seeded random ones (mtdnn.inference.save_random_weights): timing does not
+depend on them. One batch per engine is run first to warm up, then --images images are timed
+(image loading included), the engines alternating for --rounds rounds (a busy machine slows
+both alike); the figures are the medians.
 """
 import argparse
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from mtdnn.features import extract_features, load_net, read_image_list
-from mtdnn.paths import REPO, data_path
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from mtdnn import inference  # noqa: E402
+from mtdnn.features import extract_features, load_net, read_image_list  # noqa: E402
+from mtdnn.paths import REPO, data_path  # noqa: E402
+
+ENGINES = ("caffe", "opencv")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("deploy", nargs="*", type=Path, help="deploy prototxt(s) (default models/full and models/fast)")
-    ap.add_argument("--weights", type=Path)
-    ap.add_argument("--blob", default="fc5")
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--mirror", choices=("none", "concat", "sum"), default="none")
+    ap.add_argument("--weights", type=Path, help="caffemodel (default: seeded random weights)")
+    ap.add_argument("--blob", default="fc5", help="blob to extract (default fc5)")
+    ap.add_argument("--images", type=int, default=64, help="timed images per round (default 64)")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per forward (default 16)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved timed rounds per engine (default 2)")
+    ap.add_argument("--mirror", choices=("none", "concat", "sum"), default="none", help="as in extract_features.py")
     a = ap.parse_args(argv)
     deploys = a.deploy or [p for p in (REPO / "models/full/deploy.prototxt", REPO / "models/fast/deploy.prototxt")
                            if p.exists()]
@@ -32,16 +45,30 @@ def main(argv=None):
     paths, _ = read_image_list(data_path("lfw", "lfw-112x96_list.txt"))
     root = data_path("lfw", "lfw-112x96")
     warm, timed = paths[:a.batch_size], paths[a.batch_size:a.batch_size + a.images]
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cores {os.cpu_count()}")
-    for deploy in deploys:
-        net = load_net(deploy, a.weights)
-        extract_features(net, warm, root, blob=a.blob, batch_size=a.batch_size, mirror=a.mirror, progress=False)
-        t = time.perf_counter()
-        f = extract_features(net, timed, root, blob=a.blob, batch_size=a.batch_size, mirror=a.mirror,
-                             progress=False)
-        dt = time.perf_counter() - t
-        print(f"{deploy}: {len(timed)} images, batch {a.batch_size}, mirror {a.mirror}: {dt:.2f} s, "
-              f"{len(timed) / dt:.2f} images/s, features {f.shape[1]}-d")
+    kw = dict(blob=a.blob, batch_size=a.batch_size, mirror=a.mirror, progress=False)
+    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for deploy in deploys:
+            weights = a.weights or inference.save_random_weights(deploy, Path(tmp) / "random.caffemodel")
+            nets = {e: load_net(deploy, weights, blob=a.blob, engine=e) for e in ENGINES}
+            if nets["opencv"].engine != "opencv":
+                print(f"{deploy}: OpenCV not usable: {nets['opencv'].note}")
+                continue
+            feats, times = {}, {e: [] for e in ENGINES}
+            for e, net in nets.items():
+                extract_features(net, warm, root, **kw)
+            for _ in range(a.rounds):
+                for e, net in nets.items():
+                    t = time.perf_counter()
+                    feats[e] = extract_features(net, timed, root, **kw)
+                    times[e].append(time.perf_counter() - t)
+            rate = {e: len(timed) / float(np.median(times[e])) for e in ENGINES}
+            print(f"{deploy}: {len(timed)} images, batch {a.batch_size}, mirror {a.mirror}, "
+                  f"{feats['caffe'].shape[1]}-d: pycaffe {rate['caffe']:.2f} images/s, "
+                  f"opencv {rate['opencv']:.2f} images/s, ratio {rate['opencv'] / rate['caffe']:.2f}x, "
+                  f"max difference {inference.difference(feats['opencv'], feats['caffe']):.1e}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ votes +1, < 0 votes -1; ties go to the sign of the mean score, then to -1; **an 
 single image keeps its own prediction**).
 
 - :func:`load_classifier`: a trained MOON run folder (``moon.json``, ``deploy.prototxt``,
-  ``moon.caffemodel``, written by ``tools/train_attributes.py``) as a pycaffe net.
+  ``moon.caffemodel``, written by ``tools/train_attributes.py``) as an ``mtdnn.inference`` net.
 - :func:`score_images` / :func:`score_paths` / :func:`score_lmdb`: batched forward passes to
   the ``attr_pred`` blob, N x M float32 scores; images are preprocessed as in training
   (``mtdnn.features``: BGR, (x - 127.5) / 128).
@@ -65,11 +65,11 @@ def read_meta(model_dir) -> dict:
     return meta
 
 
-def load_classifier(model_dir, weights=None, gpu: int | None = None):
-    """(pycaffe TEST net, meta) of a trained MOON run folder; ``weights`` overrides
-    ``moon.caffemodel`` (e.g. an intermediate snapshot)."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import caffe
+def load_classifier(model_dir, weights=None, gpu: int | None = None, engine: str = "auto"):
+    """(inference net, meta) of a trained MOON run folder; ``weights`` overrides
+    ``moon.caffemodel`` (e.g. an intermediate snapshot); ``engine`` and ``gpu`` as in
+    :func:`mtdnn.inference.load`."""
+    from . import inference
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
     deploy = model_dir / DEPLOY_FILE
@@ -77,13 +77,11 @@ def load_classifier(model_dir, weights=None, gpu: int | None = None):
     for path in (deploy, weights):
         if not path.is_file():
             raise LabelError(f"{path}: not found")
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_mode_gpu()
-        caffe.set_device(gpu)
-    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
-    if BLOB not in net.blobs or net.blobs[BLOB].data.shape[1] != len(meta["attributes"]):
+    try:
+        net = inference.load(deploy, weights, engine=engine, gpu=gpu, outputs=[BLOB])
+    except KeyError:
+        net = None
+    if net is None or net.blob_shape(BLOB)[0] != len(meta["attributes"]):
         raise LabelError(f"{deploy}: no '{BLOB}' blob with {len(meta['attributes'])} outputs")
     return net, meta
 
@@ -120,7 +118,7 @@ def score_images(net, images: Iterable[np.ndarray], count: int, batch_size: int 
     if count <= 0:
         raise LabelError("no images to score")
     size = input_size(net)
-    out = np.empty((count, net.blobs[BLOB].data.shape[1]), np.float32)
+    out = np.empty((count, net.blob_shape(BLOB)[0]), np.float32)
     done, batch = 0, []
     with tqdm(total=count, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
         def flush():

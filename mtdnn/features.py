@@ -1,4 +1,4 @@
-"""Batched feature extraction with pycaffe, streamed to disk and resumable.
+"""Batched feature extraction (pycaffe or OpenCV's DNN: ``mtdnn.inference``), streamed to disk and resumable.
 
 Input: aligned 112x96 BGR images (the net's input blob fixes the size), preprocessed as in
 training: ``(x - 127.5) * 0.0078125`` (= / 128), NCHW float32. Output: the named blob
@@ -100,43 +100,21 @@ def preprocess(images: Sequence[np.ndarray]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- network
-def load_net(deploy, weights=None):
-    """A pycaffe TEST-phase net on the CPU (weights optional: fillers otherwise)."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import caffe
-    caffe.set_mode_cpu()
-    if weights is None:
-        return caffe.Net(str(deploy), caffe.TEST)
-    return caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
-
-
-def _end_layer(net, blob: str) -> str:
-    """The last layer writing ``blob`` (in-place BN/Scale/PReLU included): forward stops there."""
-    if blob not in net.blobs:
-        raise KeyError(f"the net has no blob {blob!r}; blobs: {', '.join(net.blobs)}")
-    last = None
-    for layer, tops in net.top_names.items():
-        if blob in tops:
-            last = layer
-    if last is None:
-        raise KeyError(f"blob {blob!r} is an input, not computed by a layer")
-    return last
+def load_net(deploy, weights=None, *, blob: str = "fc5", engine: str = "auto", gpu: int | None = None):
+    """The deploy net for extracting ``blob`` (``mtdnn.inference``: engine caffe / opencv /
+    auto, CPU or GPU ``gpu``; weights optional: Caffe's fillers otherwise)."""
+    from mtdnn import inference
+    return inference.load(deploy, weights, engine=engine, gpu=gpu, outputs=[blob])
 
 
 def input_size(net) -> tuple[int, int]:
-    """(H, W) of the net's first input blob."""
-    return tuple(net.blobs[net.inputs[0]].data.shape[2:4])
+    """(H, W) of the net's input."""
+    return tuple(net.input_shape[1:3])
 
 
 def forward_blob(net, batch: np.ndarray, blob: str = "fc5") -> np.ndarray:
     """Run a preprocessed NCHW batch through ``net`` up to ``blob``; (N, D) float32 copy."""
-    name = net.inputs[0]
-    if net.blobs[name].data.shape != batch.shape:
-        net.blobs[name].reshape(*batch.shape)
-        net.reshape()
-    net.blobs[name].data[...] = batch
-    net.forward(end=_end_layer(net, blob))
-    return np.array(net.blobs[blob].data, dtype=np.float32).reshape(len(batch), -1)
+    return net.forward(batch, [blob])[blob].reshape(len(batch), -1)
 
 
 def batch_features(net, images: Sequence[np.ndarray], blob: str = "fc5", mirror: str = "none",
@@ -161,8 +139,7 @@ def batch_features(net, images: Sequence[np.ndarray], blob: str = "fc5", mirror:
 
 
 def feature_dim(net, blob: str, mirror: str) -> int:
-    _end_layer(net, blob)
-    d = int(np.prod(net.blobs[blob].data.shape[1:]))
+    d = int(np.prod(net.blob_shape(blob)))
     return 2 * d if mirror == "concat" else d
 
 

@@ -1,4 +1,4 @@
-"""MTCNN face detection and 5 landmarks (Zhang et al. 2016) with pycaffe.
+"""MTCNN face detection and 5 landmarks (Zhang et al. 2016) on pycaffe or OpenCV's DNN (``mtdnn.inference``).
 
 A line-by-line port of the authors' MATLAB ``detect_face.m`` (MTCNNv1: P-Net, R-Net, O-Net)
 plus the optional fourth stage of ``detect_face_v2.m`` (det4, the landmark refinement net),
@@ -31,7 +31,6 @@ nearest the image centre (SphereFace's rule), or the largest box; ties go to the
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,18 +219,35 @@ def select_face(detections: Detections, image_shape, rule: str = "center") -> in
 
 # --------------------------------------------------------------------------- the detector
 
-def _load_net(folder: Path, name: str):
-    import caffe  # late: the pure helpers above work without pycaffe
+# The engine check's input per net (N x C x W x H, transposed): P-Net on a small pyramid
+# level rather than its 12 x 12 deploy shape, so the check covers a whole output map.
+CHECK_SHAPES = {"det1": (1, 3, 64, 48), "det2": (4, 3, 24, 24), "det3": (4, 3, 48, 48), "det4": (2, 15, 24, 24)}
+# OpenCV re-plans a net for every new input shape (about 30 ms for an R-Net batch, as long as
+# the forward itself): batches of crops are padded with zeros to a power of two up to
+# PAD_BATCH, then to a multiple of PAD_BATCH, and each net keeps up to KEEP_SHAPES planned
+# shapes (pyramid levels and padded batch sizes).
+PAD_BATCH, KEEP_SHAPES = 16, 32
+
+
+def padded_size(n: int) -> int:
+    """The batch size a batch of ``n`` crops is padded to on OpenCV (at most 2x, or +15)."""
+    return 1 << (n - 1).bit_length() if n <= PAD_BATCH else -(-n // PAD_BATCH) * PAD_BATCH
+
+
+def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None):
+    from . import inference
     proto, model = folder / f"{name}.prototxt", folder / f"{name}.caffemodel"
     for path in (proto, model):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: MTCNN model file missing (expected det1..det4 "
                                     f".prototxt/.caffemodel in {folder})")
-    return caffe.Net(str(proto), caffe.TEST, weights=str(model))
+    return inference.load(proto, model, engine=engine, gpu=gpu, check_shape=CHECK_SHAPES[name],
+                          max_shapes=KEEP_SHAPES)
 
 
 class MTCNN:
-    """The MTCNN cascade on pycaffe (CPU or whatever mode Caffe is in).
+    """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe or
+    opencv), pycaffe on GPU ``gpu`` if given.
 
     >>> det = MTCNN()                        # models from data_path('mtcnn')
     >>> found = det.detect(bgr_image)        # Detections, 0-based
@@ -239,8 +255,8 @@ class MTCNN:
 
     def __init__(self, model_dir=None, minsize: float = DEFAULT_MINSIZE,
                  thresholds=DEFAULT_THRESHOLDS, factor: float = DEFAULT_FACTOR,
-                 refine_landmarks: bool = False, resize: str = "matlab", transpose: bool = True):
-        os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe's first import
+                 refine_landmarks: bool = False, resize: str = "matlab", transpose: bool = True,
+                 engine: str = "auto", gpu: int | None = None):
         folder = Path(model_dir) if model_dir is not None else data_path("mtcnn")
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must be three numbers, got {thresholds}")
@@ -249,8 +265,9 @@ class MTCNN:
         resample(np.zeros((2, 2, 3), np.uint8), 1, 1, resize)  # validates `resize`
         self.minsize, self.thresholds, self.factor = float(minsize), tuple(thresholds), float(factor)
         self.refine_landmarks, self.resize, self.transpose = refine_landmarks, resize, transpose
-        self.pnet, self.rnet, self.onet = (_load_net(folder, n) for n in ("det1", "det2", "det3"))
-        self.lnet = _load_net(folder, "det4") if refine_landmarks else None
+        self.pnet, self.rnet, self.onet = (_load_net(folder, n, engine, gpu) for n in ("det1", "det2", "det3"))
+        self.lnet = _load_net(folder, "det4", engine, gpu) if refine_landmarks else None
+        self.recorded = None  # set to {} to keep every input batch per net name (tests, benchmarks)
 
     # Blob layout: N x C x W x H (transposed, see the module docstring) or N x C x H x W.
     def _to_blob(self, batch: np.ndarray) -> np.ndarray:
@@ -260,9 +277,13 @@ class MTCNN:
         return maps.swapaxes(-1, -2) if self.transpose else maps
 
     def _forward(self, net, blob: np.ndarray) -> dict:
-        net.blobs["data"].reshape(*blob.shape)
-        net.blobs["data"].data[...] = blob
-        return {k: v.copy() for k, v in net.forward().items()}
+        if self.recorded is not None:
+            self.recorded.setdefault(net.deploy.stem, []).append(blob)
+        n = len(blob)
+        if net.engine != "opencv" or padded_size(n) == n:
+            return net.forward(blob)
+        pad = np.zeros((padded_size(n) - n, *blob.shape[1:]), blob.dtype)
+        return {k: v[:n] for k, v in net.forward(np.concatenate([blob, pad])).items()}
 
     def detect(self, image: np.ndarray) -> Detections:
         """All faces in an H x W x 3 uint8 **BGR** image (as cv2.imread gives)."""

@@ -37,7 +37,7 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
     (d / "deploy.prototxt").write_text(DEPLOY)
     net = F.load_net(d / "deploy.prototxt")  # random weights from the fillers
-    net.save(str(d / "tiny.caffemodel"))
+    net.caffe_net().save(str(d / "tiny.caffemodel"))
     return d / "deploy.prototxt", d / "tiny.caffemodel"
 
 
@@ -160,7 +160,7 @@ def run_tool(*args):
 
 def save_new_weights(deploy, path):
     """Other random weights (the fillers draw anew) saved at ``path``: a 'retrained' model."""
-    F.load_net(deploy).save(str(path))
+    F.load_net(deploy).caffe_net().save(str(path))
 
 
 @pytest.fixture

@@ -71,6 +71,13 @@ def test_generate_boxes_bbreg_rerec_pad():
     assert (y[0], ey[0], dy[0], edy[0]) == (3, 15, 1, 13)
 
 
+def test_padded_size_bounds_the_waste():
+    sizes = {n: m.padded_size(n) for n in range(1, 200)}
+    assert [sizes[n] for n in (1, 2, 3, 5, 9, 16, 17, 33)] == [1, 2, 4, 8, 16, 16, 32, 48]
+    assert all(n <= p <= max(2 * n, n + m.PAD_BATCH - 1) for n, p in sizes.items())
+    assert len(set(sizes.values())) <= m.KEEP_SHAPES  # 200 crops need few planned shapes
+
+
 def test_crop_patches_zero_pads_outside():
     image = np.full((10, 10, 3), 200, np.float32)
     patch = m.crop_patches(image, np.array([[-9.0, 1, 10, 20]]), 20)[0]  # 20x20, left half outside

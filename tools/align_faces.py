@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from mtdnn import datasets  # noqa: E402
+from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error, unescape_field  # noqa: E402
 from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
                           scan_images)
@@ -93,7 +93,10 @@ def parse_args(argv=None):
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when some images could not be aligned (they are still listed in "
                         "failures.txt and counted in the last line)")
-    return p.parse_args(argv)
+    inference.add_arguments(p, "MTCNN's nets")
+    args = p.parse_args(argv)
+    inference.check_arguments(p, args)
+    return args
 
 
 # --------------------------------------------------------------------------- inputs
@@ -221,7 +224,7 @@ def init_worker(config: dict) -> None:
     _STATE["config"] = config
     _STATE["detector"] = MTCNN(config["models"], minsize=config["minsize"], thresholds=config["thresholds"],
                                factor=config["factor"], refine_landmarks=config["refine"],
-                               resize=config["resize"])
+                               resize=config["resize"], engine=config.get("engine", "auto"), gpu=config.get("gpu"))
 
 
 def align_one(task):
@@ -307,7 +310,7 @@ def run(args) -> int:
     config = dict(src=str(args.src), out=str(args.out), models=args.models, minsize=args.minsize,
                   thresholds=tuple(args.thresholds), factor=args.factor, refine=args.refine_landmarks,
                   resize=args.resize, select=args.select, max_side=args.max_side, crop=args.crop,
-                  quality=args.quality)
+                  quality=args.quality, engine=args.engine, gpu=args.gpu)
     new_ok = new_fail = 0
     stopped = None
     start = time.time()

@@ -26,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdnn import inference
 from mtdnn.features import MIRROR_MODES, extract_to_file, list_tree, load_net, read_image_list, source_keys
 from mtdnn.fileio import content_key, is_machine_error
 
@@ -51,7 +52,9 @@ def main(argv=None):
     ap.add_argument("--allow-failures", action="store_true",
                     help="exit 0 even when some images could not be used (they are listed in "
                          "OUT.failures.txt and left out of the output)")
+    inference.add_arguments(ap, "the net (without --weights: caffe)")
     a = ap.parse_args(argv)
+    inference.check_arguments(ap, a, a.weights is not None)
 
     if a.list:
         paths, labels = read_image_list(a.list)
@@ -64,7 +67,7 @@ def main(argv=None):
               "they are never reused or resumed", file=sys.stderr)
         restart = True
     keys = source_keys(a.deploy, a.weights, a.list)
-    net = load_net(a.deploy, a.weights)
+    net = load_net(a.deploy, a.weights, blob=a.blob, engine=a.engine, gpu=a.gpu)
     record = {"deploy": str(a.deploy.resolve()), "weights": str(a.weights.resolve()) if a.weights else None,
               "weights_key": content_key(a.weights) if a.weights else None, "list": str(a.list) if a.list else None}
     meta = extract_to_file(net, paths, a.out, root=root, labels=labels, blob=a.blob,
@@ -79,7 +82,7 @@ def main(argv=None):
     else:
         rate = meta["rows_last_run"] / meta["seconds_last_run"] if meta["seconds_last_run"] else 0
         head = (f"{rows} x {s['dim']} features of blob {s['blob']} -> {a.out}.npy "
-                f"({meta['rows_last_run']} extracted this run, {rate:.1f} images/s)")
+                f"({meta['rows_last_run']} extracted this run, {rate:.1f} images/s, {net.engine} engine)")
     if meta.get("failed"):
         status = 0 if a.allow_failures else 1
         print(f"{head}\nincomplete: {meta['failed']} of {s['n']} images could not be used and are left out "

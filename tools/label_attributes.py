@@ -43,7 +43,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
-from mtdnn import datasets  # noqa: E402
+from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.fileio import MachineError, is_machine_error  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
@@ -65,9 +65,11 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--mirror", choices=("none", "sum"), default="none",
                    help="add the flipped image's scores (default none, as in training evaluation)")
-    p.add_argument("--gpu", type=int, help="GPU id (needs a GPU build of Caffe)")
+    inference.add_arguments(p, "the classifier")
     p.add_argument("--force", action="store_true", help="--db: label again even when up to date, and replace labels made by another classifier")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    inference.check_arguments(p, args)
+    return args
 
 
 def run(args) -> int:
@@ -81,7 +83,7 @@ def run(args) -> int:
             raise al.LabelError(str(e)) from None
     if args.db is None and not args.scores:
         raise al.LabelError("--tree/--list need --scores PREFIX")
-    net, meta = al.load_classifier(args.model, args.weights, args.gpu)
+    net, meta = al.load_classifier(args.model, args.weights, args.gpu, args.engine)
     model_info = {"model": str(args.model.resolve()),
                   "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve()),
                   "key": al.model_key(args.model, args.weights)}

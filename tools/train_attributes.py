@@ -53,7 +53,7 @@ from generate.attributes import parse_attributes  # noqa: E402
 from generate.moon import render_moon  # noqa: E402
 from generate.spec import GenerateError  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
-from mtdnn import db, moon  # noqa: E402
+from mtdnn import db, inference, moon  # noqa: E402
 from mtdnn.caffe_log import parse_caffe_log, plot_curves  # noqa: E402
 from mtdnn.evaluation.attributes import attribute_accuracy, format_table  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
@@ -94,7 +94,8 @@ def parse_args(argv=None):
     g.add_argument("--batch", type=int)
     g.add_argument("--iters", type=int)
     g.add_argument("--lr", type=float, help="base learning rate (x0.1 at 50%% and 75%% of --iters)")
-    g.add_argument("--gpu", type=int, help="train and evaluate on this GPU (needs a GPU build of Caffe)")
+    g.add_argument("--gpu", type=int, help="train (caffe train -gpu N) and score on this GPU (needs a GPU build "
+                                           "of Caffe: CAFFE_GPU=1 make setup)")
     g.add_argument("--caffe", default=None, help="caffe binary (default: beside this Python, else on PATH)")
     g.add_argument("--threads", type=int, default=1,
                    help="BLAS threads of caffe (default 1: as fast as 2 for these small nets here, and "
@@ -279,6 +280,7 @@ def evaluate(out: Path, table, evaluation, names, args, split_desc: str) -> dict
 
 def run(args) -> dict:
     start = time.time()
+    inference.require_gpu_build(args.gpu)  # before hours of work: a CPU-only Caffe cannot take -gpu
     preset = dict(PRESETS[args.preset])
     for key in ("backbone", "width", "blocks", "batch", "iters", "lr"):
         if getattr(args, key) is not None:
@@ -360,7 +362,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         res = run(args)
-    except (moon.MoonError, al.LabelError, ImageError, FileNotFoundError) as e:
+    except (moon.MoonError, al.LabelError, inference.EngineError, ImageError, FileNotFoundError) as e:
         print(f"train_attributes.py: error: {e}", file=sys.stderr)
         return 2
     print(f"held-out evaluation: {res['images']} images of {res['identities']} identities ({res['split']})")

@@ -1,0 +1,338 @@
+"""Inference on a Caffe deploy net with one of two engines, on the CPU or a GPU.
+
+    >>> net = load("models/full/deploy.prototxt", "w.caffemodel", outputs=["fc5"])  # engine "auto"
+    >>> net.engine                                    # 'opencv' (verified) or 'caffe'
+    >>> feats = net.forward(batch)["fc5"]             # batch: N x C x H x W float32
+
+Engines:
+
+- ``caffe``: pycaffe, the reference (and the only training engine). CPU or GPU (``gpu=N``).
+- ``opencv``: OpenCV's DNN module reading the same prototxt and caffemodel
+  (``cv2.dnn.readNetFromCaffe``), CPU only: the pip wheel has no CUDA backend. On this
+  project's nets it runs the forward pass 2-4x faster than pycaffe on the CPU
+  (``bench/bench_engines.py``).
+- ``auto`` (the default): ``opencv`` on the CPU when it reads the net and passes the check
+  below, else ``caffe``; always ``caffe`` on a GPU and for nets without weights (OpenCV
+  cannot draw Caffe's fillers).
+
+**Verified for the net.** :func:`load` with ``opencv`` also loads the net in pycaffe and runs
+one small seeded batch (uniform in [-1, 1], the range of the preprocessed pixels) through
+both; every requested output must agree within :data:`RTOL` (:func:`difference`). A layer
+OpenCV cannot read, a failing forward or a larger difference makes :func:`load` fall back
+to pycaffe and say why on stderr: never silently different numbers. ``net.engine`` and
+``net.note`` tell what was chosen.
+
+**GPU.** ``gpu=N`` runs pycaffe on GPU N. A Caffe built without CUDA cannot (it would abort
+inside Caffe): :func:`use_device` raises :class:`GpuUnavailable` first, with the command that
+builds the GPU one. :func:`caffe_has_cuda` tells which build is installed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ENGINES = ("auto", "caffe", "opencv")
+
+# The bound of the engine check (and of tests/test_inference.py): for every output blob,
+# max |opencv - caffe| <= RTOL * max |caffe| over the batch. Why 2e-4: both engines compute
+# the same float32 arithmetic in different orders (OpenCV packs its own GEMM and Winograd
+# 3x3 convolutions, folds BatchNorm + Scale into the convolution weights, fuses PReLU).
+# float32's unit roundoff is 6e-8; a dot product of length K reordered moves by about
+# sqrt(K) * 6e-8 (4e-6 for this project's largest K = 512 * 9) and at worst K * 6e-8
+# (2.8e-4); these errors add up over the depth of the net. Measured here on real LFW crops:
+# 1.5e-6 on the Full- and Fast-Model (random weights, fc5), 2e-5 on MTCNN's P-Net, <= 2e-6
+# on R-, O-Net and det4; issue 13 measured 5e-5 on a trained Full-Model. 2e-4 leaves 4x
+# room above the largest of these, and it stays far below what a layer computed differently
+# gives (a misread BatchNorm epsilon, PReLU slope, pooling rounding or weight layout moves
+# outputs by 1e-2 and more of their scale).
+RTOL = 2e-4
+CHECK_BATCH = 2
+CHECK_SEED = 0
+GPU_BUILD_HINT = ("this Caffe was built without CUDA (CPU only); build the GPU one with "
+                  "`CAFFE_GPU=1 make setup`, or leave out --gpu to run on the CPU")
+
+
+class EngineError(ValueError):
+    """A request the installed engines cannot serve (bad engine name, OpenCV on a GPU, ...)."""
+
+
+class GpuUnavailable(EngineError):
+    """A GPU was asked of a Caffe built without CUDA."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _import_caffe():
+    os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe's first import
+    import caffe
+    return caffe
+
+
+# --------------------------------------------------------------------------- devices
+
+def caffe_has_cuda() -> bool:
+    """Whether the installed pycaffe/libcaffe was built with CUDA.
+
+    A CUDA build of Caffe links cuBLAS (and the CUDA runtime) dynamically, so importing
+    pycaffe maps ``libcublas`` into this process; a CPU-only build (``CPU_ONLY``) links
+    neither. The ``caffe`` tool beside the venv's Python is built from the same tree by
+    ``make setup``, so the answer holds for it too.
+    """
+    _import_caffe()
+    maps = Path("/proc/self/maps").read_text()
+    return re.search(r"/lib(cublas|cudart)[^/\s]*\.so", maps) is not None
+
+
+def require_gpu_build(gpu: int | None) -> None:
+    """Raise :class:`GpuUnavailable` when ``gpu`` is set and Caffe has no CUDA."""
+    if gpu is None:
+        return
+    if gpu < 0:
+        raise EngineError(f"--gpu {gpu}: a GPU id is a number >= 0")
+    if not caffe_has_cuda():
+        raise GpuUnavailable(f"--gpu {gpu}: {GPU_BUILD_HINT}")
+
+
+def use_device(gpu: int | None) -> None:
+    """Put pycaffe on the CPU (``None``) or on GPU ``gpu`` (refused for a CPU-only Caffe)."""
+    caffe = _import_caffe()
+    require_gpu_build(gpu)
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_mode_gpu()
+        caffe.set_device(gpu)
+
+
+def check_request(engine: str, gpu: int | None, weights: bool = True) -> None:
+    """Raise :class:`EngineError` for a request no installed engine can serve (a tool calls
+    this before its real work): an unknown engine, OpenCV on a GPU or without weights, a GPU
+    of a CPU-only Caffe."""
+    if engine not in ENGINES:
+        raise EngineError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if gpu is not None and engine == "opencv":
+        raise EngineError("--engine opencv runs on the CPU only (OpenCV's pip wheel has no CUDA "
+                          "backend); use --engine caffe (the default with --gpu) or leave out --gpu")
+    if not weights and engine == "opencv":
+        raise EngineError("--engine opencv needs weights (a caffemodel): only Caffe draws its fillers")
+    require_gpu_build(gpu)
+
+
+def save_random_weights(deploy, out, seed: int = 1) -> Path:
+    """Save seeded weights of ``deploy`` to ``out`` (tests and benchmarks: engine equality
+    and speed do not depend on training): Caffe's fillers, plus BatchNorm statistics and
+    Scale factors and biases that are not the identity, so every parameter matters."""
+    caffe = _import_caffe()
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = caffe.Net(str(deploy), caffe.TEST)
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            shape = layer.blobs[0].data.shape
+            layer.blobs[0].data[...] = rng.normal(0, 0.1, shape)
+            layer.blobs[1].data[...] = rng.uniform(0.5, 2, shape)
+            layer.blobs[2].data[...] = 1
+        elif layer.type == "Scale":
+            layer.blobs[0].data[...] = rng.uniform(0.8, 1.2, layer.blobs[0].data.shape)
+            if len(layer.blobs) > 1:
+                layer.blobs[1].data[...] = rng.normal(0, 0.1, layer.blobs[1].data.shape)
+    net.save(str(out))
+    return Path(out)
+
+
+def add_arguments(parser, subject: str = "the net") -> None:
+    """The tools' --engine and --gpu options (check them with :func:`check_arguments`)."""
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help=f"inference engine of {subject}: opencv (CPU, checked against pycaffe on load), "
+                             f"caffe, or auto (default: opencv when its check passes, else caffe; caffe with --gpu)")
+    parser.add_argument("--gpu", type=int, help=f"run {subject} with pycaffe on this GPU (needs a GPU build "
+                                                f"of Caffe: CAFFE_GPU=1 make setup)")
+
+
+def check_arguments(parser, args, weights: bool = True) -> None:
+    """:func:`check_request` on parsed --engine/--gpu; a refusal is a usage error (exit 2)."""
+    try:
+        check_request(args.engine, args.gpu, weights)
+    except EngineError as e:
+        parser.error(str(e))
+
+
+# --------------------------------------------------------------------------- the net
+
+def difference(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| / max |ref|: the scale-relative difference the engine check bounds."""
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    err = float(np.abs(np.asarray(got, np.float64) - ref).max()) if ref.size else 0.0
+    return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
+
+
+class Net:
+    """A deploy net ready for inference; build it with :func:`load`.
+
+    ``engine``: 'caffe' or 'opencv'; ``note``: why (the check's largest difference, or the
+    reason for falling back); ``input_shape``: C x H x W of the deploy's input;
+    ``outputs``: the blobs :meth:`forward` returns by default.
+    """
+
+    def __init__(self, caffe_net, deploy: Path, outputs: Sequence[str] | None):
+        self._caffe = caffe_net
+        self.deploy = deploy
+        self.input_name = caffe_net.inputs[0]
+        self.input_shape = tuple(caffe_net.blobs[self.input_name].data.shape[1:])
+        self._shapes = {name: tuple(b.data.shape[1:]) for name, b in caffe_net.blobs.items()}
+        self._layers = list(caffe_net._layer_names)
+        self._last_writer = {}
+        for layer, tops in caffe_net.top_names.items():
+            for top in tops:
+                self._last_writer[top] = layer  # in-place BN / Scale / PReLU: the last one wins
+        self.outputs = tuple(outputs) if outputs else tuple(caffe_net.outputs)
+        for name in self.outputs:
+            self.blob_shape(name)
+        self.engine, self.note = "caffe", ""
+        # OpenCV re-plans a net for every new input shape (tens of ms for MTCNN's R-Net):
+        # up to max_shapes nets of the same files are kept, one per input shape.
+        self.max_shapes, self._weights, self._cv = 1, None, OrderedDict()
+
+    def blob_shape(self, name: str) -> tuple:
+        """Shape of blob ``name`` per input (without the batch axis) at the deploy's input size."""
+        if name not in self._shapes:
+            raise KeyError(f"the net has no blob {name!r}; blobs: {', '.join(self._shapes)}")
+        if name not in self._last_writer:
+            raise KeyError(f"blob {name!r} is an input, not computed by a layer")
+        return self._shapes[name]
+
+    def forward(self, batch: np.ndarray, blobs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run an N x C x H x W float32 batch; ``{blob: N x ... float32 array}`` (own copies)."""
+        blobs = tuple(blobs) if blobs else self.outputs
+        for name in blobs:
+            self.blob_shape(name)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.engine == "opencv":
+            missing = [b for b in blobs if b not in self.outputs]
+            if missing:
+                raise KeyError(f"blob(s) {', '.join(missing)} were not checked on the OpenCV engine; "
+                               f"load the net with outputs={list(self.outputs) + missing}")
+            cv_net = self._opencv_for(batch.shape)
+            cv_net.setInput(batch)
+            return dict(zip(blobs, cv_net.forward([self._last_writer[b] for b in blobs])))
+        return _caffe_forward(self._caffe, batch, blobs,
+                              max(self._layers.index(self._last_writer[b]) for b in blobs))
+
+    def _opencv_for(self, shape) -> "cv2.dnn.Net":
+        """The OpenCV net planned for ``shape``: a kept one, a new one while fewer than
+        max_shapes are kept, else the least recently used one (which re-plans)."""
+        cv_net = self._cv.pop(shape, None)
+        if cv_net is None:
+            if len(self._cv) < self.max_shapes:
+                cv_net = _read_opencv(self.deploy, self._weights)
+            else:
+                cv_net = self._cv.pop(next(iter(self._cv)))
+        self._cv[shape] = cv_net
+        return cv_net
+
+    def caffe_net(self):
+        """The pycaffe net (Caffe engine only), e.g. to save its weights."""
+        if self._caffe is None:
+            raise EngineError("the OpenCV engine keeps no pycaffe net")
+        return self._caffe
+
+
+def _caffe_forward(net, batch: np.ndarray, blobs, end: int) -> dict[str, np.ndarray]:
+    name = net.inputs[0]
+    if net.blobs[name].data.shape != batch.shape:
+        net.blobs[name].reshape(*batch.shape)
+        net.reshape()
+    net.blobs[name].data[...] = batch
+    net.forward(end=net._layer_names[end])
+    return {b: np.array(net.blobs[b].data, dtype=np.float32) for b in blobs}
+
+
+def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
+         outputs: Sequence[str] | None = None, check_shape: Sequence[int] | None = None,
+         max_shapes: int = 1, log: Callable[[str], None] = _stderr) -> Net:
+    """A :class:`Net` of ``deploy`` (+ ``weights``; omitted: pycaffe's fillers) on ``engine``.
+
+    ``outputs``: the blobs to return and to check (default: the net's final outputs).
+    ``check_shape``: N x C x H x W of the engine check's batch (default: CHECK_BATCH of the
+    deploy's input). ``gpu``: pycaffe on that GPU (engine 'caffe'). An OpenCV net that fails
+    the check falls back to pycaffe; ``log`` says why. ``max_shapes``: OpenCV nets kept
+    planned for that many input shapes (memory: one copy of the weights each; for small
+    nets fed batches of changing shapes, like MTCNN's).
+    """
+    check_request(engine, gpu, weights is not None)
+    caffe = _import_caffe()
+    use_device(gpu)
+    deploy = Path(deploy)
+    for path in (deploy, weights):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: not found")
+    ref = caffe.Net(str(deploy), caffe.TEST, **({} if weights is None else {"weights": str(weights)}))
+    net = Net(ref, deploy, outputs)
+    net.max_shapes = max(1, max_shapes)
+    if engine == "caffe" or (engine == "auto" and (gpu is not None or weights is None)):
+        net.note = "pycaffe " + ("on GPU %d" % gpu if gpu is not None else "on the CPU")
+        return net
+    shape = tuple(check_shape) if check_shape else (CHECK_BATCH, *net.input_shape)
+    try:
+        cv_net, worst = _checked_opencv(net, Path(weights), shape)
+    except _Mismatch as e:
+        net.note = f"OpenCV not used for {deploy.name}: {e}; running pycaffe"
+        log(f"inference: {net.note}")
+        return net
+    net.engine, net._caffe, net._weights = "opencv", None, Path(weights)
+    net._cv[shape] = cv_net
+    net.note = f"OpenCV DNN, checked against pycaffe: max difference {worst:.1e} (bound {RTOL:.0e})"
+    return net
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _cv_reason(e) -> str:
+    """The readable part of a cv2.error: 'Can't create layer "x" of type "Embed" ...'."""
+    text = " ".join(str(e).split())
+    m = re.search(r"error: \([^)]*\) (.*)", text)
+    return m.group(1) if m else text
+
+
+def _read_opencv(deploy: Path, weights: Path):
+    import cv2
+    cv_net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
+    cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return cv_net
+
+
+def _checked_opencv(net: Net, weights: Path, shape):
+    """(OpenCV net, largest difference) after the check; raises _Mismatch with the reason."""
+    import cv2
+    try:
+        cv_net = _read_opencv(net.deploy, weights)
+    except cv2.error as e:
+        raise _Mismatch(f"OpenCV cannot read it ({_cv_reason(e)})") from None
+    x = np.random.default_rng(CHECK_SEED).uniform(-1, 1, shape).astype(np.float32)
+    want = net.forward(x)  # still the Caffe engine
+    try:
+        cv_net.setInput(x)
+        got = dict(zip(net.outputs, cv_net.forward([net._last_writer[b] for b in net.outputs])))
+    except cv2.error as e:
+        raise _Mismatch(f"OpenCV cannot run it ({_cv_reason(e)})") from None
+    worst = 0.0
+    for name in net.outputs:
+        if got[name].shape != want[name].shape:
+            raise _Mismatch(f"blob {name}: OpenCV gives shape {got[name].shape}, pycaffe {want[name].shape}")
+        d = difference(got[name], want[name])
+        if not d <= RTOL:
+            raise _Mismatch(f"blob {name} differs from pycaffe's by {d:.1e} of its scale (bound {RTOL:.0e})")
+        worst = max(worst, d)
+    return cv_net, worst
