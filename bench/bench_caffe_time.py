@@ -1,10 +1,13 @@
-#!/usr/bin/env python
-"""Baseline training speed: `caffe time` forward and backward of the Full- and Fast-Model.
+#!/usr/bin/env python3
+"""Training speed on the CPU: `caffe time` forward and backward of the Full- and Fast-Model,
+with the project's CPU patch of Caffe and without it, in the same run.
 
 Each model's fine-tune train_val net (both task heads) is timed at the paper's batch size
 (40 Full, 48 Fast) with its data layers replaced by Input blobs, and printed as images/s
 next to GFLOP per image (forward, from the deploy net) and the achieved GFLOP/s
-(backward counted as twice the forward FLOPs).
+(backward counted as twice the forward FLOPs). docker/patches/10-cpu-conv-prelu.patch keeps
+Caffe's original CPU code behind MTDNN_CAFFE_CPU_PATCH=0: each model is timed both ways,
+alternating, and the ratio of the two is printed ("patched/original" speed-up).
 
     python bench/bench_caffe_time.py [--models full fast] [--iterations 3]
 """
@@ -25,11 +28,14 @@ PAPER_BATCH = {"full": 40, "fast": 48}
 NUM_ATTRIBUTES = 7
 
 
-def caffe_time(model: Path, iterations: int) -> tuple[float, float]:
-    """Average forward and backward milliseconds that `caffe time` reports."""
+def caffe_time(model: Path, iterations: int, patched: bool = True) -> tuple[float, float]:
+    """Average forward and backward milliseconds that `caffe time` reports (the environment is
+    kept, OPENBLAS_CORETYPE included; ``patched=False`` runs Caffe's original CPU code)."""
+    env = {**os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1",
+           "MTDNN_CAFFE_CPU_PATCH": "1" if patched else "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     out = subprocess.run(["caffe", "time", "-model", str(model), "-iterations", str(iterations)],
-                         capture_output=True, text=True, env={"GLOG_minloglevel": "0", "PATH":
-                                                              str(Path(sys.executable).parent)})
+                         capture_output=True, text=True, env=env)
     log = out.stdout + out.stderr
     if out.returncode != 0:
         raise RuntimeError(f"caffe time failed on {model}:\n{log[-3000:]}")
@@ -42,9 +48,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["full", "fast"], help="folders under models/")
     ap.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="times each model is timed with and without the CPU patch, alternating")
     args = ap.parse_args(argv)
 
-    rows = []
+    rows, speedups = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             folder = REPO / "models" / name
@@ -54,9 +62,16 @@ def main(argv=None):
                                      "attributes": (batch, NUM_ATTRIBUTES)})
             timed = write_prototxt(net, Path(tmp) / f"{name}_time.prototxt")
             gflop = netstats.summarize(folder / "deploy.prototxt").total_flops / 1e9
-            print(f"timing {name} (batch {batch}, {args.iterations} iterations) ...", flush=True)
-            fwd_ms, bwd_ms = caffe_time(timed, args.iterations)
+            times = {True: [], False: []}
+            for r in range(args.repeats):
+                for patched in (False, True):
+                    print(f"timing {name} (batch {batch}, {args.iterations} iterations, "
+                          f"{'patched' if patched else 'original'} CPU code, round {r + 1}) ...", flush=True)
+                    times[patched].append(caffe_time(timed, args.iterations, patched))
+            fwd_ms, bwd_ms = min(times[True], key=sum)
+            fwd0, bwd0 = min(times[False], key=sum)
             rows.append((name, batch, gflop, fwd_ms, bwd_ms))
+            speedups.append((name, fwd0, bwd0, fwd_ms, bwd_ms))
 
     print(f"\n{'model':6} {'batch':>5} {'GFLOP/img':>9} {'fwd ms':>8} {'bwd ms':>8} "
           f"{'fwd img/s':>9} {'train img/s':>11} {'fwd GFLOP/s':>11} {'train GFLOP/s':>13}")
@@ -64,6 +79,11 @@ def main(argv=None):
         fwd_rate, train_rate = batch / (fwd / 1e3), batch / ((fwd + bwd) / 1e3)
         print(f"{name:6} {batch:5d} {gflop:9.2f} {fwd:8.0f} {bwd:8.0f} {fwd_rate:9.2f} {train_rate:11.2f} "
               f"{fwd_rate * gflop:11.1f} {train_rate * 3 * gflop:13.1f}")
+    print("\nCPU patch (best of each; original = MTDNN_CAFFE_CPU_PATCH=0, the unpatched Caffe code):")
+    print(f"{'model':6} {'orig fwd ms':>11} {'orig bwd ms':>11} {'patched fwd':>11} {'patched bwd':>11} "
+          f"{'fwd ratio':>9} {'step ratio':>10}")
+    for name, f0, b0, f1, b1 in speedups:
+        print(f"{name:6} {f0:11.0f} {b0:11.0f} {f1:11.0f} {b1:11.0f} {f0 / f1:9.2f} {(f0 + b0) / (f1 + b1):10.2f}")
     if len(rows) == 2:
         (_, b1, g1, f1, k1), (_, b2, g2, f2, k2) = rows
         print(f"\nper-iteration time ratio {rows[0][0]}/{rows[1][0]}: {(f1 + k1) / (f2 + k2):.2f} "
