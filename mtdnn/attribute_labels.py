@@ -27,7 +27,6 @@ disagree on their identities, an LMDB that does not match its manifest) raises
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
