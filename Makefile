@@ -86,7 +86,9 @@ ci-gpu:
 	cd $(VENV)/caffe.build/src && ../build/test/test.testbin --gtest_filter='$(CAFFE_GTEST_CPU)'
 	$(MAKE) test # the stamp keeps the GPU build
 
-gpu-check: setup
+# On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
+gpu-check: $(VENV)/.requirements
+	@if nvidia-smi -L >/dev/null 2>&1; then $(MAKE) setup CAFFE_TESTS=$(CAFFE_GTESTS); fi
 	$(PY) tools/gpu_check.py
 
 clean-caffe:
