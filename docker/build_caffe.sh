@@ -152,7 +152,7 @@ if [[ -f $PREFIX/.stamp && $(cat "$PREFIX/.stamp") == "$STAMP_TEXT" ]]; then
 fi
 
 step "checking build dependencies"
-DEPS=(cmake g++ make dpkg-dev xz-utils libboost-dev libboost-filesystem-dev libboost-system-dev
+DEPS=(cmake g++ make dpkg-dev xz-utils patch libboost-dev libboost-filesystem-dev libboost-system-dev
   libboost-thread-dev libboost-python-dev libgflags-dev libgoogle-glog-dev libhdf5-dev
   libleveldb-dev liblmdb-dev libopenblas-dev libopencv-dev libprotobuf-dev libprotoc-dev
   libsnappy-dev protobuf-compiler debian-archive-keyring ca-certificates)
