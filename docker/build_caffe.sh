@@ -111,6 +111,11 @@ assemble_cuda() {
       [[ -e $f && ! -e $new/lib64/${f##*/} ]] && ln -s "$(realpath "$f")" "$new/lib64/${f##*/}"
     done
   done
+  # CUDA 13 keeps Thrust, CUB and libcu++ in include/cccl: nvcc adds that folder, g++ compiling
+  # Caffe's .cpp files (cudnn_softmax_layer.cpp includes thrust) does not.
+  if [[ -d $new/include/cccl ]]; then
+    for f in "$new"/include/cccl/*; do [[ -e $new/include/${f##*/} ]] || ln -s "cccl/${f##*/}" "$new/include/${f##*/}"; done
+  fi
   for f in "$new"/lib64/lib*.so.*; do # the unversioned names the linker and FindCUDA look for
     base=${f##*/}
     [[ -e $new/lib64/${base%%.so.*}.so ]] || ln -s "$base" "$new/lib64/${base%%.so.*}.so"
