@@ -24,16 +24,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from mtdnn.evaluation.features_io import load_features
-from mtdnn.evaluation.lfw import read_people
+from mtdnn.evaluation.lfw import lfw_person, read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-
-
-def lfw_person(name: str) -> str:
-    """``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart``."""
-    p = PurePosixPath(name.replace("\\", "/"))
-    return p.parent.name if p.parent.name else re.sub(r"_\d+$", "", p.stem)
 
 
 def split_lfw(names, min_images=4, exclude=()):
