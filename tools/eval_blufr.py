@@ -16,13 +16,13 @@ unseen people rather than the standard BLUFR figure.
 Writes OUT/blufr.json and OUT/blufr_roc.png.
 """
 import argparse
-import sys
 from pathlib import Path
 
 from mtdnn.evaluation.blufr import evaluate_blufr
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import read_people
 from mtdnn.evaluation.plots import plot_roc
+from mtdnn.evaluation.cli import run_tool
 from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
@@ -66,7 +66,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, __file__)
