@@ -95,7 +95,10 @@ def main(argv=None):
     p, ids = probes(a.probes, a.identities, a.dim, a.seed + 1)
     sizes = [s for s in DEFAULT_SIZES if s < a.distractors] + [a.distractors]
     t0 = time.perf_counter()
-    d = RandomUnitRows(a.distractors, a.dim, a.seed)[0:a.distractors]  # in memory: not timed below
+    rows = RandomUnitRows(a.distractors, a.dim, a.seed)
+    d = np.empty(rows.shape, dtype=np.float32)  # in memory, filled block by block: not timed below
+    for b0 in range(0, a.distractors, rows.block):
+        d[b0:b0 + rows.block] = rows[b0:b0 + rows.block]
     gen = time.perf_counter() - t0
     rounds = []
     for r in range(a.repeat):

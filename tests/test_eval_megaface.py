@@ -256,3 +256,17 @@ def test_cleaned_megaface_by_hand():
     np.testing.assert_array_equal(cp[[0, 1, 3, 4]], probes[[0, 1, 3, 4]])
     with pytest.raises(ValueError, match="has no clean image"):
         clean_probes(probes, ids, [False, False, False, True, True])
+
+
+def test_roc_grid_counts_are_exact_at_the_thresholds():
+    """The k / 256 grid: a cosine exactly on a threshold counts at it, one float below it does not,
+    -inf (an ignored distractor) counts nowhere, a hair beyond +-1 stays in range."""
+    from mtdnn.evaluation.megaface import GRID_STEPS, _grid_histogram
+    t = (np.arange(-GRID_STEPS, GRID_STEPS + 1) / GRID_STEPS).astype(np.float32)
+    rng = np.random.default_rng(0)
+    s = np.r_[t, np.nextafter(t, np.float32(-2)), np.nextafter(t, np.float32(2)),
+              rng.uniform(-1, 1, 1000).astype(np.float32), [-np.inf, np.float32(1.0000001), np.float32(-1.0000001)]]
+    s = s.astype(np.float32).reshape(1, -1)
+    hist = _grid_histogram(s, has_inf=True)
+    grid_ge = np.cumsum(hist[::-1])[::-1][1:]
+    np.testing.assert_array_equal(grid_ge, [(s >= x).sum() for x in t])

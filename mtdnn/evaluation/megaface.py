@@ -262,12 +262,14 @@ class _ProbeCopies:
 GRID_STEPS = 256
 
 
-def _grid_histogram(block: np.ndarray) -> np.ndarray:
-    """Bucket counts of ``block``'s scores: bin 0 below -1 (and -inf), bin k + 257 for
-    floor(s * 256) = k, k = -256..256 (a score rounded above 1 goes to the top bin)."""
+def _grid_histogram(block: np.ndarray, has_inf: bool) -> np.ndarray:
+    """Bucket counts of ``block``'s cosines: bin 0 below -1 (and -inf), bin k + 257 for
+    floor(s * 256) = k, k = -256..256 (a cosine rounded a hair beyond +-1 lands in bin 0 or
+    513 without clipping; -inf, from ignored distractors, needs the clip: ``has_inf``)."""
     tmp = np.multiply(block, GRID_STEPS)
     np.floor(tmp, out=tmp)
-    np.clip(tmp, -GRID_STEPS - 1, GRID_STEPS, out=tmp)
+    if has_inf:
+        np.maximum(tmp, -GRID_STEPS - 1, out=tmp)
     tmp += GRID_STEPS + 1
     return np.bincount(tmp.ravel().astype(np.int16), minlength=2 * GRID_STEPS + 2)
 
@@ -280,7 +282,7 @@ def _ordered_bits(v: np.ndarray) -> np.ndarray:
     return np.where(i < 0, i ^ 0x7FFFFFFF, i) + (1 << 31)
 
 
-def _count_block(s, r0, r1, tau, gal_min, gal_key, pair_probe, offsets, pair_ge, grid: bool):
+def _count_block(s, r0, r1, tau, gal_min, gal_key, pair_probe, offsets, pair_ge, grid: bool, has_inf: bool):
     """The work on score rows r0:r1 of one chunk: adds to ``pair_ge`` (for these rows' probes
     only, so blocks can run in parallel) the distractors scoring >= each gallery score, and
     returns the grid histogram and the impostor scores above ``tau`` (top-k candidates).
@@ -288,7 +290,7 @@ def _count_block(s, r0, r1, tau, gal_min, gal_key, pair_probe, offsets, pair_ge,
     Only the scores at least the probe's lowest gallery score can count; they are sorted by
     (row, score) as one int64 key each, and every pair's count is one ``searchsorted``."""
     block = s[r0:r1]
-    hist = _grid_histogram(block) if grid else 0
+    hist = _grid_histogram(block, has_inf) if grid else 0
     cands = block[block > tau]
     above = block >= gal_min[r0:r1, None]
     counts = np.count_nonzero(above, axis=1)
@@ -406,12 +408,13 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
             cols, same_as = copies.find(chunk)
             if cols.size:
                 s[:, cols] = spp[:, same_as]
-            if ignore is not None and ignore[a:b].any():
+            has_inf = ignore is not None and bool(ignore[a:b].any())
+            if has_inf:
                 s[:, ignore[a:b]] = -np.inf
             tau = np.float32(top.threshold)
             blocks = [(r0, min(r0 + rows_per_block, n)) for r0 in range(0, n, rows_per_block)]
-            for h, cands in pool.map(lambda rr: _count_block(s, rr[0], rr[1], tau, gal_min, gal_key,
-                                                             p_idx, offsets, pair_ge, normalize), blocks):
+            for h, cands in pool.map(lambda rr: _count_block(s, rr[0], rr[1], tau, gal_min, gal_key, p_idx,
+                                                             offsets, pair_ge, normalize, has_inf), blocks):
                 hist += h
                 top.push(cands)
             bar.update(L)
