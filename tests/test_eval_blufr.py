@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from mtdnn.evaluation.blufr import (VERI_FAR_POINTS, eval_roc, evaluate_blufr, load_blufr_config,
+from mtdnn.evaluation.blufr import (VERI_FAR_POINTS, eval_roc, evaluate_blufr, far_point_index, load_blufr_config,
                                     open_set_roc, pair_scores, roc_from_scores)
+from mtdnn.evaluation.lfw import read_people
 from mtdnn.paths import data_path
 
 
@@ -118,3 +119,67 @@ def test_evaluate_blufr_on_two_trials(config):
     assert v["tar_mean_minus_std"] == pytest.approx(v["tar_mean"] - v["tar_std"])
     with pytest.raises(ValueError, match="1 image\\(s\\) not found, e.g. Aaron_Eckhart_0001"):
         evaluate_blufr(feats[1:], names[1:], cfg, progress=False)
+
+
+def tiny_config(names, labels, gallery, probe):
+    """A one-trial config over all ``names``: every image is a test image."""
+    idx = np.arange(len(names))
+    return {"image_names": list(names), "labels": np.asarray(labels),
+            "trials": [{"test": idx, "gallery": np.asarray(gallery), "probe": np.asarray(probe)}]}
+
+
+def test_veri_far_1e7_is_not_read_at_9e8():
+    """3,163 images, one genuine pair (two copies of e0) and two impostor scores of exactly 1
+    (a third copy under another label): 5,000,702 impostor pairs, so FAR 9e-8 gives k =
+    round(0.45) = 0 (accept only above the top impostor: TAR 0) and FAR 1e-7 gives k =
+    round(0.50007) = 1 (threshold 1: TAR 1). numpy's isclose with its default atol 1e-8 took
+    the 9e-8 point for 1e-7."""
+    rng = np.random.default_rng(0)
+    n = 3163
+    x = rng.standard_normal((n, 16))
+    x[:3] = 0
+    x[:3, 0] = 1                      # a1, a2 (label 0) and q (label 1) are e0
+    labels = np.r_[0, 0, np.arange(1, n - 1)]
+    names = [f"P{i}_0001" for i in range(n)]
+    cfg = tiny_config(names, labels, gallery=[0], probe=np.arange(1, n))
+    res = evaluate_blufr(x.astype(np.float32), names, cfg, veri_far=1e-7, progress=False)
+    assert res["verification"]["tar_mean"] == 1.0
+    res = evaluate_blufr(x.astype(np.float32), names, cfg, veri_far=9e-8, progress=False)
+    assert res["verification"]["tar_mean"] == 0.0
+    points, i = far_point_index(VERI_FAR_POINTS, 1e-7)
+    assert points[i] == 1e-7 and far_point_index(VERI_FAR_POINTS, 2.5e-8)[0][-1] == 2.5e-8
+
+
+def test_scores_are_float64():
+    """g1, g2 (one person) and i (another): cos(g1, g2) exceeds cos(g1, i) by 2e-8, below float32's
+    resolution there (both round to the same float32). At FAR 0 the threshold lies above the top
+    impostor: float64 scores accept the genuine pair and detect the genuine probe; float32 ones
+    tied them and accepted nothing."""
+    t = np.float32(0.5) + np.float32(2 ** -24)
+    x = np.array([[1, 0], [1, 0.5], [1, -t]], np.float32)
+    cfg = tiny_config(["G_0001", "G_0002", "I_0001"], [1, 1, 2], gallery=[0], probe=[1, 2])
+    res = evaluate_blufr(x, cfg["image_names"], cfg, veri_far=0, osi_far=0, progress=False)
+    assert res["verification"]["tar_mean"] == 1.0 and res["open_set"]["dir_mean"] == 1.0
+    gen, imp = pair_scores(x / np.linalg.norm(x, axis=1, keepdims=True), [1, 1, 2])
+    assert gen.dtype == np.float64 and imp.dtype == np.float64
+
+
+def test_exclude_people_leaves_their_images_out(config):
+    names, labels = lfw_names_labels()
+    rng = np.random.default_rng(1)
+    c = rng.standard_normal((labels.max() + 1, 32))
+    feats = (c[labels] + 0.8 * rng.standard_normal((len(labels), 32))).astype(np.float32)
+    cfg = {**config, "trials": config["trials"][:1]}
+    people = {p for p, _ in read_people(data_path("lfw", "peopleDevTrain.txt"))}  # 4,038 people
+    res = evaluate_blufr(feats, names, cfg, exclude_people=people, progress=False)
+    out = np.array([n.rsplit("_", 1)[0] in people for n in cfg["image_names"]])
+    assert res["standard"] is False and res["excluded_people"] == 4038 and res["excluded_images"] == out.sum()
+    assert "not the standard BLUFR figure" in res["protocol"]
+    ref_trial = {k: v[~out[v]] for k, v in cfg["trials"][0].items()}
+    ref = evaluate_blufr(feats, names, {**cfg, "trials": [ref_trial]}, progress=False)
+    assert ref["standard"] is True
+    assert res["verification"]["tar_per_trial"] == ref["verification"]["tar_per_trial"]
+    assert res["open_set"]["dir_per_trial"] == ref["open_set"]["dir_per_trial"]
+    # the reported figure is mean - std, with mean and std beside it
+    v = res["verification"]
+    assert v["tar_mean_minus_std"] == v["tar_mean"] - v["tar_std"] and "mean - std" in res["reported"]

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from mtdnn.evaluation.megaface import (RowSubset, brute_force_megaface, evaluate_megaface,
+from mtdnn.evaluation.megaface import (RowSubset, brute_force_megaface, clean_probes, evaluate_megaface,
                                        evaluate_with_noise_lists, megaface_list_size,
                                        nested_distractor_order, noise_mask, probe_gallery_pairs,
                                        read_facescrub_list, read_megaface_list, read_noise_list)
@@ -167,7 +167,7 @@ def test_noise_removal_equals_evaluating_the_clean_sets():
     d = rng.standard_normal((100, 8)).astype(np.float32)
     pn = [f"P{i % 4}/P{i % 4}_{i}.png" for i in range(24)]
     dn = [f"1/{i}.jpg" for i in range(100)]
-    out = evaluate_with_noise_lists(p, ids, pn, d, dn, [10, 100], noise="both", progress=False,
+    out = evaluate_with_noise_lists(p, ids, pn, d, dn, [10, 100], noise=("keep", "removed"), progress=False,
                                     probe_noise=["P1_5.png"], distractor_noise=["1/3.jpg", "1/50.jpg"])
     clean = out["noise_removed"]
     keep = np.array([i != 5 for i in range(24)])
@@ -179,3 +179,94 @@ def test_noise_removal_equals_evaluating_the_clean_sets():
     assert clean["probes_removed"] == ["P1/P1_5.png"] and clean["n_distractors_removed"] == 2
     assert out["original"]["results"][1]["rank1"] == run(p, ids, d, [100])["results"][0]["rank1"]
     assert RowSubset(d, [3, 1])[0:2].tolist() == d[[3, 1]].tolist()
+
+
+@pytest.mark.parametrize("chunk", [3, 16, 1000])
+def test_a_distractor_identical_to_a_gallery_image_ties_against_the_probe(chunk):
+    """Copies of gallery images among the distractors: for every pair (j, i) whose gallery image
+    i has a copy, the copy scores exactly s(j, i) and the pessimistic rule ranks it above i, so
+    the pair is never rank 1. Small chunks take another BLAS path than the probe-probe product
+    (here ~90 % of such scores differed in the last bit), which turned ties into hits."""
+    rng = np.random.default_rng(0)
+    n, dim = 60, 512
+    ids = np.arange(n) % 6
+    p = (rng.standard_normal((n, dim)) + 3 * rng.standard_normal((6, dim))[ids]).astype(np.float32)
+    gallery_copies = np.arange(0, n, 7)
+    d = np.r_[p[gallery_copies], rng.standard_normal((40, dim))].astype(np.float32)
+    r = run(p, ids, d, [len(gallery_copies), len(d)], chunk_size=chunk, cmc_ranks=[1, 2, 3],
+            far_targets=[0.01])
+    pairs = [(j, i) for j in range(n) for i in range(n) if i != j and ids[i] == ids[j]]
+    copied = np.array([i in gallery_copies or j in gallery_copies for j, i in pairs])
+    for res in r["results"]:
+        r1, ranks, tar = brute_force_megaface(p, ids, d, res["distractors"], 0.01)
+        assert np.all(ranks[copied] >= 2)
+        assert res["rank1"] == r1 and res["cmc"]["rate"] == [np.mean(ranks <= k) for k in (1, 2, 3)]
+        assert res["tar_at_far"][0]["tar"] == tar
+
+
+def test_cleaned_megaface_by_hand():
+    """The published cleaning (insightface's remove_noises.py), worked by hand.
+
+    Probes (3-D, unit norm): identity A: a1 = (1, 0, 0), a2 = (0.8, 0.6, 0) and a3 = (0, 0, 1),
+    which is on the noise list; identity B: b1 = (0, 1, 0), b2 = (0, 0.6, 0.8). Distractors:
+    d1 = (1, 0, 0), on the noise list (a copy of a1), and d2 = (0, 0.8, 0.6).
+
+    cleaned: a3 becomes normalise(a1 + a2 + u), |u| <= 0.001 per dimension, i.e. about
+    (1.8, 0.6, 0) / 1.897 = (0.9487, 0.3162, 0); d1 stays counted but scores -inf.
+    Pairs (probe, gallery) and their scores against d2, the only distractor left in reach:
+      (a1, a2) 0.8 vs s(a1, d2) = 0       -> rank 1
+      (a1, a3) 0.9487 vs 0                -> rank 1
+      (a2, a1) 0.8 vs s(a2, d2) = 0.48    -> rank 1
+      (a2, a3) 0.8 * 0.9487 + 0.6 * 0.3162 = 0.9487 vs 0.48 -> rank 1
+      (a3, a1) 0.9487, (a3, a2) 0.9487 vs s(a3, d2) = 0.3162 * 0.8 = 0.2530 -> rank 1
+      (b1, b2) 0.6 vs s(b1, d2) = 0.8    -> rank 2
+      (b2, b1) 0.6 vs s(b2, d2) = 0.48 + 0.48 = 0.96 -> rank 2
+    rank-1 = 6 / 8 = 0.75 with 2 distractors (nominal and actual). Impostor pairs: 5 probes x 2 =
+    10; scores 0.96, 0.8, 0.48, 0.2530, 0 and five -inf. FAR 1/10: threshold 0.96, genuine pairs
+    (a1,a2) 0.8, (a1,a3) 0.9487, (a2,a3) 0.9487, (b1,b2) 0.6 -> TAR 0; FAR 3/10: threshold 0.48
+    -> TAR 4/4 = 1.
+    removed: a3 and d1 left out: pairs (a1,a2), (a2,a1) rank 1 and (b1,b2), (b2,b1) rank 2 ->
+    rank-1 2/4 = 0.5 with 1 distractor (nominal 2).
+    as given: d1 = a1 outranks or ties every A pair (s(a2, d1) = 0.8 = s(a2, a1): a tie, counted
+    against the probe) and a3 scores 0 with its mates -> rank-1 0.
+    """
+    probes = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1], [0, 1, 0], [0, 0.6, 0.8]], np.float32)
+    ids = ["A", "A", "A", "B", "B"]
+    names = ["A/A_1.png", "A/A_2.png", "A/A_3.png", "B/B_1.png", "B/B_2.png"]
+    d = np.array([[1, 0, 0], [0, 0.8, 0.6]], np.float32)
+    out = evaluate_with_noise_lists(probes, ids, names, d, ["1/d1.jpg", "1/d2.jpg"], [2],
+                                    noise=("keep", "cleaned", "removed"), probe_noise=["A_3.png"],
+                                    distractor_noise=["1/d1.jpg"], far_targets=[0.1, 0.3], progress=False)
+    c = out["cleaned"]
+    assert c["noise_variant"] == "cleaned" and "remove_noises.py" in c["noise_procedure"]
+    r = c["results"][0]
+    assert r["rank1"] == 0.75 and r["distractors"] == 2 and r["nominal_distractors"] == 2
+    assert r["n_impostor_pairs"] == 10 and r["n_noisy_distractors"] == 1
+    assert [t["tar"] for t in r["tar_at_far"]] == [0.0, 1.0]
+    assert r["tar_at_far"][0]["threshold"] == pytest.approx(0.96, abs=1e-6)
+    assert r["tar_at_far"][1]["threshold"] == pytest.approx(0.48, abs=1e-6)
+    assert c["probes_replaced"] == ["A/A_3.png"] and c["n_probes"] == 5
+    rm = out["noise_removed"]["results"][0]
+    assert rm["rank1"] == 0.5 and rm["distractors"] == 1 and rm["nominal_distractors"] == 2
+    assert out["noise_removed"]["noise_variant"] == "noise_removed"
+    assert out["original"]["results"][0]["rank1"] == 0.0
+    # the replacement itself: normalise(a1 + a2 + u)
+    cp = clean_probes(probes, ids, [False, False, True, False, False])
+    np.testing.assert_allclose(cp[2], [1.8 / np.sqrt(3.6), 0.6 / np.sqrt(3.6), 0], atol=1e-3)
+    np.testing.assert_array_equal(cp[[0, 1, 3, 4]], probes[[0, 1, 3, 4]])
+    with pytest.raises(ValueError, match="has no clean image"):
+        clean_probes(probes, ids, [False, False, False, True, True])
+
+
+def test_roc_grid_counts_are_exact_at_the_thresholds():
+    """The k / 256 grid: a cosine exactly on a threshold counts at it, one float below it does not,
+    -inf (an ignored distractor) counts nowhere, a hair beyond +-1 stays in range."""
+    from mtdnn.evaluation.megaface import GRID_STEPS, _grid_histogram
+    t = (np.arange(-GRID_STEPS, GRID_STEPS + 1) / GRID_STEPS).astype(np.float32)
+    rng = np.random.default_rng(0)
+    s = np.r_[t, np.nextafter(t, np.float32(-2)), np.nextafter(t, np.float32(2)),
+              rng.uniform(-1, 1, 1000).astype(np.float32), [-np.inf, np.float32(1.0000001), np.float32(-1.0000001)]]
+    s = s.astype(np.float32).reshape(1, -1)
+    hist = _grid_histogram(s, has_inf=True)
+    grid_ge = np.cumsum(hist[::-1])[::-1][1:]
+    np.testing.assert_array_equal(grid_ge, [(s >= x).sum() for x in t])

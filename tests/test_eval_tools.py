@@ -108,15 +108,20 @@ def test_eval_megaface_cli_devkit_files(tmp_path):
     r = tool("eval_megaface", "--probes", tmp_path / "fs", "--probe-list", tmp_path / "facescrub_features_list.json",
              "--distractors", tmp_path / "mf", "--distractor-lists", tmp_path / "megaface_features_list.json_10_1",
              tmp_path / "megaface_features_list.json_30_1", "--suffix", "_x", "--far", "1e-2",
-             "--out", tmp_path / "out", "--quiet")
+             "--noise", "keep", "cleaned", "removed", "--out", tmp_path / "out", "--quiet")
     res = json.loads((tmp_path / "out" / "megaface.json").read_text())["runs"]
     assert [x["distractors"] for x in res["original"]["results"]] == [10, 30]
-    clean = res["noise_removed"]
-    assert clean["probes_removed"] == [paths[0]] and clean["n_probes"] == 11
-    assert [x["distractors"] for x in clean["results"]] == [9, 29]
-    assert [x["nominal_distractors"] for x in clean["results"]] == [10, 30]
-    assert (tmp_path / "out" / "megaface_cmc.png").exists() and (tmp_path / "out" / "megaface_clean_roc.png").exists()
-    assert "rank-1" in r.stdout
+    cleaned = res["cleaned"]  # the published cleaning: the probe replaced, the distractor kept in the count
+    assert cleaned["noise_variant"] == "cleaned" and cleaned["probes_replaced"] == [paths[0]]
+    assert cleaned["n_probes"] == 12 and [x["distractors"] for x in cleaned["results"]] == [10, 30]
+    assert [x["n_noisy_distractors"] for x in cleaned["results"]] == [1, 1]
+    removed = res["noise_removed"]
+    assert removed["probes_removed"] == [paths[0]] and removed["n_probes"] == 11
+    assert [x["distractors"] for x in removed["results"]] == [9, 29]
+    assert [x["nominal_distractors"] for x in removed["results"]] == [10, 30]
+    for prefix in ("megaface", "megaface_cleaned", "megaface_removed"):
+        assert (tmp_path / "out" / f"{prefix}_roc.png").exists()
+    assert "rank-1" in r.stdout and "MegaFace (cleaned: the published cleaning" in r.stdout
     # the same features as .npy + names give the same figures
     feats = np.stack([np.fromfile(tmp_path / "mf" / f"{p}_x.bin", "<f4")[4:] for p in dpaths])
     np.save(tmp_path / "d.npy", feats[::-1])
@@ -146,6 +151,9 @@ def test_eval_blufr_cli_on_a_two_trial_config(lfw_feats, tmp_path):
     res = json.loads((tmp_path / "blufr.json").read_text())
     assert res["kind"] == "blufr" and res["n_trials"] == 2 and 0 < res["verification"]["tar_mean"] <= 1
     assert "BLUFR verification TAR @ FAR 0.001" in r.stdout and (tmp_path / "blufr_roc.png").exists()
+    v = res["verification"]
+    assert f"{100 * v['tar_mean_minus_std']:.2f} % (mean - std; mean {100 * v['tar_mean']:.2f}" in r.stdout
+    assert res["standard"] is True
 
 
 def test_eval_attributes_cli_and_report(lfw_feats, tmp_path):
@@ -166,3 +174,86 @@ def test_eval_attributes_cli_and_report(lfw_feats, tmp_path):
     md = (tmp_path / "runs" / "report.md").read_text()
     assert "Tab. 4" in md and "| Narrow_Eyes | 83.40 | 85.60 | 90.00" in md
     assert "| Full-Block | 77.74 | 98.15 | - |" in md and "[lfw_roc.png](full/lfw_roc.png)" in md
+
+
+def test_report_names_an_unreadable_result_and_fails(lfw_feats, tmp_path):
+    """A truncated lfw.json (what a full disk left before writes were atomic) is named with the
+    reason; the report is not written unless --allow-broken, which lists it in the report."""
+    run = tmp_path / "runs" / "full"
+    tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", run, "--no-view1")
+    good = (run / "lfw.json").read_text()
+    (run / "lfw.json").write_text(good[:len(good) // 2])
+    (run / "blufr.json").write_bytes(b"\xff\xfe not utf-8")
+    r = tool("report", tmp_path / "runs", ok=False)
+    assert r.returncode == 1 and not (tmp_path / "runs" / "report.md").exists()
+    assert f"{run / 'lfw.json'}: JSONDecodeError" in r.stderr and f"{run / 'blufr.json'}: UnicodeDecodeError" in r.stderr
+    assert "--allow-broken" in r.stderr
+    (run / "attributes.json").write_text(json.dumps({"kind": "attributes", "attributes": []}))
+    r = tool("report", tmp_path / "runs", "--allow-broken")
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert "2 unreadable result file(s) left out" in r.stdout and f"- unreadable: {run / 'lfw.json'}" in md
+
+
+def test_eval_identification_names_bad_rows_in_their_file(lfw_feats, tmp_path):
+    """Bad rows are reported by their row in the input file and their name (not their position
+    after the seeded shuffle); duplicates and a dimension mismatch are clear errors."""
+    celeba = np.load(lfw_feats / "celeba.npy")
+    names = [f"{i:06d}.jpg" for i in range(1, 501)]
+    bad = celeba.copy()
+    bad[123] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    write_names(tmp_path / "bad.names.txt", names)
+    args = ["--lfw", lfw_feats / "lfw", "--exclude", data_path("lfw", "peopleDevTrain.txt"), "--out", tmp_path,
+            "--quiet", "--distractors"]
+    r = tool("eval_identification", *args, tmp_path / "bad", ok=False)
+    assert r.returncode == 1 and "bad.npy: 1 feature row(s) hold NaN or inf, first row 123 (000124.jpg)" in r.stderr
+    assert "Traceback" not in r.stderr
+    np.save(tmp_path / "dup.npy", celeba)
+    write_names(tmp_path / "dup.names.txt", names[:-1] + [names[0]])
+    r = tool("eval_identification", *args, tmp_path / "dup", ok=False)
+    assert r.returncode == 1 and "image '000001' appears twice (rows 0 and 499)" in r.stderr
+    np.save(tmp_path / "wide.npy", np.ones((500, 48), np.float32))
+    write_names(tmp_path / "wide.names.txt", names)
+    r = tool("eval_identification", *args, tmp_path / "wide", ok=False)
+    assert r.returncode == 1 and "wide.npy: features of dimension 48, but the LFW features" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "identification.json").exists()
+
+
+def test_eval_attributes_refuses_duplicate_names(tmp_path):
+    images, attrs, labels = read_celeba_attributes(data_path("celeba", "list_attr_celeba.txt"))
+    np.save(tmp_path / "attr.npy", np.ones((3, len(GROUPS["all"])), np.float32))
+    write_names(tmp_path / "attr.names.txt", [images[0], images[1], images[0]])
+    r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--out", tmp_path, ok=False)
+    assert r.returncode == 1 and "appears twice (rows 0 and 2)" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 96 KB tmpfs (a real disk that fills up); skipped where it cannot be mounted."""
+    import shutil
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_leaves_the_earlier_results_whole(lfw_feats, small_disk):
+    """eval_lfw on a full disk: it stops with a message that blames the disk, and the lfw.json and
+    lfw_roc.png of the earlier run are left whole (they used to be truncated in place)."""
+    out = small_disk / "eval"
+    tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", out, "--no-view1")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with open(small_disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
+        try:
+            while True:
+                f.write(b"\0" * 512)
+        except OSError:
+            pass
+    r = tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", out, "--no-view1", "--far", "1e-2", ok=False)
+    assert r.returncode == 1 and "No space left on device" in r.stderr
+    assert "not of the input" in r.stderr and "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    json.loads(before["lfw.json"])

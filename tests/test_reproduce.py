@@ -9,11 +9,14 @@ from mtdnn.reproduce import format_differences, format_summary, paired_differenc
     t_interval
 
 
-def write_run(folder, view1, tar=0.5, dir_=0.3, rank1=0.2, attrs=(0.8, 0.6)):
+def write_run(folder, view1, tar=0.5, dir_=0.3, rank1=0.2, attrs=(0.8, 0.6), blufr_excluded=4038):
     ev = folder / "eval"
     ev.mkdir(parents=True)
     (ev / "lfw.json").write_text(json.dumps({"accuracy": 0.9, "view1": {"accuracy": view1}}))
-    (ev / "blufr.json").write_text(json.dumps({"verification": {"tar_mean": tar}, "open_set": {"dir_mean": dir_}}))
+    (ev / "blufr.json").write_text(json.dumps({
+        "standard": not blufr_excluded, "excluded_people": blufr_excluded,
+        "verification": {"tar_mean_minus_std": tar, "tar_mean": tar + 0.1, "tar_std": 0.1},
+        "open_set": {"dir_mean_minus_std": dir_, "dir_mean": dir_ + 0.05, "dir_std": 0.05}}))
     (ev / "identification.json").write_text(json.dumps({"results": [
         {"distractors": 10, "rank1": 0.9}, {"distractors": 1000, "rank1": rank1}]}))
     if attrs:
@@ -24,7 +27,7 @@ def write_run(folder, view1, tar=0.5, dir_=0.3, rank1=0.2, attrs=(0.8, 0.6)):
 
 def test_run_figures_reads_every_eval(tmp_path):
     f = run_figures(write_run(tmp_path / "r", 0.7))
-    assert f == pytest.approx({"lfw_view1": 0.7, "blufr_tar": 0.5, "blufr_dir": 0.3, "ident_rank1": 0.2,
+    assert f == pytest.approx({"lfw_view1": 0.7, "blufr_unseen_tar": 0.5, "blufr_unseen_dir": 0.3, "ident_rank1": 0.2,
                                "ident_distractors": 1000, "attr_accuracy": 0.7, "attr_balanced": 0.6})
     assert "attr_accuracy" not in run_figures(write_run(tmp_path / "n", 0.7, attrs=()))
     assert run_figures(tmp_path / "nothing") == {}
@@ -93,3 +96,35 @@ def test_report_from_run_folders(tmp_path):
 def test_missing_demo_is_a_clear_error(tmp_path):
     r = run_tool("--demo-work", tmp_path / "nodemo", "--work", tmp_path / "w", "--out", tmp_path / "o")
     assert r.returncode == 1 and "run `make demo`" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_blufr_on_training_people_is_never_read(tmp_path):
+    """A blufr.json evaluated on all of LFW (the training people included) gives no BLUFR figure;
+    one without the excluded people gives its mean - std."""
+    f = run_figures(write_run(tmp_path / "all", 0.7, blufr_excluded=0))
+    assert "blufr_unseen_tar" not in f and "blufr_tar" not in f and f["lfw_view1"] == 0.7
+    old = tmp_path / "old"  # a blufr.json of the format before the fix: all of LFW, no "standard"
+    write_run(old, 0.7)
+    (old / "eval" / "blufr.json").write_text(json.dumps({"verification": {"tar_mean": 0.5}, "open_set": {"dir_mean": 0.3}}))
+    assert not {"blufr_unseen_tar", "blufr_tar"} & set(run_figures(old))
+
+
+def test_report_from_an_earlier_results_json_drops_blufr_on_training_people(tmp_path):
+    runs = {m: {str(s): {"lfw_view1": v + s / 100, "blufr_tar": 0.1234, "blufr_dir": 0.0123, "ident_rank1": 0.05,
+                        "ident_distractors": 3210} for s in (1, 2, 3)} for m, v in (("fast", 0.8), ("fast_noattr", 0.7))}
+    old = {"command": "tools/reproduce.py --seeds 1,2,3 --out docs/reproduction", "wall_seconds": None,
+           "runs": runs, "moon": {"attr_accuracy": 0.79, "attr_balanced": 0.75, "images": 399}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    out = tmp_path / "out"
+    r = run_tool("--report-only", "--from-results", tmp_path / "old.json", "--out", out, "--models", "fast,fast_noattr",
+                 "--seeds", "1,2,3", "--demo-work", tmp_path / "nodemo", "--work", tmp_path / "nowork")
+    assert r.returncode == 0, r.stderr
+    text = (out / "README.md").read_text()
+    assert "tools/reproduce.py --seeds 1,2,3 --out docs/reproduction" in text and "--from-results" not in text
+    assert "| fast | 82.00 ± 1.00 (n=3) |" in text and "fast better" in text and "79.00 %" in text
+    assert "BLUFR" not in text.split("## The paper")[0].split("## Results")[1]  # no column of dashes
+    assert "12.34" not in text and "1.23" not in text  # the BLUFR figures on all of LFW are gone
+    res = json.loads((out / "results.json").read_text())
+    assert "blufr_tar" not in res["runs"]["fast"]["1"] and res["moon"]["images"] == 399
+    bad = run_tool("--from-results", tmp_path / "old.json", "--out", out)
+    assert bad.returncode == 2 and "--report-only" in bad.stderr

@@ -12,8 +12,6 @@ balanced accuracy and the majority-class baseline next to MOON and the paper, an
 OUT/attributes.json.
 """
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,8 @@ import numpy as np
 from generate.attributes import parse_attributes
 from mtdnn.evaluation.attributes import attribute_accuracy, format_table, read_celeba_attributes
 from mtdnn.evaluation.features_io import image_key, load_features, lookup, name_index
+from mtdnn.evaluation.cli import run_tool
+from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
 
@@ -30,25 +30,22 @@ def main(argv=None):
     ap.add_argument("--labels", type=Path, help="list_attr_celeba.txt (default: data celeba/)")
     ap.add_argument("--attributes", default="all",
                     help="names of the prediction columns, comma-separated, or a group (default all)")
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="output folder")
     a = ap.parse_args(argv)
 
     names = parse_attributes(a.attributes)
     scores, pnames, _ = load_features(a.predictions)
     images, attrs, labels = read_celeba_attributes(a.labels or data_path("celeba", "list_attr_celeba.txt"))
     cols = [attrs.index(n) for n in names]
+    name_index(pnames, f"{a.predictions}.names.txt")  # an image predicted twice is an error, as elsewhere
     rows = lookup(name_index(images, "CelebA labels"), [image_key(n) for n in pnames],
                   "predicted images among the CelebA labels")
     res = attribute_accuracy(np.asarray(scores), labels[rows][:, cols], names)
     res.update({"predictions": str(a.predictions), "n_images": len(pnames)})
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "attributes.json").write_text(json.dumps(res, indent=1))
+    atomic_write_json(a.out / "attributes.json", res, indent=1)
     print(format_table(res))
     print(f"-> {a.out / 'attributes.json'}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, __file__)

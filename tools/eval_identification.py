@@ -16,24 +16,17 @@ true matches counted as impostors, which can only lower the figures.
 Writes OUT/identification.json and OUT/identification_{cmc,roc,rank1}.png.
 """
 import argparse
-import json
-import re
-import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
-from mtdnn.evaluation.features_io import load_features
-from mtdnn.evaluation.lfw import read_people
+from mtdnn.evaluation.features_io import check_features, load_features, name_index
+from mtdnn.evaluation.lfw import lfw_person, read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-
-
-def lfw_person(name: str) -> str:
-    """``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart``."""
-    p = PurePosixPath(name.replace("\\", "/"))
-    return p.parent.name if p.parent.name else re.sub(r"_\d+$", "", p.stem)
+from mtdnn.evaluation.cli import run_tool
+from mtdnn.fileio import atomic_write_json
 
 
 def split_lfw(names, min_images=4, exclude=()):
@@ -52,25 +45,33 @@ def main(argv=None):
     ap.add_argument("--distractors", nargs="*", default=[], help="distractor feature prefixes (e.g. CelebA)")
     ap.add_argument("--exclude", type=Path, nargs="*", default=[],
                     help="LFW people files whose people take no part (e.g. peopleDevTrain.txt)")
-    ap.add_argument("--min-images", type=int, default=4)
+    ap.add_argument("--min-images", type=int, default=4, help="LFW people with at least this many images are probes (default 4)")
     ap.add_argument("--no-lfw-singles", action="store_true", help="do not use one-image LFW people as distractors")
     ap.add_argument("--sizes", type=int, nargs="+", help="distractor set sizes (default 10, 100, ... and all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the distractor order")
-    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4])
-    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth")
-    ap.add_argument("--label", default="ours")
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4], help="FARs for TAR (default 1e-6 1e-5 1e-4)")
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="TAR at FAR rule (default kth)")
+    ap.add_argument("--label", default="ours", help="curve label in the plots")
+    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
 
     lfw, lnames, _ = load_features(a.lfw)
+    # every input checked as read, before the seeded shuffle: an error names the file, the row
+    # in it and the image, and two rows of one image are refused as by the other evaluators
+    name_index(lnames, f"{a.lfw}.names.txt")
+    check_features(lfw, f"{a.lfw}.npy", names=lnames)
     exclude = {p for f in a.exclude for p, _ in read_people(f)}
     probe, pids, single = split_lfw(lnames, a.min_images, exclude)
     parts = [np.asarray(lfw[single])] if not a.no_lfw_singles else []
     dnames = [lnames[i] for i in single] if not a.no_lfw_singles else []
     for src in a.distractors:
         f, n, _ = load_features(src)
-        parts.append(np.asarray(f))
+        name_index(n, f"{src}.names.txt")
+        if f.shape[1] != lfw.shape[1]:
+            raise ValueError(f"{src}.npy: features of dimension {f.shape[1]}, but the LFW features "
+                             f"{a.lfw}.npy have {lfw.shape[1]}: extract both with the same net and blob")
+        parts.append(check_features(f, f"{src}.npy", names=n))
         dnames += [f"{Path(src).name}:{x}" for x in n]
     if not parts:
         raise SystemExit("no distractors: give --distractors or allow the one-image LFW people")
@@ -87,8 +88,7 @@ def main(argv=None):
                             "CelebA and one-image LFW people as distractors (not MegaFace)" % a.min_images,
                 "lfw": str(a.lfw), "distractor_sets": a.distractors,
                 "excluded_people_files": [str(p) for p in a.exclude], "seed": a.seed})
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "identification.json").write_text(json.dumps(res, indent=1))
+    atomic_write_json(a.out / "identification.json", res, indent=1)
     plot_megaface(res, a.out, "identification", a.label)
     print(f"stand-in: {res['n_probes']} LFW probes of {res['n_identities']} people, {n} distractors")
     for s in res["results"]:
@@ -99,7 +99,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, __file__)

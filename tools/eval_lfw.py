@@ -11,13 +11,13 @@ naming it, or with --missing wrong an error in its fold, reported in the JSON.
 Writes OUT/lfw.json and OUT/lfw_roc.png.
 """
 import argparse
-import json
-import sys
 from pathlib import Path
 
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import RULES, evaluate_lfw
 from mtdnn.evaluation.plots import plot_roc
+from mtdnn.evaluation.cli import run_tool
+from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
 
@@ -30,8 +30,9 @@ def main(argv=None):
     ap.add_argument("--no-view1", action="store_true", help="skip View 1")
     ap.add_argument("--no-view2", action="store_true",
                     help="View 1 only (a model trained on peopleDevTrain: View 2's folds hold those people)")
-    ap.add_argument("--rule", choices=RULES, default="sphereface")
-    ap.add_argument("--missing", choices=("error", "wrong"), default="error")
+    ap.add_argument("--rule", choices=RULES, default="sphereface", help="10-fold rule (default sphereface; see above)")
+    ap.add_argument("--missing", choices=("error", "wrong"), default="error",
+                    help="a pair whose image has no feature: error (default), or count it wrong")
     ap.add_argument("--far", type=float, nargs="+", default=[1e-3], help="FARs for TAR (default 1e-3)")
     ap.add_argument("--label", default=None, help="curve label in the plot")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
@@ -46,8 +47,7 @@ def main(argv=None):
     res = evaluate_lfw(feats, names, pairs, rule=a.rule, missing=a.missing, view1=view1,
                        fars=a.far)
     res["features"] = str(a.features)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "lfw.json").write_text(json.dumps(res, indent=1))
+    atomic_write_json(a.out / "lfw.json", res, indent=1)
     # the ROC of View 2's held-out fold scores, or of View 1's pairsDevTest when View 2 is skipped
     roc, title, which = ((res, "LFW View 2 ROC (held-out fold scores)", "") if pairs is not None
                          else (res["view1"], "LFW View 1 ROC (pairsDevTest)", "View 1 "))
@@ -63,7 +63,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, __file__)

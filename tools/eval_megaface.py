@@ -12,27 +12,35 @@ With the devkit's lists and .bin features (one file per image, <path><suffix>.bi
 With feature sets from tools/extract_features.py (PREFIX.npy + PREFIX.names.txt), the same
 lists pick the rows by image path; without --probe-list the probes' labels are their ids, and
 without --distractor-lists the first N rows of the distractor set form the set of size N
-(--sizes). --noise both (default) reports with and without the published noise lists
-(data megaface/facescrub_noises.txt, megaface_noises.txt).
+(--sizes).
+
+--noise (default: keep cleaned) picks the variants reported, each named in the output and the
+JSON: keep (as given), cleaned (the published "cleaned MegaFace": insightface's
+remove_noises.py procedure with the noise lists, data megaface/facescrub_noises.txt and
+megaface_noises.txt: listed probes replaced by their identity's centre plus tiny noise,
+listed distractors kept in the count but out of reach), removed (listed probes and
+distractors left out; the sets shrink; not comparable with published cleaned results).
 
 Ties count against the probe (pessimistic); TAR at FAR uses --tar-rule (kth: threshold =
 the round(FAR * n_impostor)-th highest impostor score). Writes OUT/megaface.json and
 OUT/megaface_{cmc,roc,rank1}.png.
 """
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from mtdnn.evaluation.features_io import load_features, lookup, name_index, read_bin_features
-from mtdnn.evaluation.megaface import (DEFAULT_SIZES, evaluate_with_noise_lists, megaface_list_size,
+from mtdnn.evaluation.megaface import (DEFAULT_SIZES, NOISE_CHOICES, evaluate_with_noise_lists, megaface_list_size,
                                        nested_distractor_order, read_facescrub_list,
                                        read_megaface_list, read_noise_list)
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
+from mtdnn.evaluation.cli import run_tool
+from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
+
+PLOT_PREFIX = {"original": "megaface", "cleaned": "megaface_cleaned", "noise_removed": "megaface_removed"}
 
 
 def norm_path(p: str) -> str:
@@ -66,17 +74,20 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", help=f"distractor set sizes (default {DEFAULT_SIZES} "
                     "up to the number of distractors)")
     ap.add_argument("--suffix", default="_mtdnn_112x96", help="devkit feature file suffix (before .bin)")
-    ap.add_argument("--noise", choices=("keep", "remove", "both"), default="both")
-    ap.add_argument("--facescrub-noises", type=Path)
-    ap.add_argument("--megaface-noises", type=Path)
-    ap.add_argument("--far", type=float, nargs="+", default=[1e-6])
-    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth")
-    ap.add_argument("--chunk-size", type=int, default=8192)
+    ap.add_argument("--noise", choices=NOISE_CHOICES, nargs="+", default=["keep", "cleaned"],
+                    help="variants to report: keep (as given), cleaned (the published cleaning), removed "
+                         "(listed images left out) (default: keep cleaned)")
+    ap.add_argument("--noise-seed", type=int, default=0, help="seed of the cleaning's uniform noise (default 0)")
+    ap.add_argument("--facescrub-noises", type=Path, help="probe noise list (default: data megaface/facescrub_noises.txt)")
+    ap.add_argument("--megaface-noises", type=Path, help="distractor noise list (default: data megaface/megaface_noises.txt)")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6], help="FARs for TAR (default 1e-6)")
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="TAR at FAR rule (default kth)")
+    ap.add_argument("--chunk-size", type=int, default=8192, help="distractors per GEMM (default 8192)")
     ap.add_argument("--singletons", choices=("error", "drop"), default="error",
                     help="identities with a single probe image: error, or drop them")
-    ap.add_argument("--label", default="ours")
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--label", default="ours", help="curve label in the plots")
+    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     prog = not a.quiet
 
@@ -94,18 +105,18 @@ def main(argv=None):
     if sizes is None:
         sizes = a.sizes or [s for s in DEFAULT_SIZES if s < distr.shape[0]] + [distr.shape[0]]
     noises = {}
-    if a.noise != "keep":
+    if a.noise != ["keep"]:
         noises = {"probe_noise": read_noise_list(a.facescrub_noises or data_path("megaface", "facescrub_noises.txt")),
                   "distractor_noise": read_noise_list(a.megaface_noises or data_path("megaface", "megaface_noises.txt"))}
     runs = evaluate_with_noise_lists(probes, pids, pnames, distr, dnames, sizes, noise=a.noise,
-                                     far_targets=a.far, tar_rule=a.tar_rule, chunk_size=a.chunk_size,
+                                     seed=a.noise_seed, far_targets=a.far, tar_rule=a.tar_rule, chunk_size=a.chunk_size,
                                      singletons=a.singletons, progress=prog, **noises)
     res = {"kind": "megaface", "probes": str(a.probes), "distractors": str(a.distractors), "runs": runs}
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "megaface.json").write_text(json.dumps(res, indent=1))
+    atomic_write_json(a.out / "megaface.json", res, indent=1)
     for key, r in runs.items():
-        plot_megaface(r, a.out, "megaface" if key == "original" else "megaface_clean", a.label)
-        print(f"MegaFace ({key}): {r['n_probes']} probes of {r['n_identities']} identities")
+        plot_megaface(r, a.out, PLOT_PREFIX[key], a.label)
+        print(f"MegaFace ({key}: {r['noise_procedure'].split(':')[0]}): {r['n_probes']} probes of "
+              f"{r['n_identities']} identities")
         for s in r["results"]:
             t = s["tar_at_far"][0]
             print(f"  {s['distractors']:>9,} distractors: rank-1 {100 * s['rank1']:6.2f} %   "
@@ -114,7 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, __file__)

@@ -9,26 +9,49 @@ RUNS is a folder of run folders (runs/full, runs/fast, ...); each run's *.json r
 it) are read. The folder name (or run.json {"name", "model", "rows"}) picks the paper row:
 full, fast, full_noattr, fast_noattr, block_variants, config2, config3, attr_eye, attr_nose,
 attr_global.
+
+A result JSON that cannot be read (truncated by a full disk, not JSON, unreadable) is named
+with the reason and the tool exits with status 1 without writing the report, unless
+--allow-broken (then the report is written without those files and says which were left
+out).
 """
 import argparse
+import sys
 from pathlib import Path
 
 from mtdnn.evaluation.report import build_report, collect_runs
+from mtdnn.fileio import atomic_write_text
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, help="folder of run folders")
     ap.add_argument("--out", type=Path, help="Markdown file (default RUNS/report.md)")
+    ap.add_argument("--allow-broken", action="store_true",
+                    help="write the report even when some result JSON cannot be read (they are listed)")
     a = ap.parse_args(argv)
-    runs = collect_runs(a.runs)
+    if not a.runs.is_dir():
+        ap.error(f"{a.runs} is not a folder")
+    runs, problems = collect_runs(a.runs)
+    for p in problems:
+        print(f"report.py: unreadable result file: {p}", file=sys.stderr)
+    if problems and not a.allow_broken:
+        print(f"report.py: error: {len(problems)} result file(s) cannot be read (listed above): rerun the "
+              f"evaluation that writes them, or pass --allow-broken to report without them", file=sys.stderr)
+        return 1
     if not runs:
-        raise SystemExit(f"no result JSON (lfw.json, megaface.json, ...) found below {a.runs}")
+        print(f"report.py: error: no result JSON (lfw.json, megaface.json, ...) found below {a.runs}",
+              file=sys.stderr)
+        return 1
     out = a.out or a.runs / "report.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(runs, out.parent))
-    print(f"{len(runs)} run(s): {', '.join(r['name'] for r in runs)} -> {out}")
+    text = build_report(runs, out.parent)
+    if problems:
+        text += "\n## Left out\n\n" + "\n".join(f"- unreadable: {p}" for p in problems) + "\n"
+    atomic_write_text(out, text)
+    print(f"{len(runs)} run(s): {', '.join(r['name'] for r in runs)} -> {out}" +
+          (f"; {len(problems)} unreadable result file(s) left out (listed in the report)" if problems else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

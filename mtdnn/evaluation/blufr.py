@@ -18,8 +18,17 @@ Per trial, on the L2-normalised features (score = cosine):
 * FAR = 0: threshold halfway between the highest impostor and the lowest genuine score
   above it (or just above the highest impostor), as in the MATLAB code.
 
-Reported: mean and std (MATLAB's, ddof=1) over the trials, and BLUFR's headline figure
-mean - std.
+Scores are computed in float64 from the float32 features, like the MATLAB reference (a
+float32 score moves about one genuine pair per trial, ~5e-4 points).
+
+Reported: BLUFR's headline figure mean - std over the trials (its readme asks for it; std is
+MATLAB's, ddof=1), with the mean and the std beside it.
+
+``exclude_people``: the images of these people (LFW names, e.g. a model's training people) are
+left out of every trial's test, gallery and probe sets. BLUFR's test sets hold almost all of
+LFW, so a model trained on LFW people is otherwise scored on pairs of its own training
+identities; the result then says ``"standard": False`` and how many people and images were
+left out: it is a figure on unseen people, not the standard BLUFR one.
 """
 from __future__ import annotations
 
@@ -27,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .features_io import image_key, l2_normalize, lookup, name_index
+from .features_io import check_features, image_key, lookup, name_index
+from .lfw import lfw_person
 from .roc import matlab_round
 
 VERI_FAR_POINTS = np.r_[0, np.kron(10.0 ** np.arange(-8, 0), np.arange(1, 10)), 1]
@@ -77,7 +87,9 @@ def _thresholds(imp_desc, gen, far_points):
 
 def roc_from_scores(genuine, impostor, far_points=VERI_FAR_POINTS):
     """BLUFR ``EvalROC`` from genuine and impostor scores: ``(vr, far)`` at ``far_points``."""
-    imp = np.sort(np.asarray(impostor).ravel())[::-1]  # float32 stays float32: 50M scores
+    imp = np.array(impostor, dtype=np.float64).ravel()  # an own copy, sorted in place
+    imp.sort()
+    imp = imp[::-1]
     gen = np.sort(np.asarray(genuine, dtype=np.float64).ravel())
     thr, far = _thresholds(imp, gen, far_points)
     vr = (gen.size - np.searchsorted(gen, thr, "left")) / gen.size
@@ -96,14 +108,15 @@ def eval_roc(score, labels, far_points=VERI_FAR_POINTS):
 
 def pair_scores(x, labels, block: int = 1024):
     """Cosine scores of all pairs of distinct rows of unit-norm ``x``, split into genuine
-    (same label) and impostor, computed by row blocks so that neither the N x N matrix nor
-    its masks are ever held (10k test images: 50M impostor scores, 200 MB)."""
+    (same label) and impostor, computed in float64 by row blocks so that neither the N x N
+    matrix nor its masks are ever held (10k test images: 50M impostor scores, 400 MB)."""
+    x = np.asarray(x, dtype=np.float64)
     labels = np.asarray(labels)
     n = len(labels)
     _, inv, count = np.unique(labels, return_inverse=True, return_counts=True)
     n_gen = int(np.sum(count * (count - 1) // 2))
-    imp = np.empty(n * (n - 1) // 2 - n_gen, dtype=np.float32)
-    gen = np.empty(n_gen, dtype=np.float32)
+    imp = np.empty(n * (n - 1) // 2 - n_gen, dtype=np.float64)
+    gen = np.empty(n_gen, dtype=np.float64)
     gi = ii = 0
     cols = np.arange(n)
     for a in range(0, n, block):
@@ -145,50 +158,85 @@ def open_set_roc(score, gal_labels, probe_labels, far_points=OSI_FAR_POINTS,
     return dir_, far
 
 
+def far_point_index(points, far: float):
+    """``(points, index)``: the index of ``far`` among the FAR ``points`` (relative tolerance
+    1e-9, no absolute one: FARs go down to 1e-8, where numpy's default absolute tolerance of
+    1e-8 would take 9e-8 for 1e-7), or the points with ``far`` appended and its index."""
+    points = np.asarray(points, dtype=np.float64)
+    hit = np.flatnonzero(np.isclose(points, far, rtol=1e-9, atol=0.0))
+    if hit.size:
+        return points, int(hit[0])
+    return np.r_[points, far], len(points)
+
+
+def exclude_from_trials(cfg: dict, people) -> tuple[list[dict], int, int]:
+    """The config's trials without the images of ``people``: ``(trials, n_people, n_images)``,
+    counting the people and images of the config that were left out."""
+    people = set(people)
+    out = np.array([lfw_person(n) in people for n in cfg["image_names"]])
+    trials = []
+    for t, tr in enumerate(cfg["trials"]):
+        kept = {k: v[~out[v]] for k, v in tr.items()}
+        if kept["test"].size < 2 or kept["gallery"].size == 0 or kept["probe"].size == 0:
+            raise ValueError(f"BLUFR trial {t + 1}: too few images left after excluding {len(people)} people")
+        trials.append(kept)
+    n_people = len({lfw_person(n) for n, o in zip(cfg["image_names"], out) if o})
+    return trials, n_people, int(out.sum())
+
+
+def _summary(per_trial, key: str) -> dict:
+    """mean, std (MATLAB's, ddof=1; 0 for one trial) and BLUFR's figure mean - std."""
+    a = np.asarray(per_trial, dtype=np.float64)
+    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return {f"{key}_mean_minus_std": float(a.mean()) - std, f"{key}_mean": float(a.mean()),
+            f"{key}_std": std, f"{key}_per_trial": a.tolist()}
+
+
 def evaluate_blufr(features, names, config, *, veri_far=1e-3, osi_far=1e-2, rank=1,
-                   progress=True) -> dict:
+                   exclude_people=(), progress=True) -> dict:
     """BLUFR over all trials of ``config`` (a path or ``load_blufr_config``'s dict).
 
     The config's images are found among ``names`` by file name without extension; every one
-    must have a feature (ValueError naming those that do not).
+    must have a feature (ValueError naming those that do not). ``exclude_people``: see the
+    module doc. The reported figures (``tar``, ``dir``) are mean - std over the trials.
     """
     from tqdm import tqdm
     cfg = load_blufr_config(config) if isinstance(config, (str, Path)) else config
     rows = lookup(name_index(names, "feature names"),
                   [image_key(n) for n in cfg["image_names"]], "BLUFR images among the features")
-    feats = l2_normalize(np.asarray(features)[rows], "BLUFR features")
+    x = check_features(np.asarray(features)[rows], "BLUFR features").astype(np.float64)
+    feats = x / np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
     labels = cfg["labels"]
-    vi = int(np.flatnonzero(np.isclose(VERI_FAR_POINTS, veri_far))[0]) \
-        if np.isclose(VERI_FAR_POINTS, veri_far).any() else None
-    veri_points = VERI_FAR_POINTS if vi is not None else np.r_[VERI_FAR_POINTS, veri_far]
-    vi = vi if vi is not None else len(veri_points) - 1
-    oi_mask = np.isclose(OSI_FAR_POINTS, osi_far)
-    osi_points = OSI_FAR_POINTS if oi_mask.any() else np.r_[OSI_FAR_POINTS, osi_far]
-    oi = int(np.flatnonzero(oi_mask)[0]) if oi_mask.any() else len(osi_points) - 1
+    trials, n_people, n_images = cfg["trials"], 0, 0
+    if exclude_people:
+        trials, n_people, n_images = exclude_from_trials(cfg, exclude_people)
+    veri_points, vi = far_point_index(VERI_FAR_POINTS, veri_far)
+    osi_points, oi = far_point_index(OSI_FAR_POINTS, osi_far)
     ri_mask = RANK_POINTS == rank
     rank_points = RANK_POINTS if ri_mask.any() else np.r_[RANK_POINTS, rank]
     ri = int(np.flatnonzero(ri_mask)[0]) if ri_mask.any() else len(rank_points) - 1
     vrs, dirs, vfars, ofars = [], [], [], []
-    for t, tr in enumerate(tqdm(cfg["trials"], desc="BLUFR trials", disable=not progress)):
+    for tr in tqdm(trials, desc="BLUFR trials", disable=not progress):
         vr, vfar = roc_from_scores(*pair_scores(feats[tr["test"]], labels[tr["test"]]), veri_points)
         d, ofar = open_set_roc(feats[tr["gallery"]] @ feats[tr["probe"]].T, labels[tr["gallery"]],
                                labels[tr["probe"]], osi_points, rank_points)
         vrs.append(vr), dirs.append(d), vfars.append(vfar), ofars.append(ofar)
     vrs, dirs = np.array(vrs), np.array(dirs)
-    vr_t, dir_t = vrs[:, vi], dirs[:, ri, oi]
-    std = (lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+    standard = not exclude_people
+    protocol = "BLUFR on LFW (Liao et al. 2014), %d trials" % len(trials)
+    if not standard:
+        protocol += (f", without the images of {n_people} excluded people ({n_images} images): "
+                     "a figure on people outside the excluded list, not the standard BLUFR figure")
     return {
-        "kind": "blufr", "protocol": "BLUFR on LFW (Liao et al. 2014), 10 trials",
-        "score": "cosine of L2-normalised features",
-        "n_trials": len(cfg["trials"]),
-        "verification": {"far": veri_far, "tar_mean": float(vr_t.mean()), "tar_std": std(vr_t),
-                         "tar_mean_minus_std": float(vr_t.mean()) - std(vr_t),
-                         "tar_per_trial": vr_t.tolist(),
+        "kind": "blufr", "protocol": protocol, "standard": standard,
+        "excluded_people": n_people, "excluded_images": n_images,
+        "score": "cosine of L2-normalised features, float64",
+        "reported": "mean - std over the trials (BLUFR's figure)",
+        "n_trials": len(trials),
+        "verification": {"far": veri_far, **_summary(vrs[:, vi], "tar"),
                          "roc": {"far": np.mean(vfars, axis=0).tolist(),
                                  "tar": vrs.mean(axis=0).tolist()}},
-        "open_set": {"far": osi_far, "rank": rank, "dir_mean": float(dir_t.mean()),
-                     "dir_std": std(dir_t), "dir_mean_minus_std": float(dir_t.mean()) - std(dir_t),
-                     "dir_per_trial": dir_t.tolist(),
+        "open_set": {"far": osi_far, "rank": rank, **_summary(dirs[:, ri, oi], "dir"),
                      "roc": {"far": np.mean(ofars, axis=0).tolist(),
                              "dir": dirs[:, ri, :].mean(axis=0).tolist()}},
     }

@@ -76,33 +76,42 @@ def load_meta(prefix) -> dict:
 
 
 # ---------------------------------------------------------------------------- checks
-def check_features(x, source: str = "features", *, first_row: int = 0) -> np.ndarray:
+def check_features(x, source: str = "features", *, first_row: int = 0,
+                   names: Sequence[str] | None = None) -> np.ndarray:
     """``x`` as a C-contiguous float32 2-D array; ValueError on NaN/inf rows or zero-norm rows.
 
     A zero or non-finite feature has no direction, so no similarity can rank it: it is an
-    error rather than a silent zero score. ``first_row`` offsets the row numbers in messages.
+    error rather than a silent zero score. ``first_row`` offsets the row numbers in messages;
+    ``names`` (one per row of ``x``) adds the first bad row's name.
     """
+    def where(rows):
+        return f"first row {rows[0] + first_row}" + (f" ({names[rows[0]]})" if names is not None else "")
+
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"{source}: expected a 2-D N x D array, got shape {x.shape}")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise ValueError(f"{source}: {len(rows)} feature row(s) hold NaN or inf, "
-                         f"first row {rows[0] + first_row}")
+        raise ValueError(f"{source}: {len(rows)} feature row(s) hold NaN or inf, {where(rows)}")
     zero = ~(np.abs(x) > 0).any(axis=1)
     if zero.any():
         rows = np.flatnonzero(zero)
-        raise ValueError(f"{source}: {len(rows)} feature row(s) have zero norm, "
-                         f"first row {rows[0] + first_row}")
+        raise ValueError(f"{source}: {len(rows)} feature row(s) have zero norm, {where(rows)}")
     return x
 
 
 def l2_normalize(x, source: str = "features", *, first_row: int = 0) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32), after ``check_features``."""
-    x = check_features(x, source, first_row=first_row)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
-    return x / norms[:, None]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        check_features(x, source, first_row=first_row)
+    # one pass: a NaN or inf makes the (float64) norm non-finite, a zero row a zero norm;
+    # check_features names the first bad row then
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    if not (np.isfinite(norms).all() and norms.all()):
+        check_features(x, source, first_row=first_row)
+    return x / norms.astype(np.float32)[:, None]
 
 
 # ---------------------------------------------------------------------------- names

@@ -21,7 +21,9 @@ and counts as an error in its test fold; the missing images are listed in the re
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Sequence
 
 import numpy as np
@@ -53,6 +55,13 @@ def read_pairs(path) -> list[Pair]:
     View 1 ``pairsDevTrain/Test.txt``: one fold (fold = 0)."""
     return [Pair(a, b, bool(same), f) for f, fold in enumerate(read_lfw_pairs(path))
             for a, b, same in fold]
+
+
+def lfw_person(name: str) -> str:
+    """The person of an LFW image: ``Aaron_Eckhart/Aaron_Eckhart_0001.jpg`` or
+    ``Aaron_Eckhart_0001.jpg`` -> ``Aaron_Eckhart``."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    return p.parent.name if p.parent.name else re.sub(r"_\d+$", "", p.stem)
 
 
 def read_people(path) -> list[tuple[str, int]]:

@@ -2,9 +2,12 @@
 rank-1 against the number of distractors. Each takes ``{label: curve}`` so runs can be overlaid."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from mtdnn.fileio import atomic_write_bytes
 
 
 def _plt():
@@ -15,11 +18,14 @@ def _plt():
 
 
 def _save(fig, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    """The PNG is rendered in memory and written atomically: a full disk or a kill never
+    leaves half a plot under the final name."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_roc(curves: dict, path, title: str = "ROC", ylabel: str = "True accept rate",

@@ -60,31 +60,38 @@ MODEL_ROWS = {
 }
 
 
-def collect_runs(root) -> list[dict]:
+def collect_runs(root) -> tuple[list[dict], list[str]]:
     """Runs below ``root``: each sub-folder holding result JSONs (``root`` itself if it holds
-    them directly). Returns [{name, path, rows, results: {kind: dict}, plots: [paths]}]."""
+    them directly). Returns ``(runs, problems)``: runs are [{name, path, rows, results: {kind:
+    dict}, plots: [paths]}]; problems name every JSON file that could not be read (truncated,
+    not UTF-8, not JSON, unreadable) with the reason: such a file is never skipped silently."""
     root = Path(root)
     folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())
-    runs = []
+    runs, problems = [], []
+
+    def read(p: Path):
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            problems.append(f"{p}: {type(e).__name__}: {e}")
+            return None
+
     for folder in folders:
         search = folder.glob("*.json") if folder == root else folder.rglob("*.json")
         results = {}
         for p in sorted(search):
-            try:
-                data = json.loads(p.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
+            data = read(p)
             if isinstance(data, dict) and "kind" in data:
                 results[data["kind"]] = data
         if not results:
             continue
-        info = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+        info = (read(folder / "run.json") or {}) if (folder / "run.json").exists() else {}
         name = info.get("name") or info.get("model") or folder.name
         rows = dict(MODEL_ROWS.get(info.get("model", folder.name), {}))
         rows.update(info.get("rows", {}))
         plots = sorted(folder.glob("*.png") if folder == root else folder.rglob("*.png"))
         runs.append({"name": name, "path": folder, "rows": rows, "results": results, "plots": plots})
-    return runs
+    return runs, sorted(set(problems))
 
 
 def _pct(x, digits=2):
@@ -105,7 +112,7 @@ def _megaface_figures(run):
     else the stand-in (noted)."""
     mf = run["results"].get("megaface")
     if mf:
-        r = mf["runs"].get("original") or mf["runs"].get("noise_removed")
+        r = mf["runs"].get("original") or mf["runs"].get("cleaned") or mf["runs"].get("noise_removed")
         last = r["results"][-1]
         note = "" if last["distractors"] >= 1_000_000 else f"{last['distractors']:,} distractors"
     elif "identification" in run["results"]:
@@ -115,6 +122,24 @@ def _megaface_figures(run):
         return None, None, ""
     tar = last["tar_at_far"][0]["tar"] if last["tar_at_far"] else None
     return last["rank1"], tar, note
+
+
+def _blufr(bl, part, key) -> str:
+    """BLUFR's figure, mean - std, with mean and std (older results without it: mean - std
+    from their mean and std)."""
+    if not bl:
+        return "-"
+    v = bl[part]
+    figure = v.get(f"{key}_mean_minus_std", v[f"{key}_mean"] - v[f"{key}_std"])
+    return f"{_pct(figure)} ({_pct(v[f'{key}_mean'])} ± {_pct(v[f'{key}_std'])})"
+
+
+def _blufr_people(bl) -> str:
+    if not bl:
+        return "-"
+    if bl.get("standard", True):
+        return "all LFW people"
+    return f"without {bl['excluded_people']} excluded people"
 
 
 def _table(head, rows):
@@ -190,12 +215,15 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                      _pct(lfw["view1"]["accuracy"]) if lfw and "view1" in lfw else "-",
                      f"{_pct(tar['tar'])} @ {tar['far']:g}" if tar else "-",
                      str(lfw["n_missing_pairs"]) if lfw and "n_missing_pairs" in lfw else "-",
-                     f"{_pct(bl['verification']['tar_mean'])} ± {_pct(bl['verification']['tar_std'])}" if bl else "-",
-                     f"{_pct(bl['open_set']['dir_mean'])} ± {_pct(bl['open_set']['dir_std'])}" if bl else "-"])
+                     _blufr(bl, "verification", "tar"), _blufr(bl, "open_set", "dir"), _blufr_people(bl)])
     if rows:
         lines += ["## LFW and BLUFR", "",
+                  "BLUFR figures are mean − std over its 10 trials (BLUFR's own figure; mean and std in "
+                  "brackets). BLUFR's test sets hold nearly all of LFW: a figure on *all LFW people* is "
+                  "valid only for a model trained on none of them (e.g. on CASIA-WebFace); a model "
+                  "trained on LFW people is evaluated without them (`tools/eval_blufr.py --exclude`).", "",
                   _table(["run", "LFW View 2 (%)", "rule", "View 1 (%)", "TAR (%)", "missing pairs",
-                          "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1"], rows), ""]
+                          "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1", "BLUFR people"], rows), ""]
 
     # MegaFace / stand-in per size
     for r in runs:
