@@ -1,8 +1,8 @@
 """Where the project finds its data and its own folders.
 
-The real face data is never copied into the repository: it is read in place from the
-folder named by the environment variable ``MTDNN_DATA`` or, by default, ``../shared/data``
-beside the repository.
+The real face data is never committed: ``make data`` (tools/fetch_data.py) puts it into
+``data/`` in the repository, or into the folder named by the environment variable
+``MTDNN_DATA``; docs/data.md describes the layout.
 """
 import os
 from pathlib import Path
@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def data_root() -> Path:
-    """The data folder: ``$MTDNN_DATA`` if set, else ``<repo>/../shared/data``."""
-    return Path(os.environ.get("MTDNN_DATA", REPO.parent / "shared" / "data")).resolve()
+    """The data folder: ``$MTDNN_DATA`` if set, else ``<repo>/data``."""
+    return Path(os.environ.get("MTDNN_DATA") or REPO / "data").resolve()
 
 
 def data_path(*parts: str, must_exist: bool = True) -> Path:
@@ -20,6 +20,6 @@ def data_path(*parts: str, must_exist: bool = True) -> Path:
     path = data_root().joinpath(*parts)
     if must_exist and not path.exists():
         raise FileNotFoundError(
-            f"{path} does not exist: set MTDNN_DATA to the folder holding lfw/, celeba/, mtcnn/ "
-            f"(see ../shared/data/README.md)")
+            f"{path} does not exist: run `make data` (or set MTDNN_DATA to a folder holding "
+            f"lfw/, celeba/, mtcnn/; see docs/data.md)")
     return path
