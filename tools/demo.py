@@ -84,7 +84,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.demo import (DemoError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs, write_text_atomic)
-from mtdnn.paths import REPO  # noqa: E402
+from mtdnn.paths import REPO, data_root  # noqa: E402
 
 TOOLS = REPO / "tools"
 PY = sys.executable
@@ -128,7 +128,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="the small pipeline (a few minutes; for tests)")
     p.add_argument("--work", type=Path, default=REPO / "work" / "demo", help="work folder (default %(default)s)")
     p.add_argument("--data", type=Path, help="data folder with lfw/, celeba/, mtcnn/ (default $MTDNN_DATA "
-                                             "or ../shared/data)")
+                                             "or data/ in the repository; make data fills it)")
     p.add_argument("--redo", metavar="STAGE", help="redo this stage and every stage after it")
     p.add_argument("--quiet-tools", action="store_true", help="hide the tools' standard output (not their errors)")
     g = p.add_argument_group("sizes (default: the full plan above; --quick changes them)")
@@ -147,7 +147,7 @@ class Demo:
         self.plan = replace(plan, **changes)
         self.quick = args.quick
         self.work = args.work.resolve()
-        self.data = (args.data or Path(os.environ.get("MTDNN_DATA", REPO.parent / "shared" / "data"))).resolve()
+        self.data = (args.data or data_root()).resolve()
         self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
         p = self.plan
         w = self.work
@@ -177,9 +177,9 @@ class Demo:
                 self.data / "mtcnn" / "det1.caffemodel"]
         missing = [str(p) for p in need if not p.exists()]
         if missing:
-            raise DemoError(f"the data folder {self.data} lacks {', '.join(missing)}: pass --data (or set "
-                            f"MTDNN_DATA) pointing at the folder holding lfw/, celeba/ and mtcnn/ "
-                            f"(see ../shared/data/README.md)")
+            raise DemoError(f"the data folder {self.data} lacks {', '.join(missing)}: run `make data` "
+                            f"(docs/data.md), or pass --data (or set MTDNN_DATA) pointing at the folder "
+                            f"holding lfw/, celeba/ and mtcnn/")
         caffe = Path(PY).parent / "caffe"
         if not caffe.is_file() and not shutil.which("caffe"):
             raise DemoError("no caffe binary beside this Python or on PATH: run `make setup` first")

@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--work", type=Path, default=REPO / "work" / "repro", help="work folder (default %(default)s)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "reproduction",
                    help="where the report goes (default %(default)s)")
-    p.add_argument("--data", type=Path, help="data folder (default $MTDNN_DATA or ../shared/data)")
+    p.add_argument("--data", type=Path, help="data folder (default $MTDNN_DATA or data/ in the repository; make data fills it)")
     p.add_argument("--models", default="fast,fast_noattr,full,full_noattr", help="default %(default)s")
     p.add_argument("--seeds", default="1,2,3", help="solver random_seeds (default %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one BLAS thread each (default 2)")
