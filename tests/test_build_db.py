@@ -79,7 +79,7 @@ def test_build_and_check(tree, tmp_path):
 
     # Same seed, same database; existing output kept without --force.
     r = run("build_db.py", out, "--images", tree)
-    assert r.returncode == 1 and "--force" in r.stderr
+    assert r.returncode == 2 and "--force" in r.stderr
     assert (out / "train_attributes.h5").is_file()
     r = run("build_db.py", tmp_path / "db2", "--images", tree, "--attributes", tmp_path / "attrs.npy",
             "--attribute-names", "a,b,c", "--seed", "3")
@@ -124,7 +124,7 @@ def test_check_db_names_the_first_bad_record(tree, tmp_path):
         txn.put(key, db.image_to_datum(image, (label + 1) % 8))
     env.close()
     r = run("check_db.py", out / "train_manifest.json")
-    assert r.returncode == 1
+    assert r.returncode == 1  # a check that finds a bad record fails (1); bad input is 2
     assert f"record 4 ('{m['paths'][4]}'): label" in r.stderr
     # A database whose records are in another order: the first differing record is named.
     other = tmp_path / "db_other"
@@ -168,35 +168,35 @@ def test_bad_input_is_named_and_nothing_is_lost(tree, tmp_path):
 
     (tmp_path / "bad.txt").write_text("1 -1\n" * (n - 1) + "1 2\n")
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "bad.txt", "--force")
-    assert r.returncode == 1 and f"bad.txt, line {n}: attribute value '2'" in r.stderr
+    assert r.returncode == 2 and f"bad.txt, line {n}: attribute value '2'" in r.stderr
     (tmp_path / "cols.txt").write_text("1 -1\n" * (n - 1) + "1\n")
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "cols.txt", "--force")
-    assert r.returncode == 1 and f"cols.txt, line {n}: expected 2 attribute values, got 1" in r.stderr
+    assert r.returncode == 2 and f"cols.txt, line {n}: expected 2 attribute values, got 1" in r.stderr
     np.save(tmp_path / "short.npy", np.ones((3, 2)))
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "short.npy", "--force")
-    assert r.returncode == 1 and f"3 attribute rows for {n} images" in r.stderr
+    assert r.returncode == 2 and f"3 attribute rows for {n} images" in r.stderr
 
     broken = tmp_path / "broken"
     shutil.copytree(tree, broken)
     victim = sorted(broken.rglob("*.jpg"))[5]
     victim.write_bytes(victim.read_bytes()[:300])
     r = run("build_db.py", out, "--images", broken, "--force")
-    assert r.returncode == 1 and victim.name in r.stderr and "truncated" in r.stderr
+    assert r.returncode == 2 and victim.name in r.stderr and "truncated" in r.stderr
     odd = sorted(broken.rglob("*.jpg"))[7]
     victim.write_bytes((tree / victim.relative_to(broken)).read_bytes())
     cv2.imwrite(str(odd), np.zeros((50, 50, 3), np.uint8))
     r = run("build_db.py", out, "--images", broken, "--force")
-    assert r.returncode == 1 and odd.name in r.stderr and "wrong size" in r.stderr
+    assert r.returncode == 2 and odd.name in r.stderr and "wrong size" in r.stderr
 
     listing = tmp_path / "l.txt"
     listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 0\nNobody/Nobody_0001.jpg 1\n")
     r = run("build_db.py", out, "--list", listing, "--root", tree, "--force")
-    assert r.returncode == 1 and "Nobody_0001.jpg" in r.stderr and "missing" in r.stderr
+    assert r.returncode == 2 and "Nobody_0001.jpg" in r.stderr and "missing" in r.stderr
     listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 0\nAaron_Peirsol/Aaron_Peirsol_0001.jpg 0\n")
     r = run("build_db.py", out, "--list", listing, "--root", tree, "--force")
-    assert r.returncode == 1 and "duplicate path" in r.stderr
+    assert r.returncode == 2 and "duplicate path" in r.stderr
     r = run("build_db.py", out, "--images", tmp_path / "empty_dir", "--force")
-    assert r.returncode == 1 and "not a folder" in r.stderr
+    assert r.returncode == 2 and "not a folder" in r.stderr
 
     # After all these failures the first database is intact and still checks.
     assert (out / "train_manifest.json").read_text() == before
@@ -220,7 +220,7 @@ def test_vote_scores_and_placeholder(tree, tmp_path):
     scores = np.random.default_rng(1).normal(size=(len(paths), 2)).astype(np.float32)
     np.save(tmp_path / "scores.npy", scores)
     r = run("build_db.py", tmp_path / "raw", "--images", tree, "--attributes", tmp_path / "scores.npy")
-    assert r.returncode == 1 and "is not -1, 0 or 1" in r.stderr  # scores need --vote
+    assert r.returncode == 2 and "is not -1, 0 or 1" in r.stderr  # scores need --vote
     out = tmp_path / "voted"
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "scores.npy", "--vote")
     assert r.returncode == 0, r.stderr

@@ -91,7 +91,7 @@ def test_rerun_reuses_stages_and_redo_redoes_the_rest(quick):
     ran = re.findall(r"^\$ \S+ \S*tools/(\w+)\.py", redo.stdout, re.M)
     assert ran == ["eval_identification", "eval_attributes", "report"]
     bad = demo("--quick", "--work", work, "--redo", "nosuch")
-    assert bad.returncode == 1 and "no such stage" in bad.stderr
+    assert bad.returncode == 2 and "no such stage" in bad.stderr
     # another seed: the net is trained afresh (not taken for finished), and run.json says which seed
     seeded = demo("--quick", "--work", work, "--seed", "2", timeout=600)
     assert seeded.returncode == 0, seeded.stderr[-3000:]
@@ -127,4 +127,4 @@ def test_runner_restarts_a_stage_whose_command_changed(tmp_path):
 
 def test_missing_data_ends_with_a_message(tmp_path):
     out = demo("--quick", "--work", tmp_path / "w", "--data", tmp_path / "nodata")
-    assert out.returncode == 1 and "--data" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "make data" in out.stderr and "--data" in out.stderr and "Traceback" not in out.stderr

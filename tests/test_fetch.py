@@ -257,3 +257,16 @@ def test_the_lfw_list_is_written_byte_for_byte_like_the_reference_list(tmp_path)
     (tmp_path / "lfw" / "lfw-112x96").symlink_to(ref / "lfw-112x96")
     fetch.write_lfw_list(tmp_path)
     assert (tmp_path / "lfw" / "lfw-112x96_list.txt").read_bytes() == (ref / "lfw-112x96_list.txt").read_bytes()
+
+
+def test_pytest_without_data_skips_with_the_missing_path(tmp_path):
+    """tests/conftest.py: no FileNotFoundError and no collection error without the data folder;
+    a module that needs data at import (test_mtcnn) and tests that need it in their body or
+    fixtures (test_eval_blufr) are skipped, each naming the path it needs."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                        "tests/test_mtcnn.py", "tests/test_eval_blufr.py"], cwd=REPO, capture_output=True,
+                       text=True, env={**os.environ, "MTDNN_DATA": str(tmp_path / "none")}, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert f"data missing: {tmp_path / 'none'}/lfw/lfw-deepfunneled (run `make data`" in r.stdout
+    assert f"data missing: {tmp_path / 'none'}/lfw/blufr/blufr_lfw_config.mat" in r.stdout
+    assert "error" not in r.stdout.lower().split("short test summary")[-1]

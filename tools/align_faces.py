@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm  # noqa: E402
 
+from mtdnn.cli import bad_input  # noqa: E402
 from mtdnn import datasets  # noqa: E402
 from mtdnn.images import ImageError, atomic_write_bytes, load_image, save_image  # noqa: E402
 
@@ -91,7 +92,7 @@ def input_paths(args) -> list[str]:
         seen.add(rel)
         unique.append(rel)
     if not unique:
-        raise SystemExit(f"error: no images to align in {args.list or args.people or args.src}")
+        bad_input(f"no images to align in {args.list or args.people or args.src}")
     return unique[:args.limit] if args.limit else unique
 
 
@@ -168,16 +169,16 @@ def align_one(rel: str):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.workers < 1:
-        raise SystemExit("error: --workers must be >= 1")
+        bad_input("--workers must be >= 1")
     if not args.src.is_dir():
-        raise SystemExit(f"error: {args.src} is not a folder")
+        bad_input(f"{args.src} is not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
     landmarks_path = args.landmarks or args.out / "landmarks.txt"
     failures_path = args.failures or args.out / "failures.txt"
     try:
         paths = input_paths(args)
     except datasets.DatasetError as e:
-        raise SystemExit(f"error: {e}")
+        bad_input(f"{e}")
 
     done = read_landmarks(landmarks_path)
     failed = read_failures(failures_path)

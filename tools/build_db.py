@@ -214,7 +214,7 @@ def main(argv=None) -> int:
         result = build(args)
     except (datasets.DatasetError, ImageError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2  # bad input
     for split, (n, rate) in result["summary"].items():
         print(f"{split}: {n} records ({rate:.0f} img/s written)", file=sys.stderr)
     if result["vote"]:

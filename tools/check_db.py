@@ -33,10 +33,10 @@ def main(argv=None) -> int:
     manifests = sorted(args.target.glob("*_manifest.json")) if args.target.is_dir() else [args.target]
     if not manifests:
         print(f"error: {args.target}: no *_manifest.json here", file=sys.stderr)
-        return 1
+        return 2
     if len(manifests) > 1 and (args.lmdb or args.hdf5):
         print("error: --lmdb/--hdf5 need a single manifest", file=sys.stderr)
-        return 1
+        return 2
     status = 0
     for path in manifests:
         try:

@@ -82,7 +82,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from mtdnn.demo import (DemoError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
+from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs, write_text_atomic)
 from mtdnn.paths import REPO, data_root  # noqa: E402
 
@@ -177,7 +177,7 @@ class Demo:
                 self.data / "mtcnn" / "det1.caffemodel"]
         missing = [str(p) for p in need if not p.exists()]
         if missing:
-            raise DemoError(f"the data folder {self.data} lacks {', '.join(missing)}: run `make data` "
+            raise DemoInputError(f"the data folder {self.data} lacks {', '.join(missing)}: run `make data` "
                             f"(docs/data.md), or pass --data (or set MTDNN_DATA) pointing at the folder "
                             f"holding lfw/, celeba/ and mtcnn/")
         caffe = Path(PY).parent / "caffe"
@@ -204,7 +204,7 @@ class Demo:
         images = sorted(set(pair_imgs) | set(train_imgs) | set(probe_imgs))
         missing = [i for i in images if not (lfw / "lfw-deepfunneled" / i).is_file()]
         if missing:
-            raise DemoError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
+            raise DemoInputError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
                             f"{lfw / 'lfw-deepfunneled'}, e.g. {missing[0]}")
         write_text_atomic(self.lists / "lfw_align.txt", "".join(i + "\n" for i in images))
         return (f"{len(images)} LFW photos to align: {len(pair_imgs)} of the View 1 pairs, "
@@ -424,7 +424,7 @@ def main(argv=None) -> int:
         return Demo(args).main(args.redo, args.quiet_tools)
     except DemoError as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, DemoInputError) else 1
     except KeyboardInterrupt:
         print("demo.py: interrupted; rerun the same command to continue (finished stages are reused)",
               file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from generate.attributes import parse_attributes
+from mtdnn.cli import bad_input
 from mtdnn.evaluation.attributes import attribute_accuracy, format_table, read_celeba_attributes
 from mtdnn.evaluation.features_io import image_key, load_features, lookup, name_index
 from mtdnn.paths import data_path
@@ -51,4 +52,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+        bad_input(e)

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from mtdnn.cli import bad_input
 from mtdnn.evaluation.blufr import evaluate_blufr
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.plots import plot_roc
@@ -55,4 +56,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+        bad_input(e)

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from mtdnn.cli import bad_input
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
@@ -73,7 +74,7 @@ def main(argv=None):
         parts.append(np.asarray(f))
         dnames += [f"{Path(src).name}:{x}" for x in n]
     if not parts:
-        raise SystemExit("no distractors: give --distractors or allow the one-image LFW people")
+        bad_input("no distractors: give --distractors or allow the one-image LFW people")
     distr = np.concatenate(parts)
     order = np.random.default_rng(a.seed).permutation(len(distr))
     distr, dnames = distr[order], [dnames[i] for i in order]
@@ -102,4 +103,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+        bad_input(e)

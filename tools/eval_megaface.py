@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdnn.cli import bad_input
 from mtdnn.evaluation.features_io import load_features, lookup, name_index, read_bin_features
 from mtdnn.evaluation.megaface import (DEFAULT_SIZES, evaluate_with_noise_lists, megaface_list_size,
                                        nested_distractor_order, read_facescrub_list,
@@ -44,7 +45,7 @@ def load_set(src: str, names, suffix: str, what: str, progress: bool):
     Returns (features, names, labels or None)."""
     if Path(src).is_dir():
         if names is None:
-            raise SystemExit(f"{src} is a folder of .bin files: give the {what} list too")
+            bad_input(f"{src} is a folder of .bin files: give the {what} list too")
         return read_bin_features(src, names, suffix, progress=progress, desc=f"{what} .bin"), names, None
     feats, fnames, labels = load_features(src, mmap=True)
     if names is None:
@@ -84,7 +85,7 @@ def main(argv=None):
     probes, pnames, plabels = load_set(a.probes, plist, a.suffix, "probe", prog)
     pids = pids if pids is not None else plabels
     if pids is None:
-        raise SystemExit(f"{a.probes} has no labels: give --probe-list")
+        bad_input(f"{a.probes} has no labels: give --probe-list")
     if a.distractor_lists:
         order, sizes = nested_distractor_order({megaface_list_size(p): read_megaface_list(p)
                                                 for p in a.distractor_lists})
@@ -117,4 +118,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+        bad_input(e)

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdnn.cli import bad_input
 from mtdnn.features import MIRROR_MODES, extract_to_file, list_tree, load_net, read_image_list
 
 
@@ -66,4 +67,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, KeyError, FileNotFoundError) as e:  # bad input: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+        bad_input(e)

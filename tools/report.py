@@ -13,6 +13,7 @@ attr_global.
 import argparse
 from pathlib import Path
 
+from mtdnn.cli import bad_input
 from mtdnn.evaluation.report import build_report, collect_runs
 
 
@@ -23,7 +24,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     runs = collect_runs(a.runs)
     if not runs:
-        raise SystemExit(f"no result JSON (lfw.json, megaface.json, ...) found below {a.runs}")
+        bad_input(f"no result JSON (lfw.json, megaface.json, ...) found below {a.runs}")
     out = a.out or a.runs / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_report(runs, out.parent))
