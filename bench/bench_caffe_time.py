@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Baseline training speed: `caffe time` forward and backward of the Full- and Fast-Model.
 
 Each model's fine-tune train_val net (both task heads) is timed at the paper's batch size

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Images/s of feature extraction (pycaffe forward up to fc5, batched, real aligned LFW images).
 
     python bench/bench_extract.py                                  # models/full and models/fast
@@ -19,11 +19,11 @@ from mtdnn.paths import REPO, data_path
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("deploy", nargs="*", type=Path, help="deploy prototxt(s) (default models/full and models/fast)")
-    ap.add_argument("--weights", type=Path)
-    ap.add_argument("--blob", default="fc5")
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--mirror", choices=("none", "concat", "sum"), default="none")
+    ap.add_argument("--weights", type=Path, help="caffemodel (default: the fillers' random weights; timing does not depend on them)")
+    ap.add_argument("--blob", default="fc5", help="blob to extract (default fc5)")
+    ap.add_argument("--images", type=int, default=64, help="images to time (default 64)")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    ap.add_argument("--mirror", choices=("none", "concat", "sum"), default="none", help="add the flipped image's features (default none)")
     a = ap.parse_args(argv)
     deploys = a.deploy or [p for p in (REPO / "models/full/deploy.prototxt", REPO / "models/fast/deploy.prototxt")
                            if p.exists()]

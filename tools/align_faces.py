@@ -50,9 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--select", choices=("center", "largest"), default="center",
                    help="which face to keep when there are several (default: nearest the centre)")
     p.add_argument("--models", type=Path, default=None, help="MTCNN model folder (default $MTDNN_DATA/mtcnn)")
-    p.add_argument("--minsize", type=float, default=20)
-    p.add_argument("--factor", type=float, default=0.85)
-    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.9))
+    p.add_argument("--minsize", type=float, default=20, help="smallest face searched, in pixels (default 20)")
+    p.add_argument("--factor", type=float, default=0.85, help="image pyramid scale step (default 0.85)")
+    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.9), help="P-Net, R-Net, O-Net score thresholds (default 0.6 0.7 0.9)")
     p.add_argument("--refine-landmarks", action="store_true", help="run det4 (MTCNN v2) on the 5 points")
     p.add_argument("--resize", choices=("matlab", "linear"), default="matlab",
                    help="pyramid resampling: MATLAB imResample (default) or plain bilinear")

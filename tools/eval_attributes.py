@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Attribute prediction accuracy (the paper's Tab. 4) from extracted predictions.
 
     python tools/extract_features.py --deploy models/full/deploy.prototxt --weights W \\
@@ -31,7 +31,7 @@ def main(argv=None):
     ap.add_argument("--labels", type=Path, help="list_attr_celeba.txt (default: data celeba/)")
     ap.add_argument("--attributes", default="all",
                     help="names of the prediction columns, comma-separated, or a group (default all)")
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="output folder (OUT/attributes.json)")
     a = ap.parse_args(argv)
 
     names = parse_attributes(a.attributes)

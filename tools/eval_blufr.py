@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """BLUFR on LFW (Liao et al. 2014): verification TAR at FAR 0.1 % over all test pairs and
 open-set identification DIR at rank 1, FAR 1 %, mean and std over the 10 trials.
 
@@ -25,12 +25,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", required=True, help="LFW feature prefix")
     ap.add_argument("--config", type=Path, help="blufr_lfw_config.mat (default: data lfw/blufr/)")
-    ap.add_argument("--veri-far", type=float, default=1e-3)
-    ap.add_argument("--osi-far", type=float, default=1e-2)
-    ap.add_argument("--rank", type=int, default=1)
-    ap.add_argument("--label", default=None)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--veri-far", type=float, default=1e-3, help="verification FAR for the TAR (default 1e-3, BLUFR's 0.1 %%)")
+    ap.add_argument("--osi-far", type=float, default=1e-2, help="open-set identification FAR for the DIR (default 1e-2)")
+    ap.add_argument("--rank", type=int, default=1, help="identification rank for the DIR (default 1)")
+    ap.add_argument("--label", default=None, help="name of the model in the outputs (default: the feature prefix)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (blufr.json and plots)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
 
     feats, names, _ = load_features(a.features)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """A MegaFace-style identification stand-in on the data at hand (FaceScrub and MegaFace
 are not available here). It is NOT MegaFace: numbers are not comparable with the paper's.
 
@@ -53,15 +53,15 @@ def main(argv=None):
     ap.add_argument("--distractors", nargs="*", default=[], help="distractor feature prefixes (e.g. CelebA)")
     ap.add_argument("--exclude", type=Path, nargs="*", default=[],
                     help="LFW people files whose people take no part (e.g. peopleDevTrain.txt)")
-    ap.add_argument("--min-images", type=int, default=4)
+    ap.add_argument("--min-images", type=int, default=4, help="LFW people with at least this many images are the probes (default 4)")
     ap.add_argument("--no-lfw-singles", action="store_true", help="do not use one-image LFW people as distractors")
     ap.add_argument("--sizes", type=int, nargs="+", help="distractor set sizes (default 10, 100, ... and all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the distractor order")
-    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4])
-    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth")
-    ap.add_argument("--label", default="ours")
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4], help="FARs for the TAR (default 1e-6 1e-5 1e-4)")
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="how the threshold at a FAR is chosen (default kth)")
+    ap.add_argument("--label", default="ours", help="name of the model in the outputs (default ours)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (identification.json and plots)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
 
     lfw, lnames, _ = load_features(a.lfw)

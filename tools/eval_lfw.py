@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """LFW verification from extracted features: View 2 10-fold accuracy, View 1, ROC, TAR@FAR.
 
     python tools/eval_lfw.py --features runs/full/features/lfw_fc5 --out runs/full/eval
@@ -31,8 +31,8 @@ def main(argv=None):
     ap.add_argument("--no-view1", action="store_true", help="skip View 1")
     ap.add_argument("--no-view2", action="store_true",
                     help="View 1 only (a model trained on peopleDevTrain: View 2's folds hold those people)")
-    ap.add_argument("--rule", choices=RULES, default="sphereface")
-    ap.add_argument("--missing", choices=("error", "wrong"), default="error")
+    ap.add_argument("--rule", choices=RULES, default="sphereface", help="scoring rule: sphereface (default; training folds' mean subtracted, cosine) or insightface (L2-normalised, distance); see mtdnn/evaluation/lfw.py")
+    ap.add_argument("--missing", choices=("error", "wrong"), default="error", help="pairs with a missing image: stop (error, default) or count them wrong")
     ap.add_argument("--far", type=float, nargs="+", default=[1e-3], help="FARs for TAR (default 1e-3)")
     ap.add_argument("--label", default=None, help="curve label in the plot")
     ap.add_argument("--out", required=True, type=Path, help="output folder")

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """MegaFace challenge 1 (FaceScrub probes): rank-1, CMC, ROC and TAR at FAR, in Python.
 
 With the devkit's lists and .bin features (one file per image, <path><suffix>.bin):
@@ -67,17 +67,17 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", help=f"distractor set sizes (default {DEFAULT_SIZES} "
                     "up to the number of distractors)")
     ap.add_argument("--suffix", default="_mtdnn_112x96", help="devkit feature file suffix (before .bin)")
-    ap.add_argument("--noise", choices=("keep", "remove", "both"), default="both")
-    ap.add_argument("--facescrub-noises", type=Path)
-    ap.add_argument("--megaface-noises", type=Path)
-    ap.add_argument("--far", type=float, nargs="+", default=[1e-6])
-    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth")
-    ap.add_argument("--chunk-size", type=int, default=8192)
+    ap.add_argument("--noise", choices=("keep", "remove", "both"), default="both", help="use the noise lists: keep the noisy images, remove them, or report both (default)")
+    ap.add_argument("--facescrub-noises", type=Path, help="FaceScrub noise list (default $MTDNN_DATA/megaface/facescrub_noises.txt)")
+    ap.add_argument("--megaface-noises", type=Path, help="MegaFace noise list (default $MTDNN_DATA/megaface/megaface_noises.txt)")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6], help="FARs for the TAR (default 1e-6)")
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="how the threshold at a FAR is chosen (default kth)")
+    ap.add_argument("--chunk-size", type=int, default=8192, help="distractors scored at a time (memory vs speed; default 8192)")
     ap.add_argument("--singletons", choices=("error", "drop"), default="error",
                     help="identities with a single probe image: error, or drop them")
-    ap.add_argument("--label", default="ours")
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--label", default="ours", help="name of the model in the outputs (default ours)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (megaface.json and plots)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
     prog = not a.quiet
 

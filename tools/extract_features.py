@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Extract features of aligned 112x96 faces with a Caffe deploy net, batched, resumable.
 
     python tools/extract_features.py --deploy models/full/deploy.prototxt \\
@@ -31,7 +31,7 @@ def main(argv=None):
     src.add_argument("--tree", type=Path, help="a folder of aligned images (all .jpg/.png/.bmp below it)")
     ap.add_argument("--root", type=Path, help="folder the --list paths are relative to (default: the list's folder)")
     ap.add_argument("--blob", default="fc5", help="blob to extract (default fc5)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     ap.add_argument("--mirror", choices=MIRROR_MODES, default="none",
                     help="add the flipped image's features: concat (SphereFace LFW rule) or sum")
     ap.add_argument("--l2norm", action="store_true", help="L2-normalise every output vector")

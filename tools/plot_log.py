@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Turn a Caffe training log into CSV files and a PNG of the loss, test and learning-rate curves.
 
     python tools/plot_log.py runs/fast/pretrain.log                 # writes beside the log

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Gather the eval tools' JSON results of several runs into one Markdown report with tables
 shaped like the paper's Tab. 2-7 (paper figures next to ours) and links to the plots.
 
