@@ -221,3 +221,17 @@ def test_the_harness_catches_a_rejected_option():
     (code, msg), (ok, _) = _parse_all([["tools/eval_lfw.py", ["--features", "x", "--out", "y", "--no-such-option"]],
                                        ["tools/eval_lfw.py", ["--features", "x", "--out", "y"]]])
     assert code == 2 and "unrecognized arguments: --no-such-option" in msg and ok == 0
+
+
+def test_the_docs_point_only_inside_the_repository():
+    """No `../shared` or absolute workplace path, and every relative link names a file here."""
+    bad = []
+    for md in DOCS:
+        text = md.read_text()
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\.\./shared|/work/", line):
+                bad.append(f"{md.relative_to(REPO)}:{n}: {line.strip()[:100]}")
+            for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", line):
+                if not re.match(r"^[a-z]+://", target) and not (md.parent / target).resolve().exists():
+                    bad.append(f"{md.relative_to(REPO)}:{n}: link to {target} leads nowhere")
+    assert not bad, "\n".join(bad)
