@@ -52,6 +52,9 @@ its one-thread Caffe leaves to the LFW alignment.
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
   100,000 iterations; with 400 the attribute head would not move). Seeded (--seed 1, the
   solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
+  OpenBLAS threads are fixed too (--threads 2 for training and extraction; MOON and the
+  labelling use one): Caffe's gradients change with the thread count, which OpenBLAS would
+  otherwise take from the machine.
 - Features: fc5 of the image alone (--mirror none; 'concat' adds the mirror image's, as
   SphereFace does, at twice the cost).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
@@ -112,6 +115,7 @@ class Plan:
     finetune_lr: float = 0.01
     lambda1: float = 1.0
     seed: int = 1                   # the solvers' random_seed: the same weights, the same figures
+    threads: int = 2                # BLAS threads of the multi-task net's Caffe and of the feature extraction
     snapshot: int = 100
     test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
     workers: int = 2
@@ -150,6 +154,10 @@ class Demo:
         self.data = (args.data or data_root()).resolve()
         self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
         p = self.plan
+        # A fixed number of BLAS threads, not the machine's core count: Caffe's reductions (BatchNorm
+        # statistics, bias gradients) add in an order that depends on it, so the figures would too.
+        self.blas_env = {**self.env, **{v: str(p.threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                                    "MKL_NUM_THREADS")}}
         w = self.work
         self.lists = w / "lists"
         self.lfw_aligned = w / "lfw-112x96"
@@ -244,8 +252,8 @@ class Demo:
                     "--view1", *self.view1, "--missing", "wrong", "--out", self.eval]
         if self._has_flag("eval_lfw.py", "--no-view2"):
             eval_lfw.insert(-2, "--no-view2")
-        S = lambda name, title, cmd=None, **kw: Stage(name, title, cmd=cmd, env=self.env,  # noqa: E731
-                                                      tool=cmd[1] if cmd else None, **kw)
+        S = lambda name, title, cmd=None, env=None, **kw: Stage(name, title, cmd=cmd, env=env or self.env,  # noqa: E731
+                                                                tool=cmd[1] if cmd else None, **kw)
         return [
             S("lists", "Choose the LFW images to align and the View 1 pairs", func=self.write_lists,
               describe=f"write {self.lists / 'lfw_align.txt'}"
@@ -274,20 +282,21 @@ class Demo:
               [PY, tool("train.py"), "--model", p.model, "--data", self.db, "--run", self.run,
                "--width", p.width, "--batch", p.batch, "--pretrain-iter", self.pretrain_iter,
                "--finetune-iter", self.finetune_iter, "--pretrain-lr", p.pretrain_lr,
-               "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--snapshot", p.snapshot,
+               "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--threads", p.threads,
+               "--snapshot", p.snapshot,
                "--test-interval", p.test_interval,
                "--display", max(1, min(20, p.iters // 30))],
               restart_flag="--restart"),  # other sizes or data: train afresh, not on from old snapshots
             S("extract_lfw", "Extract LFW features (fc5)",
               extract + ["--list", self.lists / "lfw_features.txt", "--root", self.lfw_aligned,
-                         "--mirror", p.mirror, "--out", self.features / "lfw_fc5"]),
+                         "--mirror", p.mirror, "--out", self.features / "lfw_fc5"], env=self.blas_env),
             S("extract_celeba", "Extract CelebA distractor features",
-              extract + ["--tree", self.celeba_aligned, "--mirror", p.mirror, "--out", self.features / "celeba_fc5"]),
+              extract + ["--tree", self.celeba_aligned, "--mirror", p.mirror, "--out", self.features / "celeba_fc5"], env=self.blas_env),
             S("attr_list", "List MOON's held-out CelebA images", func=self.write_attr_list,
               describe=f"write {self.lists / 'celeba_heldout.txt'}", outputs=(self.lists / "celeba_heldout.txt",)),
             S("extract_attributes", "Predict attributes on held-out CelebA",
               extract + ["--list", self.lists / "celeba_heldout.txt", "--root", self.celeba_aligned,
-                         "--blob", "attr_pred", "--out", self.features / "celeba_heldout_attr"]),
+                         "--blob", "attr_pred", "--out", self.features / "celeba_heldout_attr"], env=self.blas_env),
             S("eval_lfw", "LFW View 1 verification", eval_lfw),
             S("eval_identification", "Identification (MegaFace-style stand-in)",
               [PY, tool("eval_identification.py"), "--lfw", self.features / "lfw_fc5",
