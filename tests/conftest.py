@@ -24,19 +24,13 @@ def _reason(path: str) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    try:
-        return (yield)
-    except DataMissing as e:
-        pytest.skip(_reason(e.filename))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    try:
-        return (yield)
-    except DataMissing as e:
-        pytest.skip(_reason(e.filename))
+def pytest_runtest_makereport(item, call):
+    """A setup or test body that stops on missing data is reported as skipped."""
+    rep = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(DataMissing):
+        rep.outcome = "skipped"
+        rep.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {_reason(call.excinfo.value.filename)}")
+    return rep
 
 
 @pytest.hookimpl(wrapper=True)
