@@ -270,3 +270,14 @@ def test_pytest_without_data_skips_with_the_missing_path(tmp_path):
     assert f"data missing: {tmp_path / 'none'}/lfw/lfw-deepfunneled (run `make data`" in r.stdout
     assert f"data missing: {tmp_path / 'none'}/lfw/blufr/blufr_lfw_config.mat" in r.stdout
     assert "error" not in r.stdout.lower().split("short test summary")[-1]
+
+
+def test_the_slow_marker_selects_exactly_the_listed_tests():
+    """pytest.ini registers `slow`; conftest marks the tests of tests/slow_tests.txt with it, so
+    `-m slow` collects exactly those (and `-m "not slow"` everything else)."""
+    listed = {l.split("#")[0].strip() for l in (REPO / "tests" / "slow_tests.txt").read_text().splitlines()} - {""}
+    files = sorted({n.split("::")[0] for n in listed})
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                        "-m", "slow", *files], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert {l.strip() for l in r.stdout.splitlines() if "::" in l} == listed
