@@ -174,9 +174,10 @@ def download(item: Item, root: Path, mirror: str | None = None, progress: bool =
 
 
 def _safe_members(names, dest: Path):
+    """Refuse an archive with a member that would land outside ``dest`` (``../``, absolute)."""
+    base = dest.resolve()
     for name in names:
-        target = (dest / name).resolve()
-        if not str(target).startswith(str(dest.resolve())):
+        if not (dest / name).resolve().is_relative_to(base):
             raise FetchError(f"archive member {name!r} would be written outside {dest}")
 
 

@@ -281,3 +281,14 @@ def test_the_slow_marker_selects_exactly_the_listed_tests():
                         "-m", "slow", *files], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
     assert {l.strip() for l in r.stdout.splitlines() if "::" in l} == listed
+
+
+def test_an_archive_reaching_outside_its_folder_is_refused(tmp_path):
+    z = _zip({"img_align_celeba/000001.jpg": JPEG, "../../escaped.txt": b"x"})
+    item = dataclasses.replace({i.name: i for i in fetch.REGISTRY}["celeba-images"], known_hash=_md5(z),
+                               min_entries=1)
+    (tmp_path / ".downloads").mkdir()
+    (tmp_path / ".downloads" / "img_align_celeba.zip").write_bytes(z)
+    with pytest.raises(fetch.FetchError, match="outside"):
+        fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    assert not (tmp_path.parent / "escaped.txt").exists() and not (tmp_path / "celeba" / "img_align_celeba").exists()
