@@ -235,3 +235,11 @@ def test_the_docs_point_only_inside_the_repository():
                 if not re.match(r"^[a-z]+://", target) and not (md.parent / target).resolve().exists():
                     bad.append(f"{md.relative_to(REPO)}:{n}: link to {target} leads nowhere")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("tool", ["tools/fetch_data.py", "tools/plot_log.py", "tools/report.py"])
+def test_a_tool_runs_by_its_own_name_in_the_activated_venv(tool):
+    """`tools/x.py --help` as the docs write it: the shebang finds the venv's python3 on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    r = subprocess.run([tool, "--help"], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "usage:" in r.stdout, r.stderr[-2000:]
