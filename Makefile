@@ -1,8 +1,9 @@
 # Multi-task face recognition + attributes (Wang et al., ICMR 2017) in Caffe.
 #
 #   make setup      .venv with the pinned Python packages and Caffe 1.0 built from Debian's source
-#   make test       setup, then the test suite (real Caffe, real data from $(MTDNN_DATA))
-#   make demo       setup, then the main job end to end on real data (see README)
+#   make data       fetch the data the demo and tests read into data/ (or $MTDNN_DATA); docs/data.md
+#   make test       setup + data, then the test suite (real Caffe, real data)
+#   make demo       setup + the demo's data, then the main job end to end on real data (see README)
 #   make train      setup, then pre-train + fine-tune MODEL on DATA in RUN (GPUS=0,1 for GPUs; ARGS=...)
 #   make prototxt   render prototxt_templates/ into models/
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
@@ -17,15 +18,15 @@ PYTHON_BASE ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 CAFFE       := $(VENV)/caffe/.stamp
-export MTDNN_DATA ?= $(abspath ../shared/data)
+# The data folder: data/ in the repository unless MTDNN_DATA names another (mtdnn/paths.py).
 # pycaffe prints every layer it builds through glog; tests and tools want quiet stderr.
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo train prototxt bench clean-caffe help ci-gpu gpu-check caffe-bundle FORCE
+.PHONY: setup data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu gpu-check caffe-bundle FORCE
 
 help:
-	@sed -n '3,14p' Makefile
+	@sed -n '3,15p' Makefile
 
 # CAFFE_GPU=1: CUDA + cuDNN + NCCL (docker/build_caffe.sh says how CUDA is found); unset keeps the
 # kind of Caffe already built, CAFFE_GPU=0 rebuilds CPU-only. CUDA_ARCH_BIN, USE_CUDNN, CUDA_HOME,
@@ -55,10 +56,22 @@ FORCE:
 prototxt: $(VENV)/.requirements
 	$(PY) -m generate all
 
-test: setup
+# A complete folder is checked in well under a second and used as it is; what needs a licence
+# form is listed with where to get it (exit 2).
+data: $(VENV)/.requirements
+	$(PY) tools/fetch_data.py
+
+data-demo: $(VENV)/.requirements
+	$(PY) tools/fetch_data.py --group demo
+
+# make test fetches what it can and goes on: the tests of what is missing skip, with the reason.
+data-test: $(VENV)/.requirements
+	$(PY) tools/fetch_data.py --missing-ok
+
+test: setup data-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup
+demo: setup data-demo
 	$(PY) tools/demo.py
 
 # make train MODEL=fast DATA=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"

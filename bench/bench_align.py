@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, help="only the first N photos (sorted paths; default all 13,233)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--src", type=Path, default=None, help="default $MTDNN_DATA/lfw/lfw-deepfunneled")
     p.add_argument("--ref", type=Path, default=None, help="default $MTDNN_DATA/lfw/lfw-112x96")
     p.add_argument("--keep", type=Path, help="align into this folder (kept; resumable) instead of a temporary one")

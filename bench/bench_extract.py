@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Images/s of feature extraction (forward up to fc5, batched, real aligned LFW images), with
 pycaffe and with OpenCV's DNN (mtdnn.inference), interleaved in one run, and their ratio.
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """MegaFace evaluator at full scale: 3,530 probes of 80 identities vs 1,000,000 distractors,
 D = 1024, rank-1 and TAR at FAR 1e-6 for the sets 10 ... 1M in one pass.
 
@@ -82,13 +82,13 @@ def gemm_floor(p, d, sizes, chunk):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--distractors", type=int, default=1_000_000, help="number of distractors (default 1M)")
-    ap.add_argument("--probes", type=int, default=3530, help="number of probes (default 3530)")
+    ap.add_argument("--distractors", type=int, default=1_000_000, help="number of synthetic distractors (default 1,000,000)")
+    ap.add_argument("--probes", type=int, default=3530, help="number of synthetic probes (default 3530, FaceScrub's)")
     ap.add_argument("--identities", type=int, default=80, help="probe identities (default 80)")
     ap.add_argument("--dim", type=int, default=1024, help="feature dimension (default 1024)")
-    ap.add_argument("--chunk-size", type=int, default=8192, help="distractors per GEMM (default 8192)")
-    ap.add_argument("--far", type=float, default=1e-6, help="FAR for TAR (default 1e-6)")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--chunk-size", type=int, default=8192, help="distractors scored at a time (default 8192)")
+    ap.add_argument("--far", type=float, default=1e-6, help="FAR for the TAR (default 1e-6)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed of the synthetic features (default 0)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of (GEMM floor, evaluation) (default 1)")
     a = ap.parse_args(argv)
 

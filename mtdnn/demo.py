@@ -30,7 +30,11 @@ from typing import Callable
 
 
 class DemoError(RuntimeError):
-    """The demo cannot go on; the message names the stage and what to do."""
+    """The demo cannot go on; the message names the stage and what to do (exit status 1)."""
+
+
+class DemoInputError(DemoError):
+    """The demo was given bad input: a missing data file, an unknown stage (exit status 2)."""
 
 
 def _sha(*parts) -> str:
@@ -91,7 +95,7 @@ class Runner:
         """Delete the markers of stage ``name`` and every stage after it."""
         names = [s.name for s in stages]
         if name not in names:
-            raise DemoError(f"--redo {name}: no such stage; the stages are {', '.join(names)}")
+            raise DemoInputError(f"--redo {name}: no such stage; the stages are {', '.join(names)}")
         for s in stages[names.index(name):]:
             self.marker(s).unlink(missing_ok=True)
             self.redo.add(s.name)
@@ -206,7 +210,7 @@ def subset_pairs(src, dst, per_class: int) -> Path:
     lines = [ln for ln in Path(src).read_text().splitlines() if ln.strip()]
     n = int(lines[0].split()[-1])
     if len(lines[0].split()) != 1:
-        raise DemoError(f"{src}: a View 1 pairs file (one count line) was expected")
+        raise DemoInputError(f"{src}: a View 1 pairs file (one count line) was expected")
     k = min(per_class, n)
     body = lines[1:1 + k] + lines[1 + n:1 + n + k]
     return write_text_atomic(Path(dst), f"{k}\n" + "\n".join(body) + "\n")

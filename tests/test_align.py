@@ -189,5 +189,5 @@ def test_align_faces_tool_list_and_people(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     r = _run_align(empty, tmp_path / "out3")
-    assert r.returncode != 0 and "no images to align" in r.stderr
+    assert r.returncode == 2 and "no images to align" in r.stderr
     assert _run_align("--help").returncode == 0

@@ -80,7 +80,7 @@ def test_build_and_check(tree, tmp_path):
 
     # Other inputs: the existing output is kept without --force, and the refusal says what differs.
     r = run("build_db.py", out, "--images", tree)
-    assert r.returncode == 1 and "--force" in r.stderr and "attributes 'matrix sha256" in r.stderr
+    assert r.returncode == 2 and "--force" in r.stderr and "attributes 'matrix sha256" in r.stderr
     assert (out / "train_attributes.h5").is_file()
     r = run("build_db.py", tmp_path / "db2", "--images", tree, "--attributes", tmp_path / "attrs.npy",
             "--attribute-names", "a,b,c", "--seed", "3")
@@ -127,7 +127,7 @@ def test_check_db_names_the_first_bad_record(tree, tmp_path):
         txn.put(key, db.image_to_datum(image, (label + 1) % 8))
     env.close()
     r = run("check_db.py", out / "train_manifest.json")
-    assert r.returncode == 1
+    assert r.returncode == 1  # a check that finds a bad record fails (1); bad input is 2
     assert f"record 4 ('{m['paths'][4]}'): label" in r.stderr
     # A database whose records are in another order: the first differing record is named.
     other = tmp_path / "db_other"
@@ -171,13 +171,13 @@ def test_bad_input_is_named_and_nothing_is_lost(tree, tmp_path):
 
     (tmp_path / "bad.txt").write_text("1 -1\n" * (n - 1) + "1 2\n")
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "bad.txt", "--force")
-    assert r.returncode == 1 and f"bad.txt, line {n}: attribute value '2'" in r.stderr
+    assert r.returncode == 2 and f"bad.txt, line {n}: attribute value '2'" in r.stderr
     (tmp_path / "cols.txt").write_text("1 -1\n" * (n - 1) + "1\n")
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "cols.txt", "--force")
-    assert r.returncode == 1 and f"cols.txt, line {n}: expected 2 attribute values, got 1" in r.stderr
+    assert r.returncode == 2 and f"cols.txt, line {n}: expected 2 attribute values, got 1" in r.stderr
     np.save(tmp_path / "short.npy", np.ones((3, 2)))
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "short.npy", "--force")
-    assert r.returncode == 1 and f"3 attribute rows for {n} images" in r.stderr
+    assert r.returncode == 2 and f"3 attribute rows for {n} images" in r.stderr
 
     # A bad image is a problem of that image: it is named and left out, the run goes on, and the
     # last line and the exit status say so (0 with --allow-failures).
@@ -203,12 +203,12 @@ def test_bad_input_is_named_and_nothing_is_lost(tree, tmp_path):
     listing = tmp_path / "l.txt"
     listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 0\nNobody/Nobody_0001.jpg 1\n")
     r = run("build_db.py", out, "--list", listing, "--root", tree, "--force")
-    assert r.returncode == 1 and "Nobody_0001.jpg" in r.stderr and "missing" in r.stderr
+    assert r.returncode == 2 and "Nobody_0001.jpg" in r.stderr and "missing" in r.stderr
     listing.write_text("Aaron_Peirsol/Aaron_Peirsol_0001.jpg 0\nAaron_Peirsol/Aaron_Peirsol_0001.jpg 0\n")
     r = run("build_db.py", out, "--list", listing, "--root", tree, "--force")
-    assert r.returncode == 1 and "duplicate path" in r.stderr
+    assert r.returncode == 2 and "duplicate path" in r.stderr
     r = run("build_db.py", out, "--images", tmp_path / "empty_dir", "--force")
-    assert r.returncode == 1 and "not a folder" in r.stderr
+    assert r.returncode == 2 and "not a folder" in r.stderr
 
     # After all these failures the first database is intact and still checks.
     assert (out / "train_manifest.json").read_text() == before
@@ -232,7 +232,7 @@ def test_vote_scores_and_placeholder(tree, tmp_path):
     scores = np.random.default_rng(1).normal(size=(len(paths), 2)).astype(np.float32)
     np.save(tmp_path / "scores.npy", scores)
     r = run("build_db.py", tmp_path / "raw", "--images", tree, "--attributes", tmp_path / "scores.npy")
-    assert r.returncode == 1 and "is not -1, 0 or 1" in r.stderr  # scores need --vote
+    assert r.returncode == 2 and "is not -1, 0 or 1" in r.stderr  # scores need --vote
     out = tmp_path / "voted"
     r = run("build_db.py", out, "--images", tree, "--attributes", tmp_path / "scores.npy", "--vote")
     assert r.returncode == 0, r.stderr

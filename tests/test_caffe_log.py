@@ -43,4 +43,4 @@ def test_plot_log_tool_writes_csv_and_png(tmp_path):
     assert (tmp_path / "train.png").stat().st_size > 10_000
     missing = subprocess.run([sys.executable, PLOT_LOG, str(tmp_path / "nope.log")],
                              capture_output=True, text=True)
-    assert missing.returncode != 0 and "nope.log: no such log file" in missing.stderr
+    assert missing.returncode == 2 and "nope.log: no such log file" in missing.stderr

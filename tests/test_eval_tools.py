@@ -71,7 +71,7 @@ def test_eval_lfw_view1_only(lfw_feats, tmp_path):
     assert (tmp_path / "lfw_roc.png").stat().st_size > 1000 and "View 1 TAR @ FAR 0.001" in r.stdout
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "eval_lfw.py"), "--features", str(lfw_feats / "lfw"),
                           "--out", str(tmp_path), "--no-view1", "--no-view2"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "leave nothing to evaluate" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "leave nothing to evaluate" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_eval_identification_cli(lfw_feats, tmp_path):
@@ -138,7 +138,7 @@ def test_eval_megaface_cli_devkit_files(tmp_path):
     r = tool("eval_megaface", "--probes", tmp_path / "fs", "--probe-list", tmp_path / "facescrub_features_list.json",
              "--distractors", tmp_path / "d", "--distractor-lists", bad, "--suffix", "_x", "--noise", "keep",
              "--out", tmp_path / "out3", "--quiet", ok=False)
-    assert r.returncode != 0 and "9/none.jpg" in r.stderr
+    assert r.returncode == 2 and "9/none.jpg" in r.stderr
 
 
 def test_eval_blufr_cli_on_a_two_trial_config(lfw_feats, tmp_path):

@@ -95,7 +95,7 @@ def test_celeba_table_reads_the_real_files():
                           CELEBA / "list_eval_partition.txt")
     assert len(t.files) == 10000 and t.names == list(PAPER_ATTRIBUTES) and t.values.shape == (10000, 7)
     assert t.files[0] == "000001.jpg" and t.identities[0] == "2880" and (t.partitions == 0).all()
-    # positive rates over the 10,000 images (shared/data/README.md): Male 42.2 %, Double_Chin 4.7 %
+    # positive rates over the 10,000 images (docs/data.md): Male 42.2 %, Double_Chin 4.7 %
     rates = moon.positive_rates(t.values)
     assert round(100 * rates[6], 1) == 42.2 and round(100 * rates[4], 1) == 4.7
     assert moon.check_images(t.files[:50], CELEBA / "img_align_celeba_89x109") == []

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, inference  # noqa: E402
+from mtdnn.cli import bad_input  # noqa: E402
 from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error, unescape_field  # noqa: E402
 from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
                           scan_images)
@@ -129,8 +130,8 @@ def input_paths(args):
         unique.append(rel)
     if not unique:
         skipped = f"; {scan.summary()}" if scan and scan.summary() else ""
-        raise SystemExit(f"error: no images to align in {args.list or args.people or args.src}{skipped}. "
-                         f"Accepted: {ACCEPTED}")
+        bad_input(f"no images to align in {args.list or args.people or args.src}{skipped}. "
+                  f"Accepted: {ACCEPTED}")
     return unique, scan
 
 
@@ -164,8 +165,8 @@ def output_paths(paths: list[str], ext: str) -> dict[str, str]:
     clashes = _shared(out)
     if clashes:
         listing = "\n".join(f"  {escape_field(k)} <- {', '.join(map(escape_field, v))}" for k, v in sorted(clashes.items()))
-        raise SystemExit(f"error: {len(clashes)} crop name(s) would be written by more than one input:\n"
-                         f"{listing}\nrename those inputs, or align them into separate folders")
+        bad_input(f"{len(clashes)} crop name(s) would be written by more than one input:\n"
+                  f"{listing}\nrename those inputs, or align them into separate folders")
     if renamed:
         print(f"note: {len(renamed)} input(s) would share a crop name with another one and keep their full "
               f"name instead, e.g. {escape_field(renamed[0])} -> {escape_field(out[renamed[0]])}", file=sys.stderr)
@@ -266,12 +267,11 @@ def align_one(task):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.workers < 1:
-        raise SystemExit("error: --workers must be >= 1")
+        bad_input("--workers must be >= 1")
     if not args.src.is_dir():
-        raise SystemExit(f"error: {args.src} is not a folder")
+        bad_input(f"{args.src} is not a folder")
     if args.out.exists() and not args.out.is_dir():
-        print(f"error: the output {args.out} is not a folder; name a new or existing folder", file=sys.stderr)
-        return 2
+        bad_input(f"the output {args.out} is not a folder; name a new or existing folder")
     try:
         return run(args)
     except OSError as e:
@@ -291,7 +291,7 @@ def run(args) -> int:
     try:
         paths, scan = input_paths(args)
     except datasets.DatasetError as e:
-        raise SystemExit(f"error: {e}")
+        bad_input(e)
     names = output_paths(paths, args.ext)
     if args.limit:
         paths = paths[:args.limit]

@@ -351,7 +351,7 @@ def main(argv=None) -> int:
         return status
     except (datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2  # bad input
     except (MachineError, OSError) as e:
         if isinstance(e, OSError) and not is_machine_error(e):
             raise

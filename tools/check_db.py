@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     manifests = sorted(args.target.glob("*_manifest.json")) if args.target.is_dir() else [args.target]
     if args.target.is_dir() and (args.lmdb or args.hdf5):
         print("error: --lmdb/--hdf5 need a single manifest", file=sys.stderr)
-        return 1
+        return 2
     status = 0
     if args.target.is_dir():
         try:
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         status = 1 if problems else 0
     elif not args.target.exists():
         print(f"error: {args.target}: not found", file=sys.stderr)
-        return 1
+        return 2
     for path in manifests:
         try:
             s = verify(path, args.lmdb, args.hdf5,

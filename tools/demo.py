@@ -52,6 +52,9 @@ its one-thread Caffe leaves to the LFW alignment.
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
   100,000 iterations; with 400 the attribute head would not move). Seeded (--seed 1, the
   solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
+  OpenBLAS threads are fixed too (--threads 2 for training and extraction; MOON and the
+  labelling use one): Caffe's gradients change with the thread count, which OpenBLAS would
+  otherwise take from the machine.
 - Features: fc5 of the image alone (--mirror none; 'concat' adds the mirror image's, as
   SphereFace does, at twice the cost).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
@@ -82,9 +85,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from mtdnn.demo import (DemoError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
+from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs, write_text_atomic)
-from mtdnn.paths import REPO  # noqa: E402
+from mtdnn.paths import REPO, data_root  # noqa: E402
 
 TOOLS = REPO / "tools"
 PY = sys.executable
@@ -112,6 +115,7 @@ class Plan:
     finetune_lr: float = 0.01
     lambda1: float = 1.0
     seed: int = 1                   # the solvers' random_seed: the same weights, the same figures
+    threads: int = 2                # BLAS threads of the multi-task net's Caffe and of the feature extraction
     snapshot: int = 100
     test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
     workers: int = 2
@@ -128,7 +132,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="the small pipeline (a few minutes; for tests)")
     p.add_argument("--work", type=Path, default=REPO / "work" / "demo", help="work folder (default %(default)s)")
     p.add_argument("--data", type=Path, help="data folder with lfw/, celeba/, mtcnn/ (default $MTDNN_DATA "
-                                             "or ../shared/data)")
+                                             "or data/ in the repository; make data fills it)")
     p.add_argument("--redo", metavar="STAGE", help="redo this stage and every stage after it")
     p.add_argument("--quiet-tools", action="store_true", help="hide the tools' standard output (not their errors)")
     g = p.add_argument_group("sizes (default: the full plan above; --quick changes them)")
@@ -147,9 +151,13 @@ class Demo:
         self.plan = replace(plan, **changes)
         self.quick = args.quick
         self.work = args.work.resolve()
-        self.data = (args.data or Path(os.environ.get("MTDNN_DATA", REPO.parent / "shared" / "data"))).resolve()
+        self.data = (args.data or data_root()).resolve()
         self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
         p = self.plan
+        # A fixed number of BLAS threads, not the machine's core count: Caffe's reductions (BatchNorm
+        # statistics, bias gradients) add in an order that depends on it, so the figures would too.
+        self.blas_env = {**self.env, **{v: str(p.threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                                    "MKL_NUM_THREADS")}}
         w = self.work
         self.lists = w / "lists"
         self.lfw_aligned = w / "lfw-112x96"
@@ -177,9 +185,9 @@ class Demo:
                 self.data / "mtcnn" / "det1.caffemodel"]
         missing = [str(p) for p in need if not p.exists()]
         if missing:
-            raise DemoError(f"the data folder {self.data} lacks {', '.join(missing)}: pass --data (or set "
-                            f"MTDNN_DATA) pointing at the folder holding lfw/, celeba/ and mtcnn/ "
-                            f"(see ../shared/data/README.md)")
+            raise DemoInputError(f"the data folder {self.data} lacks {', '.join(missing)}: run `make data` "
+                            f"(docs/data.md), or pass --data (or set MTDNN_DATA) pointing at the folder "
+                            f"holding lfw/, celeba/ and mtcnn/")
         caffe = Path(PY).parent / "caffe"
         if not caffe.is_file() and not shutil.which("caffe"):
             raise DemoError("no caffe binary beside this Python or on PATH: run `make setup` first")
@@ -204,7 +212,7 @@ class Demo:
         images = sorted(set(pair_imgs) | set(train_imgs) | set(probe_imgs))
         missing = [i for i in images if not (lfw / "lfw-deepfunneled" / i).is_file()]
         if missing:
-            raise DemoError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
+            raise DemoInputError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
                             f"{lfw / 'lfw-deepfunneled'}, e.g. {missing[0]}")
         write_text_atomic(self.lists / "lfw_align.txt", "".join(i + "\n" for i in images))
         return (f"{len(images)} LFW photos to align: {len(pair_imgs)} of the View 1 pairs, "
@@ -244,8 +252,8 @@ class Demo:
                     "--view1", *self.view1, "--missing", "wrong", "--out", self.eval]
         if self._has_flag("eval_lfw.py", "--no-view2"):
             eval_lfw.insert(-2, "--no-view2")
-        S = lambda name, title, cmd=None, **kw: Stage(name, title, cmd=cmd, env=self.env,  # noqa: E731
-                                                      tool=cmd[1] if cmd else None, **kw)
+        S = lambda name, title, cmd=None, env=None, **kw: Stage(name, title, cmd=cmd, env=env or self.env,  # noqa: E731
+                                                                tool=cmd[1] if cmd else None, **kw)
         return [
             S("lists", "Choose the LFW images to align and the View 1 pairs", func=self.write_lists,
               describe=f"write {self.lists / 'lfw_align.txt'}"
@@ -275,20 +283,21 @@ class Demo:
               [PY, tool("train.py"), "--model", p.model, "--data", self.db, "--run", self.run,
                "--width", p.width, "--batch", p.batch, "--pretrain-iter", self.pretrain_iter,
                "--finetune-iter", self.finetune_iter, "--pretrain-lr", p.pretrain_lr,
-               "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--snapshot", p.snapshot,
+               "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--threads", p.threads,
+               "--snapshot", p.snapshot,
                "--test-interval", p.test_interval,
                "--display", max(1, min(20, p.iters // 30))],
               restart_flag="--restart"),  # other sizes or data: train afresh, not on from old snapshots
             S("extract_lfw", "Extract LFW features (fc5)",
               extract + ["--list", self.lists / "lfw_features.txt", "--root", self.lfw_aligned,
-                         "--mirror", p.mirror, "--out", self.features / "lfw_fc5"]),
+                         "--mirror", p.mirror, "--out", self.features / "lfw_fc5"], env=self.blas_env),
             S("extract_celeba", "Extract CelebA distractor features",
-              extract + ["--tree", self.celeba_aligned, "--mirror", p.mirror, "--out", self.features / "celeba_fc5"]),
+              extract + ["--tree", self.celeba_aligned, "--mirror", p.mirror, "--out", self.features / "celeba_fc5"], env=self.blas_env),
             S("attr_list", "List MOON's held-out CelebA images", func=self.write_attr_list,
               describe=f"write {self.lists / 'celeba_heldout.txt'}", outputs=(self.lists / "celeba_heldout.txt",)),
             S("extract_attributes", "Predict attributes on held-out CelebA",
               extract + ["--list", self.lists / "celeba_heldout.txt", "--root", self.celeba_aligned,
-                         "--blob", "attr_pred", "--out", self.features / "celeba_heldout_attr"]),
+                         "--blob", "attr_pred", "--out", self.features / "celeba_heldout_attr"], env=self.blas_env),
             S("eval_lfw", "LFW View 1 verification", eval_lfw),
             S("eval_identification", "Identification (MegaFace-style stand-in)",
               [PY, tool("eval_identification.py"), "--lfw", self.features / "lfw_fc5",
@@ -425,7 +434,7 @@ def main(argv=None) -> int:
         return Demo(args).main(args.redo, args.quiet_tools)
     except DemoError as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, DemoInputError) else 1
     except KeyboardInterrupt:
         print("demo.py: interrupted; rerun the same command to continue (finished stages are reused)",
               file=sys.stderr)

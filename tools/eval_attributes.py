@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Attribute prediction accuracy (the paper's Tab. 4) from extracted predictions.
 
     python tools/extract_features.py --deploy models/full/deploy.prototxt --weights W \\
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from generate.attributes import parse_attributes
+from mtdnn.cli import run_tool
 from mtdnn.evaluation.attributes import attribute_accuracy, format_table, read_celeba_attributes
 from mtdnn.evaluation.features_io import image_key, load_features, lookup, name_index
-from mtdnn.evaluation.cli import run_tool
 from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
@@ -30,7 +30,7 @@ def main(argv=None):
     ap.add_argument("--labels", type=Path, help="list_attr_celeba.txt (default: data celeba/)")
     ap.add_argument("--attributes", default="all",
                     help="names of the prediction columns, comma-separated, or a group (default all)")
-    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (OUT/attributes.json)")
     a = ap.parse_args(argv)
 
     names = parse_attributes(a.attributes)
@@ -48,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main, __file__)
+    run_tool(main)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """BLUFR on LFW (Liao et al. 2014): verification TAR at FAR 0.1 % over all test pairs and
 open-set identification DIR at rank 1, FAR 1 %, reported as mean - std over the 10 trials
 (BLUFR's figure; mean and std are printed and stored too).
@@ -18,11 +18,11 @@ Writes OUT/blufr.json and OUT/blufr_roc.png.
 import argparse
 from pathlib import Path
 
+from mtdnn.cli import run_tool
 from mtdnn.evaluation.blufr import evaluate_blufr
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import read_people
 from mtdnn.evaluation.plots import plot_roc
-from mtdnn.evaluation.cli import run_tool
 from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
@@ -31,15 +31,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", required=True, help="LFW feature prefix")
     ap.add_argument("--config", type=Path, help="blufr_lfw_config.mat (default: data lfw/blufr/)")
-    ap.add_argument("--veri-far", type=float, default=1e-3, help="verification FAR (default 1e-3)")
-    ap.add_argument("--osi-far", type=float, default=1e-2, help="open-set identification FAR (default 1e-2)")
-    ap.add_argument("--rank", type=int, default=1, help="open-set identification rank (default 1)")
+    ap.add_argument("--veri-far", type=float, default=1e-3, help="verification FAR for the TAR (default 1e-3, BLUFR's 0.1 %%)")
+    ap.add_argument("--osi-far", type=float, default=1e-2, help="open-set identification FAR for the DIR (default 1e-2)")
+    ap.add_argument("--rank", type=int, default=1, help="identification rank for the DIR (default 1)")
     ap.add_argument("--exclude", type=Path, nargs="*", default=[],
                     help="LFW people files (e.g. peopleDevTrain.txt) whose images are left out of every "
                          "trial: the people a model was trained on")
-    ap.add_argument("--label", default=None, help="curve label in the plot (default: the feature set's name)")
-    ap.add_argument("--out", required=True, type=Path, help="output folder")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--label", default=None, help="name of the model in the outputs (default: the feature prefix)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (blufr.json and plots)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
 
     feats, names, _ = load_features(a.features)
@@ -66,4 +66,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main, __file__)
+    run_tool(main)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """A MegaFace-style identification stand-in on the data at hand (FaceScrub and MegaFace
 are not available here). It is NOT MegaFace: numbers are not comparable with the paper's.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.features_io import check_features, load_features, name_index
 from mtdnn.evaluation.lfw import lfw_person, read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-from mtdnn.evaluation.cli import run_tool
 from mtdnn.fileio import atomic_write_json
 
 
@@ -45,15 +45,15 @@ def main(argv=None):
     ap.add_argument("--distractors", nargs="*", default=[], help="distractor feature prefixes (e.g. CelebA)")
     ap.add_argument("--exclude", type=Path, nargs="*", default=[],
                     help="LFW people files whose people take no part (e.g. peopleDevTrain.txt)")
-    ap.add_argument("--min-images", type=int, default=4, help="LFW people with at least this many images are probes (default 4)")
+    ap.add_argument("--min-images", type=int, default=4, help="LFW people with at least this many images are the probes (default 4)")
     ap.add_argument("--no-lfw-singles", action="store_true", help="do not use one-image LFW people as distractors")
     ap.add_argument("--sizes", type=int, nargs="+", help="distractor set sizes (default 10, 100, ... and all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the distractor order")
-    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4], help="FARs for TAR (default 1e-6 1e-5 1e-4)")
-    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="TAR at FAR rule (default kth)")
-    ap.add_argument("--label", default="ours", help="curve label in the plots")
-    ap.add_argument("--out", required=True, type=Path, help="output folder")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--far", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4], help="FARs for the TAR (default 1e-6 1e-5 1e-4)")
+    ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="how the threshold at a FAR is chosen (default kth)")
+    ap.add_argument("--label", default="ours", help="name of the model in the outputs (default ours)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (identification.json and plots)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
 
     lfw, lnames, _ = load_features(a.lfw)
@@ -74,7 +74,7 @@ def main(argv=None):
         parts.append(check_features(f, f"{src}.npy", names=n))
         dnames += [f"{Path(src).name}:{x}" for x in n]
     if not parts:
-        raise SystemExit("no distractors: give --distractors or allow the one-image LFW people")
+        bad_input("no distractors: give --distractors or allow the one-image LFW people")
     distr = np.concatenate(parts)
     order = np.random.default_rng(a.seed).permutation(len(distr))
     distr, dnames = distr[order], [dnames[i] for i in order]
@@ -99,4 +99,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main, __file__)
+    run_tool(main)

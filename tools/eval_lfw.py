@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """LFW verification from extracted features: View 2 10-fold accuracy, View 1, ROC, TAR@FAR.
 
     python tools/eval_lfw.py --features runs/full/features/lfw_fc5 --out runs/full/eval
@@ -13,10 +13,10 @@ Writes OUT/lfw.json and OUT/lfw_roc.png.
 import argparse
 from pathlib import Path
 
+from mtdnn.cli import run_tool
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import RULES, evaluate_lfw
 from mtdnn.evaluation.plots import plot_roc
-from mtdnn.evaluation.cli import run_tool
 from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
@@ -30,9 +30,8 @@ def main(argv=None):
     ap.add_argument("--no-view1", action="store_true", help="skip View 1")
     ap.add_argument("--no-view2", action="store_true",
                     help="View 1 only (a model trained on peopleDevTrain: View 2's folds hold those people)")
-    ap.add_argument("--rule", choices=RULES, default="sphereface", help="10-fold rule (default sphereface; see above)")
-    ap.add_argument("--missing", choices=("error", "wrong"), default="error",
-                    help="a pair whose image has no feature: error (default), or count it wrong")
+    ap.add_argument("--rule", choices=RULES, default="sphereface", help="scoring rule: sphereface (default; training folds' mean subtracted, cosine) or insightface (L2-normalised, distance); see mtdnn/evaluation/lfw.py")
+    ap.add_argument("--missing", choices=("error", "wrong"), default="error", help="pairs with a missing image: stop (error, default) or count them wrong")
     ap.add_argument("--far", type=float, nargs="+", default=[1e-3], help="FARs for TAR (default 1e-3)")
     ap.add_argument("--label", default=None, help="curve label in the plot")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
@@ -63,4 +62,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main, __file__)
+    run_tool(main)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """MegaFace challenge 1 (FaceScrub probes): rank-1, CMC, ROC and TAR at FAR, in Python.
 
 With the devkit's lists and .bin features (one file per image, <path><suffix>.bin):
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.features_io import load_features, lookup, name_index, read_bin_features
 from mtdnn.evaluation.megaface import (DEFAULT_SIZES, NOISE_CHOICES, evaluate_with_noise_lists, megaface_list_size,
                                        nested_distractor_order, read_facescrub_list,
                                        read_megaface_list, read_noise_list)
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-from mtdnn.evaluation.cli import run_tool
 from mtdnn.fileio import atomic_write_json
 from mtdnn.paths import data_path
 
@@ -52,7 +52,7 @@ def load_set(src: str, names, suffix: str, what: str, progress: bool):
     Returns (features, names, labels or None)."""
     if Path(src).is_dir():
         if names is None:
-            raise SystemExit(f"{src} is a folder of .bin files: give the {what} list too")
+            bad_input(f"{src} is a folder of .bin files: give the {what} list too")
         return read_bin_features(src, names, suffix, progress=progress, desc=f"{what} .bin"), names, None
     feats, fnames, labels = load_features(src, mmap=True)
     if names is None:
@@ -82,11 +82,11 @@ def main(argv=None):
     ap.add_argument("--megaface-noises", type=Path, help="distractor noise list (default: data megaface/megaface_noises.txt)")
     ap.add_argument("--far", type=float, nargs="+", default=[1e-6], help="FARs for TAR (default 1e-6)")
     ap.add_argument("--tar-rule", choices=TAR_RULES, default="kth", help="TAR at FAR rule (default kth)")
-    ap.add_argument("--chunk-size", type=int, default=8192, help="distractors per GEMM (default 8192)")
+    ap.add_argument("--chunk-size", type=int, default=8192, help="distractors scored per matrix product (memory vs speed; default 8192)")
     ap.add_argument("--singletons", choices=("error", "drop"), default="error",
                     help="identities with a single probe image: error, or drop them")
-    ap.add_argument("--label", default="ours", help="curve label in the plots")
-    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("--label", default="ours", help="name of the model in the outputs (default ours)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (megaface.json and plots)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     prog = not a.quiet
@@ -95,7 +95,7 @@ def main(argv=None):
     probes, pnames, plabels = load_set(a.probes, plist, a.suffix, "probe", prog)
     pids = pids if pids is not None else plabels
     if pids is None:
-        raise SystemExit(f"{a.probes} has no labels: give --probe-list")
+        bad_input(f"{a.probes} has no labels: give --probe-list")
     if a.distractor_lists:
         order, sizes = nested_distractor_order({megaface_list_size(p): read_megaface_list(p)
                                                 for p in a.distractor_lists})
@@ -125,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main, __file__)
+    run_tool(main)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Extract features of aligned 112x96 faces with a Caffe deploy net, batched, resumable.
 
     python tools/extract_features.py --deploy models/full/deploy.prototxt \\
@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 from mtdnn import inference
-from mtdnn.features import MIRROR_MODES, extract_to_file, list_tree, load_net, read_image_list, source_keys
+from mtdnn.cli import FAILURE, bad_input
+from mtdnn.features import MIRROR_MODES, FeatureError, extract_to_file, list_tree, load_net, read_image_list, source_keys
 from mtdnn.fileio import content_key, is_machine_error
 
 
@@ -94,19 +95,25 @@ def main(argv=None):
 
 
 def run(argv=None) -> int:
-    """main() with the errors a user can act on as one message (exit 1), not a traceback."""
+    """main() with the errors a user can act on as one message, not a traceback: a net that
+    gives NaN, a full disk or an I/O error stops the run (exit 1); bad input or usage exits 2."""
     try:
         return main(argv)
+    except FeatureError as e:
+        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
+        return FAILURE
     except OSError as e:
         if not is_machine_error(e):
             if isinstance(e, FileNotFoundError):
-                sys.exit(f"{Path(__file__).name}: error: {e}")
+                bad_input(e)
             raise
         where = f" ({e.filename})" if e.filename else ""
-        sys.exit(f"{Path(__file__).name}: error: {e.strerror}{where}: the run stopped. Free space (or fix the "
-                 f"output folder) and rerun the same command: it continues from the last finished batch.")
+        print(f"{Path(__file__).name}: error: {e.strerror}{where}: the run stopped. Free space (or fix the "
+              f"output folder) and rerun the same command: it continues from the last finished batch.",
+              file=sys.stderr)
+        return FAILURE
     except (ValueError, KeyError) as e:  # bad input or a wrong net: the message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+        bad_input(e)
 
 
 if __name__ == "__main__":

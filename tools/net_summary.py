@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Print a Caffe net's per-layer output shapes, parameters and FLOPs per image, and the totals.
 
     tools/net_summary.py models/full/deploy.prototxt

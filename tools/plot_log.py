@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Turn a Caffe training log into CSV files and a PNG of the loss, test and learning-rate curves.
 
     python tools/plot_log.py runs/fast/pretrain.log                 # writes beside the log
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from mtdnn.cli import bad_input
 from mtdnn.caffe_log import parse_caffe_log, plot_curves, write_csv
 
 
@@ -32,7 +33,7 @@ def main(argv=None):
     ap.add_argument("--follow", type=float, metavar="SECONDS", help="redraw every SECONDS until interrupted")
     args = ap.parse_args(argv)
     if not args.log.is_file():
-        sys.exit(f"{args.log}: no such log file")
+        bad_input(f"{args.log}: no such log file")
     out = args.out or args.log.parent
     out.mkdir(parents=True, exist_ok=True)
     while True:

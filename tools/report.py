@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Gather the eval tools' JSON results of several runs into one Markdown report with tables
 shaped like the paper's Tab. 2-7 (paper figures next to ours) and links to the plots.
 
@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdnn.cli import bad_input
 from mtdnn.evaluation.report import build_report, collect_runs
 from mtdnn.fileio import atomic_write_text
 
@@ -40,9 +41,7 @@ def main(argv=None):
               f"evaluation that writes them, or pass --allow-broken to report without them", file=sys.stderr)
         return 1
     if not runs:
-        print(f"report.py: error: no result JSON (lfw.json, megaface.json, ...) found below {a.runs}",
-              file=sys.stderr)
-        return 1
+        bad_input(f"no result JSON (lfw.json, megaface.json, ...) found below {a.runs}")
     out = a.out or a.runs / "report.md"
     text = build_report(runs, out.parent)
     if problems:
