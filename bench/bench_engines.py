@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Forward time of OpenCV's DNN against pycaffe on the same nets and inputs (mtdnn.inference).
 
     python bench/bench_engines.py                       # Full, Fast (batch 40), MTCNN's stages

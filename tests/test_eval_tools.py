@@ -206,16 +206,16 @@ def test_eval_identification_names_bad_rows_in_their_file(lfw_feats, tmp_path):
     args = ["--lfw", lfw_feats / "lfw", "--exclude", data_path("lfw", "peopleDevTrain.txt"), "--out", tmp_path,
             "--quiet", "--distractors"]
     r = tool("eval_identification", *args, tmp_path / "bad", ok=False)
-    assert r.returncode == 1 and "bad.npy: 1 feature row(s) hold NaN or inf, first row 123 (000124.jpg)" in r.stderr
+    assert r.returncode == 2 and "bad.npy: 1 feature row(s) hold NaN or inf, first row 123 (000124.jpg)" in r.stderr
     assert "Traceback" not in r.stderr
     np.save(tmp_path / "dup.npy", celeba)
     write_names(tmp_path / "dup.names.txt", names[:-1] + [names[0]])
     r = tool("eval_identification", *args, tmp_path / "dup", ok=False)
-    assert r.returncode == 1 and "image '000001' appears twice (rows 0 and 499)" in r.stderr
+    assert r.returncode == 2 and "image '000001' appears twice (rows 0 and 499)" in r.stderr
     np.save(tmp_path / "wide.npy", np.ones((500, 48), np.float32))
     write_names(tmp_path / "wide.names.txt", names)
     r = tool("eval_identification", *args, tmp_path / "wide", ok=False)
-    assert r.returncode == 1 and "wide.npy: features of dimension 48, but the LFW features" in r.stderr
+    assert r.returncode == 2 and "wide.npy: features of dimension 48, but the LFW features" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "identification.json").exists()
 
 
@@ -224,7 +224,7 @@ def test_eval_attributes_refuses_duplicate_names(tmp_path):
     np.save(tmp_path / "attr.npy", np.ones((3, len(GROUPS["all"])), np.float32))
     write_names(tmp_path / "attr.names.txt", [images[0], images[1], images[0]])
     r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--out", tmp_path, ok=False)
-    assert r.returncode == 1 and "appears twice (rows 0 and 2)" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "appears twice (rows 0 and 2)" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def test_resume_after_the_weights_changed_is_refused(weights, root, tmp_path):
     cmd = ["--deploy", deploy, "--weights", w, "--list", tmp_path / "list.txt", "--root", root,
            "--out", tmp_path / "f", "--batch-size", 2, "--quiet"]
     r = run_tool(*cmd)
-    assert r.returncode == 1 and "changed: weights_sha256" in r.stderr and "--restart" in r.stderr
+    assert r.returncode == 2 and "changed: weights_sha256" in r.stderr and "--restart" in r.stderr
     assert not (tmp_path / "f.npy").exists()
     r = run_tool(*cmd, "--restart")
     assert r.returncode == 0, r.stderr

@@ -219,14 +219,18 @@ class UpToDate(Exception):
     """The database exists and was built from the same inputs."""
 
 
+class BusyError(RuntimeError):
+    """Another build_db run holds the output folder: not a fault of the input (exit 1)."""
+
+
 def build(args) -> dict:
     from mtdnn.fileio import LockHeld, exclusive_lock
     try:
         with exclusive_lock(manifest.build_lock(args.out)):
             return _build(args)
     except LockHeld:
-        raise FileExistsError(f"another tools/build_db.py is writing {args.out} (it holds "
-                              f"{manifest.build_lock(args.out)}); wait for it to finish, or stop it") from None
+        raise BusyError(f"another tools/build_db.py is writing {args.out} (it holds "
+                        f"{manifest.build_lock(args.out)}); wait for it to finish, or stop it") from None
 
 
 def _build(args) -> dict:
@@ -349,6 +353,9 @@ def main(argv=None) -> int:
         line, status = last_line(args.out, failure_count(args.out), args.allow_failures)
         print(line, file=sys.stderr)
         return status
+    except BusyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2  # bad input
