@@ -435,6 +435,19 @@ def caffe_binary(explicit: str | None = None) -> str:
     return found
 
 
+def binary_has_cuda(binary: str) -> bool | None:
+    """Whether the caffe binary was built with CUDA: a CUDA build loads the CUDA runtime or
+    cuBLAS (``ldd`` lists libcaffe's dependencies too); None when that cannot be told (no
+    ``ldd``, a wrapper script)."""
+    try:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if "=>" not in out:
+        return None
+    return re.search(r"/lib(cudart|cublas)[^/\s]*\.so", out) is not None
+
+
 _ERROR_LINE = re.compile(r"^(F\d{4} |E\d{4} )|Check failed|Error|error:|No space left|"
                          r"Aborted|what\(\)|Cannot |cannot |Failed|failed")
 
@@ -701,6 +714,9 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
     binary = caffe_binary(caffe)
     if gpus is not None and not re.fullmatch(r"(all|\d+(,\d+)*)", gpus):
         raise TrainError(f"--gpu {gpus!r}: give GPU ids separated by commas (0 or 0,1) or 'all'")
+    if gpus is not None and binary_has_cuda(binary) is False:
+        raise TrainError(f"--gpu {gpus}: {binary} was built without CUDA (CPU only); build the GPU one with "
+                         f"`CAFFE_GPU=1 make setup` (README, GPU), or leave out --gpu to train on the CPU")
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         state, all_phases = prepare(run_dir, model, database, overrides, restart, log=log)
