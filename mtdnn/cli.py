@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from mtdnn.fileio import is_machine_error
+from mtdnn.fileio import MachineError, is_machine_error
 
 BAD_INPUT = 2
 FAILURE = 1
@@ -21,20 +21,30 @@ def bad_input(message) -> NoReturn:
     raise SystemExit(BAD_INPUT)
 
 
-def run_tool(main) -> NoReturn:
-    """Run ``main()`` and exit with its status: a bad input (ValueError, KeyError, a missing
-    file) ends with its message and status 2, no traceback; a fault of the machine or the
-    output (disk full, I/O error, permissions) ends with status 1 and says so. Outputs are
-    written atomically, so what exists is complete and an earlier result is never half
-    replaced."""
+MACHINE_HINT = ("a problem of the machine or the output folder, not of the input; no result file was "
+                "left half written (earlier ones are as they were). Free space or fix the permissions "
+                "and rerun")
+
+
+def run_tool(main, *, bad=(ValueError, KeyError, FileNotFoundError), stop=(),
+             machine_hint: str = MACHINE_HINT) -> NoReturn:
+    """Run ``main()`` and exit with its status. An exception of ``bad`` (bad input) ends with
+    its message and status 2, no traceback; one of ``stop`` (the run cannot go on, through no
+    fault of the input: a busy folder, a net that gives NaN) with its message and status 1; a
+    fault of the machine or the output (:class:`~mtdnn.fileio.MachineError`, or an OSError
+    that :func:`~mtdnn.fileio.is_machine_error` calls one: disk full, I/O error, permissions)
+    with status 1 and ``machine_hint``. Outputs are written atomically, so what exists is
+    complete and an earlier result is never half replaced. Anything else is a bug: traceback."""
+    name = Path(sys.argv[0]).name
     try:
         sys.exit(main())
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except stop as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(FAILURE)
+    except bad as e:
         bad_input(e)
-    except OSError as e:
-        if not is_machine_error(e):
+    except (MachineError, OSError) as e:
+        if isinstance(e, OSError) and not is_machine_error(e):
             raise
-        print(f"{Path(sys.argv[0]).name}: error: {e}: a problem of the machine or the output folder, "
-              f"not of the input; no result file was left half written (earlier ones are as they were). "
-              f"Free space or fix the permissions and rerun", file=sys.stderr)
+        print(f"{name}: error: {e}: {machine_hint}", file=sys.stderr)
         sys.exit(FAILURE)

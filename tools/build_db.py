@@ -59,7 +59,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, db, manifest  # noqa: E402
-from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error  # noqa: E402
+from mtdnn.cli import run_tool  # noqa: E402
+from mtdnn.fileio import atomic_write_text, escape_field  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
 
@@ -353,18 +354,6 @@ def main(argv=None) -> int:
         line, status = last_line(args.out, failure_count(args.out), args.allow_failures)
         print(line, file=sys.stderr)
         return status
-    except BusyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2  # bad input
-    except (MachineError, OSError) as e:
-        if isinstance(e, OSError) and not is_machine_error(e):
-            raise
-        print(f"error: {e} (a problem of the machine, not of the images: free space on the disk of {args.out} "
-              f"or fix its permissions, then rerun; {args.out} was left as it was)", file=sys.stderr)
-        return 1
     for split, (n, rate) in result["summary"].items():
         print(f"{split}: {n} records ({rate:.0f} img/s written)", file=sys.stderr)
     if result["vote"]:
@@ -389,4 +378,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError),
+             stop=(BusyError,),
+             machine_hint="a problem of the machine, not of the images: free space on the output's disk or fix "
+                          "its permissions, then rerun; the output folder was left as it was")

@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 from mtdnn import inference
-from mtdnn.cli import FAILURE, bad_input
+from mtdnn.cli import run_tool
 from mtdnn.features import MIRROR_MODES, FeatureError, extract_to_file, list_tree, load_net, read_image_list, source_keys
-from mtdnn.fileio import content_key, is_machine_error
+from mtdnn.fileio import content_key
 
 
 def main(argv=None):
@@ -94,27 +94,7 @@ def main(argv=None):
     return 0
 
 
-def run(argv=None) -> int:
-    """main() with the errors a user can act on as one message, not a traceback: a net that
-    gives NaN, a full disk or an I/O error stops the run (exit 1); bad input or usage exits 2."""
-    try:
-        return main(argv)
-    except FeatureError as e:
-        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
-        return FAILURE
-    except OSError as e:
-        if not is_machine_error(e):
-            if isinstance(e, FileNotFoundError):
-                bad_input(e)
-            raise
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"{Path(__file__).name}: error: {e.strerror}{where}: the run stopped. Free space (or fix the "
-              f"output folder) and rerun the same command: it continues from the last finished batch.",
-              file=sys.stderr)
-        return FAILURE
-    except (ValueError, KeyError) as e:  # bad input or a wrong net: the message, no traceback
-        bad_input(e)
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    run_tool(main, stop=(FeatureError,),
+             machine_hint="the run stopped. Free space (or fix the output folder) and rerun the same command: "
+                          "it continues from the last finished batch.")

@@ -44,7 +44,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn import datasets, inference  # noqa: E402
-from mtdnn.fileio import MachineError, is_machine_error  # noqa: E402
+from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
 
@@ -123,19 +123,10 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (al.LabelError, datasets.DatasetError, ImageError, FileExistsError) as e:
-        print(f"label_attributes.py: error: {e}", file=sys.stderr)
-        return 2
-    except (MachineError, OSError) as e:
-        if isinstance(e, OSError) and not is_machine_error(e):
-            raise
-        print(f"label_attributes.py: error: {e} (a problem of the machine, not of the images: free space "
-              f"or fix the output's permissions, then rerun; nothing half-written was left)", file=sys.stderr)
-        return 1
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(al.LabelError, datasets.DatasetError, ImageError, FileExistsError),
+             machine_hint="a problem of the machine, not of the images: free space or fix the output's "
+                          "permissions, then rerun; nothing half-written was left")
