@@ -23,7 +23,7 @@ CAFFE       := $(VENV)/caffe/.stamp
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu gpu-check caffe-bundle FORCE
+.PHONY: setup data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build gpu-check caffe-bundle FORCE
 
 help:
 	@sed -n '3,15p' Makefile
@@ -94,9 +94,11 @@ CAFFE_GTESTS := convolution_layer,batch_norm_layer,scale_layer,neuron_layer,eltw
   data_layer,hdf5data_layer,gradient_based_solver
 # CPU instances of the typed tests (/0 float, /1 double), the SGD solver of the solver tests.
 CAFFE_GTEST_CPU := *LayerTest/0.*:*LayerTest/1.*:SGDSolverTest/0.*:SGDSolverTest/1.*-CuDNN*:*GPU*
-ci-gpu:
+ci-gpu-build:
 	$(MAKE) setup CAFFE_GPU=1 CUDA_ARCH_BIN=$(CI_GPU_ARCH) CAFFE_TESTS=$(CAFFE_GTESTS)
 	cd $(VENV)/caffe.build/src && ../build/test/test.testbin --gtest_filter='$(CAFFE_GTEST_CPU)'
+
+ci-gpu: ci-gpu-build
 	$(MAKE) test # the stamp keeps the GPU build
 
 # On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fileio import atomic_write
+
 _ITER_LOSS = re.compile(r"Iteration (\d+) .*?, loss = ([-+\w.]+)")
 _TRAIN_OUT = re.compile(r"Train net output #\d+: (\S+) = ([-+\w.]+)")
 _LR = re.compile(r"Iteration (\d+), lr = ([-+\w.]+)")
@@ -64,12 +66,10 @@ def parse_caffe_log(text: str) -> CaffeLog:
 def write_csv(rows: list[dict], path: Path) -> Path:
     """Write records with the union of their keys as columns (``iteration`` first)."""
     names = list(dict.fromkeys(k for r in rows for k in r)) or ["iteration"]
-    tmp = Path(path).with_name(Path(path).name + ".partial")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=names)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
     return Path(path)
 
 

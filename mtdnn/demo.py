@@ -22,11 +22,11 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from .fileio import atomic_write_text
 
 
 class DemoError(RuntimeError):
@@ -48,15 +48,6 @@ def _sha(*parts) -> str:
 def fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass
@@ -192,7 +183,7 @@ class Runner:
         if note:
             info["note"] = note
             self.out(f"   {note}" + (" (the same as before)" if same and stage.outputs else ""))
-        write_text_atomic(self.marker(stage), json.dumps(info, indent=1) + "\n")
+        atomic_write_text(self.marker(stage), json.dumps(info, indent=1) + "\n")
         self._record({**info, "reused": False})
         self.out(f"== {fmt_time(time.time() - self.start)} {stage.name} done in {seconds:.1f} s")
 
@@ -213,7 +204,7 @@ def subset_pairs(src, dst, per_class: int) -> Path:
         raise DemoInputError(f"{src}: a View 1 pairs file (one count line) was expected")
     k = min(per_class, n)
     body = lines[1:1 + k] + lines[1 + n:1 + n + k]
-    return write_text_atomic(Path(dst), f"{k}\n" + "\n".join(body) + "\n")
+    return atomic_write_text(Path(dst), f"{k}\n" + "\n".join(body) + "\n")
 
 
 def lfw_train_people_images(people_file, min_images: int, max_people: int | None = None,

@@ -76,7 +76,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -86,7 +85,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
-                        lfw_train_people_images, person, subset_pairs, write_text_atomic)
+                        lfw_train_people_images, person, subset_pairs)
+from mtdnn.fileio import atomic_write_text  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 
 TOOLS = REPO / "tools"
@@ -214,7 +214,7 @@ class Demo:
         if missing:
             raise DemoInputError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
                             f"{lfw / 'lfw-deepfunneled'}, e.g. {missing[0]}")
-        write_text_atomic(self.lists / "lfw_align.txt", "".join(i + "\n" for i in images))
+        atomic_write_text(self.lists / "lfw_align.txt", "".join(i + "\n" for i in images))
         return (f"{len(images)} LFW photos to align: {len(pair_imgs)} of the View 1 pairs, "
                 f"{len(train_imgs)} of {len({person(i) for i in train_imgs})} training people"
                 + (f", {len(probe_imgs)} of {p.probe_people} peopleDevTest people" if probe_imgs else ""))
@@ -229,14 +229,14 @@ class Demo:
         # and every image of people outside peopleDevTrain (identification probes and distractors)
         pairs = set(lfw_pair_images(self.view1[0])) | set(lfw_pair_images(self.view1[1]))
         features = [i for i in have if i in pairs or person(i) not in train_people]
-        write_text_atomic(self.lists / "lfw_train.txt", "".join(f"{i} {person(i)}\n" for i in train))
-        write_text_atomic(self.lists / "lfw_features.txt", "".join(i + "\n" for i in features))
+        atomic_write_text(self.lists / "lfw_train.txt", "".join(f"{i} {person(i)}\n" for i in train))
+        atomic_write_text(self.lists / "lfw_features.txt", "".join(i + "\n" for i in features))
         return (f"{len(have)} aligned LFW images ({len(missing)} without a face): {len(train)} of peopleDevTrain "
                 f"people (training candidates), {len(features)} for the evaluations")
 
     def write_attr_list(self) -> str:
         names = (self.moon / "eval" / "heldout_scores.names.txt").read_text().split()
-        write_text_atomic(self.lists / "celeba_heldout.txt", "".join(n + "\n" for n in names))
+        atomic_write_text(self.lists / "celeba_heldout.txt", "".join(n + "\n" for n in names))
         return f"{len(names)} held-out CelebA images"
 
     # ----------------------------------------------------------------- stages
@@ -409,8 +409,8 @@ class Demo:
                   "works end to end, not the paper's accuracy.", ""]
         results = (w / "results.md").read_text() if (w / "results.md").is_file() else ""
         lines += ["#" + ln if ln.startswith("#") else ln for ln in results.splitlines()[1:]]
-        write_text_atomic(w / "report.md", "\n".join(lines) + "\n")
-        write_text_atomic(w / "timings.json", json.dumps(timings, indent=1) + "\n")
+        atomic_write_text(w / "report.md", "\n".join(lines) + "\n")
+        atomic_write_text(w / "timings.json", json.dumps(timings, indent=1) + "\n")
         return f"report: {w / 'report.md'}"
 
     # ----------------------------------------------------------------- main

@@ -56,6 +56,7 @@ from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn import db, inference, moon  # noqa: E402
 from mtdnn.caffe_log import parse_caffe_log, plot_curves  # noqa: E402
 from mtdnn.evaluation.attributes import attribute_accuracy, format_table  # noqa: E402
+from mtdnn.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
@@ -134,9 +135,7 @@ def align(table_files, images: Path, aligned: Path, workers: int) -> tuple[list[
     listing = aligned / "celeba_list.txt"
     text = "".join(f + "\n" for f in table_files)
     if not listing.is_file() or listing.read_text() != text:
-        tmp = listing.with_name(listing.name + ".partial")
-        tmp.write_text(text)
-        os.replace(tmp, listing)
+        atomic_write_text(listing, text)
     cmd = [sys.executable, str(ALIGN), str(images), str(aligned), "--list", str(listing),
            "--workers", str(workers), "--allow-failures"]  # faceless images are counted below
     log("align: " + " ".join(cmd))
@@ -206,9 +205,7 @@ def build_data(out: Path, table, aligned: Path, train, test, names, target_spec,
                                                         desc=f"{split} lmdb", dynamic_ncols=True))
         moon.write_moon_hdf5(data / f"{split}_moon.h5", y, moon.sample_weights(y, w_pos, w_neg),
                              extra={"paths": files, "identities": [str(v) for v in table.identities[idx]]})
-    tmp = done_file.with_name("plan.json.partial")
-    tmp.write_text(json.dumps({**info, "train": len(order), "val": len(test)}, indent=1))
-    os.replace(tmp, done_file)
+    atomic_write_json(done_file, {**info, "train": len(order), "val": len(test)}, indent=1)
     return data, info
 
 
