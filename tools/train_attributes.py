@@ -32,40 +32,21 @@ Then label a recognition database with tools/label_attributes.py --model OUT --d
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # evaluation in pycaffe: see --threads
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from generate.attributes import parse_attributes  # noqa: E402
-from generate.moon import render_moon  # noqa: E402
-from generate.spec import GenerateError  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
-from mtdnn import db, inference, moon  # noqa: E402
-from mtdnn.caffe_log import parse_caffe_log, plot_curves  # noqa: E402
-from mtdnn.evaluation.attributes import attribute_accuracy, format_table  # noqa: E402
-from mtdnn.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from mtdnn.images import ImageError, load_image  # noqa: E402
-from mtdnn.paths import REPO, data_root  # noqa: E402
-from mtdnn.vote import majority_vote  # noqa: E402
-
-PRESETS = {
-    "cpu": dict(backbone="fast", width=0.25, blocks="1,1,1,1", batch=32, iters=3000, lr=0.01),
-    "gpu": dict(backbone="vgg16", width=1.0, blocks=None, batch=64, iters=20000, lr=0.01),
-}
-ALIGN = REPO / "tools" / "align_faces.py"
+from mtdnn import inference, moon, moon_train  # noqa: E402
+from mtdnn.cli import run_tool  # noqa: E402
+from mtdnn.evaluation.attributes import format_table  # noqa: E402
+from mtdnn.images import ImageError  # noqa: E402
+from mtdnn.moon_train import PRESETS  # noqa: E402
+from mtdnn.train import TrainError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -107,261 +88,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- steps
-
-def celeba_inputs(args):
-    celeba = args.celeba or data_root() / "celeba"
-    images = args.images
-    if images is None:
-        for name in ("img_align_celeba", "img_align_celeba_89x109"):
-            if (celeba / name).is_dir():
-                images = celeba / name
-                break
-        else:
-            raise moon.MoonError(f"{celeba}: no img_align_celeba folder; give --images")
-    if not images.is_dir():
-        raise moon.MoonError(f"{images}: not a folder")
-    part = celeba / "list_eval_partition.txt"
-    return celeba, images, part if part.is_file() else None
-
-
-def align(table_files, images: Path, aligned: Path, workers: int) -> tuple[list[str], dict]:
-    """Align the files (resumable, tools/align_faces.py); (aligned files, {file: failure})."""
-    aligned.mkdir(parents=True, exist_ok=True)
-    listing = aligned / "celeba_list.txt"
-    text = "".join(f + "\n" for f in table_files)
-    if not listing.is_file() or listing.read_text() != text:
-        atomic_write_text(listing, text)
-    cmd = [sys.executable, str(ALIGN), str(images), str(aligned), "--list", str(listing),
-           "--workers", str(workers), "--allow-failures"]  # faceless images are counted below
-    log("align: " + " ".join(cmd))
-    if subprocess.run(cmd).returncode != 0:
-        raise moon.MoonError("tools/align_faces.py failed (see above)")
-    done = set()
-    for line in (aligned / "landmarks.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            done.add(line.rsplit(None, 10)[0])
-    failed = {}
-    fail_file = aligned / "failures.txt"
-    if fail_file.is_file():
-        for line in fail_file.read_text().splitlines():
-            if "\t" in line:
-                f, reason = line.split("\t", 1)
-                failed[f] = reason
-    wanted = set(table_files)
-    return [f for f in table_files if f in done and (aligned / f).is_file()], \
-        {f: r for f, r in failed.items() if f in wanted}
-
-
-def plan_split(table: moon.CelebaTable, keep: np.ndarray, mode: str, heldout: float, seed: int):
-    """(train indices, test-net indices, evaluation indices, split description)."""
-    present = set(table.partitions[keep].tolist())
-    if mode == "official" or (mode == "auto" and {1, 2} <= present):
-        if not {0, 1, 2} <= present:
-            raise moon.MoonError(f"--split official needs images of partitions 0, 1 and 2; these cover {sorted(present)}")
-        idx = np.flatnonzero(keep)
-        parts = table.partitions[idx]
-        return idx[parts == 0], idx[parts == 1], idx[parts == 2], "official CelebA partitions (train 0, val 1, test 2)"
-    idx = np.flatnonzero(keep)
-    held = moon.split_by_identity(table.identities[idx], heldout, seed)
-    n_ids = len(set(table.identities[idx[held]]))
-    desc = (f"by identity (seed {seed}): {n_ids} identities held out, "
-            f"{len(set(table.identities[idx])) - n_ids} for training")
-    return idx[~held], idx[held], idx[held], desc
-
-
-def build_data(out: Path, table, aligned: Path, train, test, names, target_spec, seed):
-    """OUT/data: LMDBs and MOON HDF5 files; reused when the plan is unchanged."""
-    data = out / "data"
-    order = train[np.random.default_rng([seed, 2]).permutation(len(train))]
-    y_train = table.values[order]
-    source = moon.positive_rates(y_train)
-    target = moon.target_rates(target_spec, names, source)
-    w_pos, w_neg = moon.class_weights(source, target)
-    plan = {"train": [table.files[i] for i in order], "test": [table.files[i] for i in test],
-            "attributes": list(names), "target": target.tolist(), "aligned": str(aligned.resolve())}
-    digest = hashlib.sha256(json.dumps(plan).encode()).hexdigest()
-    info = {"source_rates": source.tolist(), "target_rates": target.tolist(),
-            "w_pos": w_pos.tolist(), "w_neg": w_neg.tolist(), "plan_sha256": digest}
-    done_file = data / "plan.json"
-    if done_file.is_file() and json.loads(done_file.read_text()).get("plan_sha256") == digest:
-        log(f"data: reusing {data}")
-        return data, info
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir(parents=True)
-    for split, idx in (("train", order), ("val", test)):
-        files = [table.files[i] for i in idx]
-        y = table.values[idx]
-
-        def records():
-            for f, i in zip(files, idx):
-                yield load_image(aligned / f), 0, f
-        db.write_image_lmdb(data / f"{split}_lmdb", tqdm(records(), total=len(files), unit="img",
-                                                        desc=f"{split} lmdb", dynamic_ncols=True))
-        moon.write_moon_hdf5(data / f"{split}_moon.h5", y, moon.sample_weights(y, w_pos, w_neg),
-                             extra={"paths": files, "identities": [str(v) for v in table.identities[idx]]})
-    atomic_write_json(done_file, {**info, "train": len(order), "val": len(test)}, indent=1)
-    return data, info
-
-
-def caffe_binary(args) -> str:
-    if args.caffe:
-        return args.caffe
-    here = Path(sys.executable).parent / "caffe"
-    found = str(here) if here.is_file() else shutil.which("caffe")
-    if not found:
-        raise moon.MoonError("no caffe binary beside this Python or on PATH; give --caffe")
-    return found
-
-
-def train(out: Path, args, iters: int) -> Path:
-    """`caffe train` in OUT; the log goes to OUT/train.log; returns the final snapshot."""
-    cmd = [caffe_binary(args), "train", "-solver", str((out / "solver.prototxt").resolve())]
-    if args.gpu is not None:
-        cmd += ["-gpu", str(args.gpu)]
-    log("train: " + " ".join(cmd) + f"  (log: {out / 'train.log'})")
-    env = {**os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1",
-           "OPENBLAS_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
-    pattern = re.compile(r"Iteration (\d+) .*loss = ([-+\w.]+)")
-    with open(out / "train.log", "w", buffering=1) as logf, tqdm(total=iters, unit="it", desc="train", dynamic_ncols=True) as bar:
-        proc = subprocess.Popen(cmd, cwd=out, stderr=subprocess.PIPE, stdout=logf, text=True, env=env)
-        for line in proc.stderr:
-            logf.write(line)
-            if m := pattern.search(line):
-                bar.update(int(m[1]) - bar.n)
-                bar.set_postfix(loss=m[2])
-        rc = proc.wait()
-        bar.update(iters - bar.n if rc == 0 else 0)
-    if rc != 0:
-        raise moon.MoonError(f"caffe train failed (exit {rc}); see {out / 'train.log'}")
-    snap = out / f"moon_iter_{iters}.caffemodel"
-    if not snap.is_file():
-        raise moon.MoonError(f"{snap} was not written; see {out / 'train.log'}")
-    return snap
-
-
-def evaluate(out: Path, table, evaluation, names, args, split_desc: str) -> dict:
-    net, meta = al.load_classifier(out, gpu=args.gpu)
-    files = [table.files[i] for i in evaluation]
-    aligned = Path(meta["aligned"])
-    scores = al.score_paths(net, files, aligned, mirror=args.mirror, desc="evaluate")
-    al.write_scores(out / "eval" / "heldout_scores", scores, files, {"attributes": names, "mirror": args.mirror})
-    truth, ids = table.values[evaluation], table.identities[evaluation]
-    res = attribute_accuracy(scores, truth, names)
-    res.update({"model": str(out), "images": len(files), "identities": len(set(ids.tolist())),
-                "split": split_desc, "mirror": args.mirror, "target": meta["target"],
-                "beats_majority_baseline_in_balanced_accuracy": {
-                    r["name"]: r["balanced_accuracy"] > 0.5 for r in res["attributes"]}})
-    # Sec. 3.2's vote on the held-out identities: the voted labels against each image's own
-    # CelebA label, and the ceiling of any per-identity label (the vote of the true labels).
-    voted, summary = al.vote_summary(scores, ids, names)
-    ceiling = majority_vote(truth, ids).labels
-    res["after_vote"] = {
-        "changed_total": summary["changed_total"],
-        "images_of_multi_image_identities": summary["images_of_multi_image_identities"],
-        "attributes": [{"name": a["name"], "accuracy": a["accuracy"], "balanced_accuracy": a["balanced_accuracy"],
-                        "changed": v["changed"], "ceiling_accuracy": c["accuracy"]}
-                       for a, v, c in zip(attribute_accuracy(voted, truth, names)["attributes"],
-                                          summary["attributes"],
-                                          attribute_accuracy(ceiling, truth, names)["attributes"])]}
-    al._write_json(out / "eval" / "attributes.json", res)
-    return res
-
-
-# --------------------------------------------------------------------------- main
-
-def run(args) -> dict:
-    start = time.time()
-    inference.require_gpu_build(args.gpu)  # before hours of work: a CPU-only Caffe cannot take -gpu
-    preset = dict(PRESETS[args.preset])
-    for key in ("backbone", "width", "blocks", "batch", "iters", "lr"):
-        if getattr(args, key) is not None:
-            preset[key] = getattr(args, key)
-    if preset["backbone"] == "vgg16":
-        preset["blocks"] = None
-    try:
-        names = list(parse_attributes(args.attributes))
-    except ValueError as e:
-        raise moon.MoonError(str(e)) from None
-    if not names:
-        raise moon.MoonError("--attributes: at least one attribute")
-    celeba, images, part_file = celeba_inputs(args)
-    table = moon.celeba_table(celeba / "list_attr_celeba.txt", celeba / "identity_CelebA.txt", names, part_file)
-    if args.limit:
-        table = moon.CelebaTable(table.files[:args.limit], table.names, table.values[:args.limit],
-                                 table.identities[:args.limit], table.partitions[:args.limit])
-    missing = moon.check_images(table.files, images)
-    if missing:
-        raise moon.MoonError(f"{len(missing)} image(s) of list_attr_celeba.txt missing from {images}, "
-                             f"first {missing[0]!r} (use --limit for a subset)")
-    aligned = args.aligned or REPO / "work" / f"celeba-112x96-{images.name}"
-    ok, failed = align(table.files, images, aligned, args.workers)
-    keep = np.isin(table.files, ok)
-    log(f"aligned: {len(ok)} of {len(table.files)} images; {len(failed)} dropped (no face found etc.: "
-        f"{aligned / 'failures.txt'})")
-    train_idx, test_idx, eval_idx, split_desc = plan_split(table, keep, args.split, args.heldout, args.seed)
-    log(f"split {split_desc}: {len(train_idx)} training, {len(test_idx)} test-net, {len(eval_idx)} evaluation images")
-
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    data, weights = build_data(out, table, aligned, train_idx, test_idx, names, args.target, args.seed)
-    try:
-        render_moon(out, absolute_paths=True, backbone=preset["backbone"], width=preset["width"],
-                    blocks=preset["blocks"], attributes=names, batch=preset["batch"], iters=preset["iters"],
-                    base_lr=preset["lr"], test_images=len(test_idx), random_seed=args.seed,
-                    train_lmdb=data / "train_lmdb", train_hdf5=data / "train_moon.h5.txt",
-                    test_lmdb=data / "val_lmdb", test_hdf5=data / "val_moon.h5.txt")
-    except GenerateError as e:
-        raise moon.MoonError(str(e)) from None
-
-    final = out / al.WEIGHTS_FILE
-    meta_path = out / al.META_FILE
-    meta = {"attributes": names, "run_dir": str(out.resolve()), "weights": str(final.resolve()),
-            "deploy": str((out / al.DEPLOY_FILE).resolve()), "aligned": str(aligned.resolve()),
-            "crop": "112x96 (MTCNN + SphereFace 5-point template, tools/align_faces.py)",
-            "target": args.target, **weights, "split": split_desc, "seed": args.seed,
-            "images": {"attribute_file": len(table.files), "aligned": len(ok), "dropped": len(failed),
-                       "train": len(train_idx), "test_net": len(test_idx), "evaluation": len(eval_idx)},
-            "preset": args.preset, "model": preset, "celeba": str(celeba.resolve()), "images_dir": str(images.resolve())}
-    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    same = {k: previous.get(k) for k in ("attributes", "plan_sha256", "model", "target")} == \
-        {k: meta.get(k) for k in ("attributes", "plan_sha256", "model", "target")}
-    if final.is_file() and same and not args.retrain:
-        log(f"train: {final} exists for this data and model; skipped (--retrain to train again)")
-        meta["train_seconds"] = previous.get("train_seconds")
-    else:
-        final.unlink(missing_ok=True)
-        t0 = time.time()
-        snap = train(out, args, preset["iters"])
-        shutil.copyfile(snap, final.with_name(final.name + ".partial"))
-        os.replace(final.with_name(final.name + ".partial"), final)
-        meta["train_seconds"] = round(time.time() - t0, 1)
-        try:
-            plot_curves(parse_caffe_log((out / "train.log").read_text()), out / "train.png",
-                        title=f"MOON on CelebA ({preset['backbone']}, width {preset['width']})")
-        except Exception as e:  # noqa: BLE001 - a plot must not fail a finished training
-            log(f"warning: no training curves: {e}")
-    al._write_json(meta_path, meta)
-
-    res = evaluate(out, table, eval_idx, names, args, split_desc)
-    res["train_seconds"] = meta["train_seconds"]
-    res["total_seconds"] = round(time.time() - start, 1)
-    al._write_json(out / "eval" / "attributes.json", res)
-    return res
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        res = run(args)
-    except (moon.MoonError, al.LabelError, inference.EngineError, ImageError, FileNotFoundError) as e:
-        print(f"train_attributes.py: error: {e}", file=sys.stderr)
-        return 2
+    res = moon_train.run(args)
     print(f"held-out evaluation: {res['images']} images of {res['identities']} identities ({res['split']})")
     print(format_table(res))
     v = res["after_vote"]
@@ -380,4 +109,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(moon.MoonError, al.LabelError, inference.EngineError, ImageError, FileNotFoundError,
+                        TrainError))
