@@ -28,10 +28,11 @@ PAPER_BATCH = {"full": 40, "fast": 48}
 NUM_ATTRIBUTES = 7
 
 
-def caffe_time(model: Path, iterations: int, patched: bool = True) -> tuple[float, float]:
-    """Average forward and backward milliseconds that `caffe time` reports (the environment is
-    kept, OPENBLAS_CORETYPE included; ``patched=False`` runs Caffe's original CPU code)."""
-    env = {**os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1",
+def caffe_time(model: Path, iterations: int, patched: bool = True, env: dict | None = None) -> tuple[float, float]:
+    """Average forward and backward milliseconds that `caffe time` reports (the environment,
+    ``env`` or this process's, is kept, OPENBLAS_CORETYPE included; ``patched=False`` runs
+    Caffe's original CPU code)."""
+    env = {**(os.environ if env is None else env), "GLOG_minloglevel": "0", "GLOG_logtostderr": "1",
            "MTDNN_CAFFE_CPU_PATCH": "1" if patched else "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     out = subprocess.run(["caffe", "time", "-model", str(model), "-iterations", str(iterations)],

@@ -12,7 +12,7 @@ import pytest
 from mtdnn.paths import REPO
 
 DEMO = REPO / "tools" / "demo.py"
-STAGES = ["lists", "moon", "align_lfw", "train_list", "build_db", "label", "check_db", "train", "extract_lfw",
+STAGES = ["moon", "lists", "align_lfw", "train_list", "build_db", "label", "check_db", "train", "extract_lfw",
           "extract_celeba", "attr_list", "extract_attributes", "eval_lfw", "eval_identification",
           "eval_attributes", "report", "summary"]
 

@@ -2,7 +2,7 @@
 """The main job end to end on real data, on CPU (make demo): raw LFW and CelebA photos in,
 a trained multi-task model and a report with plots out.
 
-    tools/demo.py                       # full demo, about 17 min on 2 (slow) CPU cores
+    tools/demo.py                       # full demo, about 14 min on 2 CPU cores
     tools/demo.py --quick               # the same pipeline, much smaller (a few minutes; tests)
     tools/demo.py --work /tmp/demo --data /path/to/data
     tools/demo.py --redo train          # redo one stage and everything after it
@@ -10,9 +10,9 @@ a trained multi-task model and a report with plots out.
 Stages (each one is a call of the project's tool, printed before it runs, or a little glue
 that writes the lists the next tool reads); a rerun reuses every finished stage:
 
-   1 lists                glue: which LFW images to align, the View 1 pairs files
-   2 moon                 tools/train_attributes.py: align CelebA, train MOON, held-out accuracy
+   1 moon                 tools/train_attributes.py: align CelebA, train MOON, held-out accuracy
                           (in the background: its Caffe uses one thread, the next stages the other core)
+   2 lists                glue: which LFW images to align, the View 1 pairs files
    3 align_lfw            tools/align_faces.py: MTCNN + 5-point alignment of those LFW photos
    4 train_list           glue: the aligned LFW images of View 1's training people
    5 build_db             tools/build_db.py: train/val LMDB + HDF5 (one image per identity held out)
@@ -39,24 +39,24 @@ its one-thread Caffe leaves to the LFW alignment.
 - LFW View 1 protocol: the model trains only on peopleDevTrain people; the threshold is chosen
   on pairsDevTrain and the accuracy measured on pairsDevTest. Aligned: every image of
   pairsDevTrain and pairsDevTest (4,992) plus all images of the peopleDevTrain people with
-  >= 10 images (--lfw-min-images): 7,890 photos, about 8 min (with MOON beside it). MTCNN's
+  >= 4 images (--lfw-min-images): 8,825 photos, about 4 min (with MOON beside it). MTCNN's
   minsize is 40 px here (--lfw-minsize; the SphereFace setting is 20): every LFW face is
   larger, and the smaller pyramid is 1.6x faster (the 5 points move by 2 px on average,
   about MTCNN's own re-detection error).
 - Training set: the aligned images of peopleDevTrain people with >= 4 of them (--min-images):
-  188 identities, 3,598 images, one image of each held out (validation).
+  430 identities, 4,964 images, one image of each held out (validation).
 - MOON: the first 2,000 CelebA images (--celeba-images), identities split 80/20, 500
-  iterations (--moon-iters), about 6 min in the background.
-- Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 280 pre-training
-  + 120 fine-tuning iterations (--iters 400, split 70/30 as in the paper), about 6.5 min;
+  iterations (--moon-iters), about 4 min in the background.
+- Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 560 pre-training
+  + 240 fine-tuning iterations (--iters 800, split 70/30 as in the paper), about 9 min;
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
-  100,000 iterations; with 400 the attribute head would not move). Seeded (--seed 1, the
+  100,000 iterations; with 800 the attribute head would not move). Seeded (--seed 1, the
   solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
   OpenBLAS threads are fixed too (--threads 2 for training and extraction; MOON and the
   labelling use one): Caffe's gradients change with the thread count, which OpenBLAS would
   otherwise take from the machine.
-- Features: fc5 of the image alone (--mirror none; 'concat' adds the mirror image's, as
-  SphereFace does, at twice the cost).
+- Features: fc5 of the image and of its mirror image, concatenated (--mirror concat, as
+  SphereFace does; 'none' takes half the time).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
   distractors the aligned CelebA images and the one-image LFW people; attribute accuracy on
   MOON's held-out CelebA images (never seen by either net).
@@ -95,7 +95,7 @@ PY = sys.executable
 
 @dataclass(frozen=True)
 class Plan:
-    lfw_min_images: int = 10        # peopleDevTrain people with >= this many images are aligned whole
+    lfw_min_images: int = 4         # peopleDevTrain people with >= this many images are aligned whole
     max_people: int | None = None   # quick: only the first people ...
     max_per_person: int | None = None  # ... and this many images each
     pairs_per_class: int | None = None  # quick: the first k matched + k mismatched pairs
@@ -109,8 +109,8 @@ class Plan:
     model: str = "fast"
     width: float = 0.125
     batch: int = 32
-    iters: int = 400                # pre-training + fine-tuning, split 70/30
-    mirror: str = "none"            # features: none, concat (SphereFace) or sum
+    iters: int = 800                # pre-training + fine-tuning, split 70/30
+    mirror: str = "concat"          # features: none, concat (SphereFace) or sum
     pretrain_lr: float = 0.05
     finetune_lr: float = 0.01
     lambda1: float = 1.0
@@ -123,7 +123,8 @@ class Plan:
 
 FULL = Plan()
 QUICK = Plan(lfw_min_images=30, max_people=8, max_per_person=10, pairs_per_class=15, probe_people=4, min_images=4,
-             celeba_images=300, moon_iters=40, moon_batch=16, batch=16, iters=45, snapshot=20, test_interval=15)
+             celeba_images=300, moon_iters=40, moon_batch=16, batch=16, iters=45, mirror="none", snapshot=20,
+             test_interval=15)
 
 
 def parse_args(argv=None):
@@ -255,15 +256,16 @@ class Demo:
         S = lambda name, title, cmd=None, env=None, **kw: Stage(name, title, cmd=cmd, env=env or self.env,  # noqa: E731
                                                                 tool=cmd[1] if cmd else None, **kw)
         return [
-            S("lists", "Choose the LFW images to align and the View 1 pairs", func=self.write_lists,
-              describe=f"write {self.lists / 'lfw_align.txt'}"
-              + (f" and the View 1 subsets {self.view1[0].name}, {self.view1[1].name}" if p.pairs_per_class else ""),
-              outputs=(self.lists / "lfw_align.txt",) + (self.view1 if p.pairs_per_class else ())),
             S("moon", "Train the MOON attribute classifier on CelebA",
               [PY, tool("train_attributes.py"), "--out", self.moon, "--aligned", self.celeba_aligned,
                "--celeba", self.data / "celeba", "--limit", p.celeba_images, "--iters", p.moon_iters,
                "--width", p.moon_width, "--batch", p.moon_batch, "--workers", p.workers],
-              background=True),  # one-thread Caffe: LFW alignment and the LMDB use the other core
+              background=True),  # first: it needs nothing of LFW, so other LFW sizes reuse it; one-thread Caffe,
+            # so LFW alignment and the LMDB use the other core
+            S("lists", "Choose the LFW images to align and the View 1 pairs", func=self.write_lists,
+              describe=f"write {self.lists / 'lfw_align.txt'}"
+              + (f" and the View 1 subsets {self.view1[0].name}, {self.view1[1].name}" if p.pairs_per_class else ""),
+              outputs=(self.lists / "lfw_align.txt",) + (self.view1 if p.pairs_per_class else ())),
             S("align_lfw", "Align the LFW photos (MTCNN + 5 points)",
               [PY, tool("align_faces.py"), lfw / "lfw-deepfunneled", self.lfw_aligned,
                "--list", self.lists / "lfw_align.txt", "--workers", p.workers, "--minsize", p.lfw_minsize,
