@@ -2,7 +2,7 @@
 """The main job end to end on real data, on CPU (make demo): raw LFW and CelebA photos in,
 a trained multi-task model and a report with plots out.
 
-    tools/demo.py                       # full demo, about 14 min on 2 CPU cores
+    tools/demo.py                       # full demo, about 17 min on 2 CPU cores
     tools/demo.py --quick               # the same pipeline, much smaller (a few minutes; tests)
     tools/demo.py --work /tmp/demo --data /path/to/data
     tools/demo.py --redo train          # redo one stage and everything after it
@@ -39,16 +39,16 @@ its one-thread Caffe leaves to the LFW alignment.
 - LFW View 1 protocol: the model trains only on peopleDevTrain people; the threshold is chosen
   on pairsDevTrain and the accuracy measured on pairsDevTest. Aligned: every image of
   pairsDevTrain and pairsDevTest (4,992) plus all images of the peopleDevTrain people with
-  >= 4 images (--lfw-min-images): 8,825 photos, about 4 min (with MOON beside it). MTCNN's
+  >= 4 images (--lfw-min-images): 8,825 photos, about 4.5 min (with MOON beside it). MTCNN's
   minsize is 40 px here (--lfw-minsize; the SphereFace setting is 20): every LFW face is
   larger, and the smaller pyramid is 1.6x faster (the 5 points move by 2 px on average,
   about MTCNN's own re-detection error).
 - Training set: the aligned images of peopleDevTrain people with >= 4 of them (--min-images):
   430 identities, 4,964 images, one image of each held out (validation).
 - MOON: the first 2,000 CelebA images (--celeba-images), identities split 80/20, 500
-  iterations (--moon-iters), about 4 min in the background.
+  iterations (--moon-iters), about 5 min in the background.
 - Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 560 pre-training
-  + 240 fine-tuning iterations (--iters 800, split 70/30 as in the paper), about 9 min;
+  + 240 fine-tuning iterations (--iters 800, split 70/30 as in the paper), about 11 min;
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
   100,000 iterations; with 800 the attribute head would not move). Seeded (--seed 1, the
   solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
