@@ -100,6 +100,25 @@ def test_chunking_and_roc_are_consistent():
         assert far[-1] == pytest.approx(1.0) and tar[-1] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("workers", [1, 3, 8])
+def test_parallel_chunks_give_the_one_worker_result(monkeypatch, workers):
+    """Chunks scored in parallel, each with the top-k threshold known when it started, give
+    exactly what one worker scoring them in order gives (and the brute force's rank-1)."""
+    from mtdnn.evaluation import megaface
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal((40, 8)).astype(np.float32)
+    ids = np.arange(40) % 8
+    p += 1.2 * rng.standard_normal((8, 8)).astype(np.float32)[ids]
+    d = rng.standard_normal((3000, 8)).astype(np.float32)
+    kw = dict(chunk_size=101, roc_topk=30, far_targets=[1e-3, 1e-2], cmc_ranks=[1, 2, 5, 50])
+    monkeypatch.setattr(megaface, "_threads", lambda: (1, 1))
+    one = run(p, ids, d, [10, 500, 3000], **kw)["results"]
+    monkeypatch.setattr(megaface, "_threads", lambda: (workers, 1))
+    many = run(p, ids, d, [10, 500, 3000], **kw)["results"]
+    assert many == one
+    assert one[-1]["rank1"] == brute_force_megaface(p, ids, d, 3000, 1e-3)[0]
+
+
 def test_bad_inputs_are_clear_errors():
     d = np.random.default_rng(0).standard_normal((20, 2)).astype(np.float32)
     with pytest.raises(ValueError, match="single image, e.g. c"):
@@ -261,12 +280,12 @@ def test_cleaned_megaface_by_hand():
 def test_roc_grid_counts_are_exact_at_the_thresholds():
     """The k / 256 grid: a cosine exactly on a threshold counts at it, one float below it does not,
     -inf (an ignored distractor) counts nowhere, a hair beyond +-1 stays in range."""
-    from mtdnn.evaluation.megaface import GRID_STEPS, _grid_histogram
+    from mtdnn.evaluation.megaface import GRID_STEPS, _scan_scores
     t = (np.arange(-GRID_STEPS, GRID_STEPS + 1) / GRID_STEPS).astype(np.float32)
     rng = np.random.default_rng(0)
     s = np.r_[t, np.nextafter(t, np.float32(-2)), np.nextafter(t, np.float32(2)),
               rng.uniform(-1, 1, 1000).astype(np.float32), [-np.inf, np.float32(1.0000001), np.float32(-1.0000001)]]
     s = s.astype(np.float32).reshape(1, -1)
-    hist = _grid_histogram(s, has_inf=True)
+    hist = _scan_scores(s, np.inf, np.full(1, np.inf, np.float32), grid=True)[0]
     grid_ge = np.cumsum(hist[::-1])[::-1][1:]
     np.testing.assert_array_equal(grid_ge, [(s >= x).sum() for x in t])

@@ -27,18 +27,25 @@ each and never held whole nor sorted: rank-k needs, per (probe, gallery image), 
 count of distractors scoring at least as high, so per probe only the few distractors above
 its lowest gallery score are sorted; a running top-k (``np.partition``) keeps the highest
 impostor scores for TAR at small FAR, and a histogram on a fixed grid of thresholds gives
-the rest of the ROC (``evaluate_megaface``).
+the rest of the ROC (``evaluate_megaface``). Each score is read once after its GEMM, by one
+compiled pass (numba) that answers all three questions; chunks are scored in parallel, one
+per core with a single-threaded GEMM each. ``bench/bench_megaface.py`` measures the whole
+evaluation against the bare GEMMs (1M distractors on 2 cores: 1.10 and 1.14x, 2026-12-03).
 """
 from __future__ import annotations
 
+import collections
+import functools
 import math
 import os
+import queue
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mtdnn import datasets
 
@@ -262,16 +269,67 @@ class _ProbeCopies:
 GRID_STEPS = 256
 
 
-def _grid_histogram(block: np.ndarray, has_inf: bool) -> np.ndarray:
-    """Bucket counts of ``block``'s cosines: bin 0 below -1 (and -inf), bin k + 257 for
-    floor(s * 256) = k, k = -256..256 (a cosine rounded a hair beyond +-1 lands in bin 0 or
-    513 without clipping; -inf, from ignored distractors, needs the clip: ``has_inf``)."""
-    tmp = np.multiply(block, GRID_STEPS)
-    np.floor(tmp, out=tmp)
-    if has_inf:
-        np.maximum(tmp, -GRID_STEPS - 1, out=tmp)
-    tmp += GRID_STEPS + 1
-    return np.bincount(tmp.ravel().astype(np.int16), minlength=2 * GRID_STEPS + 2)
+@functools.cache
+def _scan_kernel():
+    """The one pass over a block of scores (compiled with numba on first use, ~0.5 s).
+
+    numpy would need a pass per question (bucket, compare, select) and its ``bincount``
+    alone costs 2.5x the GEMM time it follows; compiled, the whole scan reads each score once
+    and releases the GIL, so blocks run in parallel threads."""
+    from numba import njit
+
+    top_bin = 2 * GRID_STEPS + 1
+
+    @njit(nogil=True)
+    def scan(block, tau, gal_min, grid, hist, cands, above, counts):
+        nc = 0
+        na = 0
+        for r in range(block.shape[0]):
+            g = gal_min[r]
+            lo = min(g, tau)
+            cnt = 0
+            for c in range(block.shape[1]):
+                v = block[r, c]
+                if grid:
+                    if not v >= -1.0:        # below -1, -inf (an ignored distractor)
+                        hist[0] += 1
+                    elif v >= 1.0:           # 1 and a hair beyond (rounding)
+                        hist[top_bin] += 1
+                    else:                    # v * 256 is exact, so is its floor
+                        hist[np.int64(np.floor(v * np.float32(GRID_STEPS))) + GRID_STEPS + 1] += 1
+                if v >= lo:
+                    if v > tau:
+                        cands[nc] = v
+                        nc += 1
+                    if v >= g:
+                        above[na] = v
+                        na += 1
+                        cnt += 1
+            counts[r] = cnt
+        return nc, na
+
+    return scan
+
+
+def _scan_scores(block: np.ndarray, tau, gal_min: np.ndarray, grid: bool):
+    """One read of each score of ``block`` (rows = probes) answers the three questions the
+    evaluator asks of it:
+
+    * ``hist``: bucket counts on the k / 256 grid (when ``grid``): bin 0 below -1 (and -inf),
+      bin k + 257 for floor(s * 256) = k, k = -256..255, bin 513 for s >= 1 (a cosine rounded
+      a hair beyond 1 stays in range). Scaling a float32 by 256 is exact, so a count "score
+      >= k / 256" is exactly "bin >= k + 257", with no rounding at the bucket edges;
+    * ``cands``: the scores above ``tau`` (top-k candidates);
+    * ``above``, ``counts``: row by row, the scores >= that row's ``gal_min``, and how many.
+    """
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    hist = np.zeros(2 * GRID_STEPS + 2, dtype=np.int64)
+    cands = np.empty(block.size, dtype=np.float32)
+    above = np.empty(block.size, dtype=np.float32)
+    counts = np.empty(block.shape[0], dtype=np.int64)
+    nc, na = _scan_kernel()(block, np.float32(tau), np.ascontiguousarray(gal_min, dtype=np.float32),
+                            bool(grid), hist, cands, above, counts)
+    return hist, cands[:nc], above[:na], counts
 
 
 def _ordered_bits(v: np.ndarray) -> np.ndarray:
@@ -282,21 +340,24 @@ def _ordered_bits(v: np.ndarray) -> np.ndarray:
     return np.where(i < 0, i ^ 0x7FFFFFFF, i) + (1 << 31)
 
 
-def _count_block(s, r0, r1, tau, gal_min, gal_key, pair_probe, offsets, pair_ge, grid: bool, has_inf: bool):
+def _threads() -> tuple[int, int]:
+    """(chunks scored at once, BLAS threads each): every core busy, at most 8 score buffers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(cores, 8))
+    return workers, max(1, cores // workers)
+
+
+def _count_block(s, r0, r1, tau, gal_min, gal_key, pair_probe, offsets, pair_ge, grid: bool):
     """The work on score rows r0:r1 of one chunk: adds to ``pair_ge`` (for these rows' probes
     only, so blocks can run in parallel) the distractors scoring >= each gallery score, and
     returns the grid histogram and the impostor scores above ``tau`` (top-k candidates).
 
     Only the scores at least the probe's lowest gallery score can count; they are sorted by
     (row, score) as one int64 key each, and every pair's count is one ``searchsorted``."""
-    block = s[r0:r1]
-    hist = _grid_histogram(block, has_inf) if grid else 0
-    cands = block[block > tau]
-    above = block >= gal_min[r0:r1, None]
-    counts = np.count_nonzero(above, axis=1)
-    if counts.any():
+    hist, cands, above, counts = _scan_scores(s[r0:r1], tau, gal_min[r0:r1], grid)
+    if above.size:
         rows = np.repeat(np.arange(r1 - r0, dtype=np.int64), counts)
-        keys = np.sort((rows << 32) | _ordered_bits(block[above] + np.float32(0)))
+        keys = np.sort((rows << 32) | _ordered_bits(above + np.float32(0)))
         o0, o1 = offsets[r0], offsets[r1]
         qrow = pair_probe[o0:o1] - r0
         row_end = np.cumsum(counts)[qrow]
@@ -331,7 +392,8 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
     j's gallery scores are kept (few) and sorted to count, for every gallery image i of j, the
     distractors scoring >= s(j, i); a running top-k (``np.partition``) keeps the highest
     impostor scores for TAR at small FAR; a histogram on the k / 256 grid gives the rest of
-    the ROC.
+    the ROC. Memory: the distractor chunk and one n x ``chunk_size`` float32 score buffer per
+    worker (one worker per core, at most 8).
 
     Returns a dict: protocol notes (``tie_rule``, ``tar_rule``), counts, and ``results``:
     one entry per size with ``rank1``, ``cmc`` {rank, rate}, ``tar_at_far`` [...] and ``roc``
@@ -379,8 +441,11 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
     top = TopK(k)
     pair_ge = np.zeros(len(p_idx), dtype=np.int64)   # distractors scoring >= s(j, i), so far
     L_max = min(chunk_size, sizes[-1])
-    buf = np.empty(n * L_max, dtype=np.float32)
-    rows_per_block = max(1, (1 << 21) // L_max)      # ~8 MB of scores per task
+    rows_per_block = max(1, (1 << 21) // L_max)      # ~8 MB of scores per scan
+    workers, blas_threads = _threads()
+    buffers = queue.SimpleQueue()                    # one score buffer per worker: memory bounded
+    for _ in range(workers):
+        buffers.put(np.empty(n * L_max, dtype=np.float32))
 
     def load(a, b):
         chunk = np.asarray(distractors[a:b])
@@ -391,33 +456,59 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
                              f"{(b - a, dim)}")
         return chunk
 
-    results = []
-    bounds = list(_chunks(sizes, chunk_size))
-    bar = tqdm(total=sizes[-1], desc=desc, unit="distr", unit_scale=True, disable=not progress)
-    # the counting runs on every core (numpy releases the GIL), and the next chunk is read and
-    # normalised while this one is scored
-    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, 8))) as pool:
-        nxt = pool.submit(load, *bounds[0][:2])
-        for c, (a, b, at_size) in enumerate(bounds):
-            L = b - a
-            chunk = nxt.result()
-            if c + 1 < len(bounds):
-                nxt = pool.submit(load, *bounds[c + 1][:2])
-            s = buf[:n * L].reshape(n, L)
+    def score(a, b, tau):
+        """Chunk a:b on its own: its scores, what they add to ``pair_ge``, the histogram and
+        the top-k candidates above ``tau``."""
+        chunk = load(a, b)
+        buf = buffers.get()
+        try:
+            s = buf[:n * (b - a)].reshape(n, b - a)
             np.matmul(probes, chunk.T, out=s)
             cols, same_as = copies.find(chunk)
             if cols.size:
                 s[:, cols] = spp[:, same_as]
-            has_inf = ignore is not None and bool(ignore[a:b].any())
-            if has_inf:
+            if ignore is not None and ignore[a:b].any():
                 s[:, ignore[a:b]] = -np.inf
-            tau = np.float32(top.threshold)
-            blocks = [(r0, min(r0 + rows_per_block, n)) for r0 in range(0, n, rows_per_block)]
-            for h, cands in pool.map(lambda rr: _count_block(s, rr[0], rr[1], tau, gal_min, gal_key, p_idx,
-                                                             offsets, pair_ge, normalize, has_inf), blocks):
-                hist += h
-                top.push(cands)
-            bar.update(L)
+            ge = np.zeros(len(p_idx), dtype=np.int64)
+            h = np.zeros(2 * GRID_STEPS + 2, dtype=np.int64)
+            found = []
+            for r0 in range(0, n, rows_per_block):
+                hb, cands = _count_block(s, r0, min(r0 + rows_per_block, n), tau, gal_min, gal_key, p_idx,
+                                         offsets, ge, normalize)
+                h += hb
+                found.append(cands)
+            cands = np.concatenate(found)
+            if cands.size > top.k:       # only this chunk's own top k can enter the top k
+                cands = np.partition(cands, cands.size - top.k)[cands.size - top.k:]
+            return h, cands, ge
+        finally:
+            buffers.put(buf)
+
+    results = []
+    bounds = iter(_chunks(sizes, chunk_size))
+    bar = tqdm(total=sizes[-1], desc=desc, unit="distr", unit_scale=True, disable=not progress)
+    # Chunks are scored in parallel, one per worker, each with its own single-threaded (or few-
+    # threaded) GEMM and its scan right after: no core waits for another, and no BLAS thread spins
+    # beside the scan. The results are taken in chunk order; a chunk's top-k prefilter is the
+    # threshold known when it starts (a lower one only lets more candidates through).
+    with threadpool_limits(blas_threads, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+
+        def submit():
+            nxt = next(bounds, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(score, nxt[0], nxt[1], np.float32(top.threshold))))
+
+        for _ in range(workers):
+            submit()
+        while pending:
+            (a, b, at_size), fut = pending.popleft()
+            h, cands, ge = fut.result()
+            hist += h
+            top.push(cands)
+            pair_ge += ge
+            submit()
+            bar.update(b - a)
             if at_size:
                 grid_ge = np.cumsum(hist[::-1])[::-1][1:] if normalize else np.zeros(0, np.int64)
                 results.append(_summarize(b, n, pair_ge, genuine, top, grid, grid_ge,
