@@ -2,7 +2,7 @@
 """The main job end to end on real data, on CPU (make demo): raw LFW and CelebA photos in,
 a trained multi-task model and a report with plots out.
 
-    tools/demo.py                       # full demo, about 17 min on 2 CPU cores
+    tools/demo.py                       # full demo, about 14 min on 2 CPU cores
     tools/demo.py --quick               # the same pipeline, much smaller (a few minutes; tests)
     tools/demo.py --work /tmp/demo --data /path/to/data
     tools/demo.py --redo train          # redo one stage and everything after it
@@ -47,10 +47,10 @@ its one-thread Caffe leaves to the LFW alignment.
   430 identities, 4,964 images, one image of each held out (validation).
 - MOON: the first 2,000 CelebA images (--celeba-images), identities split 80/20, 500
   iterations (--moon-iters), about 5 min in the background.
-- Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 560 pre-training
-  + 240 fine-tuning iterations (--iters 800, split 70/30 as in the paper), about 11 min;
+- Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 420 pre-training
+  + 180 fine-tuning iterations (--iters 600, split 70/30 as in the paper), about 8 min;
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
-  100,000 iterations; with 800 the attribute head would not move). Seeded (--seed 1, the
+  100,000 iterations; with 600 the attribute head would not move). Seeded (--seed 1, the
   solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
   OpenBLAS threads are fixed too (--threads 2 for training and extraction; MOON and the
   labelling use one): Caffe's gradients change with the thread count, which OpenBLAS would
@@ -109,7 +109,7 @@ class Plan:
     model: str = "fast"
     width: float = 0.125
     batch: int = 32
-    iters: int = 800                # pre-training + fine-tuning, split 70/30
+    iters: int = 600                # pre-training + fine-tuning, split 70/30
     mirror: str = "concat"          # features: none, concat (SphereFace) or sum
     pretrain_lr: float = 0.05
     finetune_lr: float = 0.01
