@@ -2,7 +2,7 @@
 """The main job end to end on real data, on CPU (make demo): raw LFW and CelebA photos in,
 a trained multi-task model and a report with plots out.
 
-    tools/demo.py                       # full demo, about 14 min on 2 CPU cores
+    tools/demo.py                       # full demo, about 13 min on 2 CPU cores
     tools/demo.py --quick               # the same pipeline, much smaller (a few minutes; tests)
     tools/demo.py --work /tmp/demo --data /path/to/data
     tools/demo.py --redo train          # redo one stage and everything after it
