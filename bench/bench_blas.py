@@ -40,6 +40,7 @@ from pathlib import Path
 
 from mtdnn.paths import REPO
 from mtdnn.prototxt import read_net, with_input_layers, write_prototxt
+from mtdnn.train import blas_threads_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_caffe_time import NUM_ATTRIBUTES, PAPER_BATCH, caffe_time  # noqa: E402
@@ -65,6 +66,8 @@ def lapack_for(lib: Path) -> Path | None:
     if lib.name.startswith("libmkl_rt"):
         return lib
     return REFERENCE_LAPACK if REFERENCE_LAPACK.is_file() else None
+
+
 TOLERANCE = 1e-4  # fc5, forward
 
 # One forward + backward of the Fast-Model's fine-tune net, seeded; prints a JSON of arrays.
@@ -105,8 +108,7 @@ def alias_dir(lib: Path, folder: Path) -> Path:
 def blas_env(libdir: Path | None, threads: int, lib: Path | None = None) -> dict:
     """Threads for every library; ``libdir`` (the aliases) first on the loader's path, then the
     library's own folder (MKL's runtime loads its other parts from there)."""
-    env = {**os.environ, **{v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                      "BLIS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    env = {**os.environ, **blas_threads_env(threads), "BLIS_NUM_THREADS": str(threads)}
     if libdir is not None:
         env["LD_LIBRARY_PATH"] = os.pathsep.join([str(libdir), str(lib.resolve().parent)]
                                                  + [p for p in [os.environ.get("LD_LIBRARY_PATH")] if p])

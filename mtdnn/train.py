@@ -460,6 +460,12 @@ def caffe_errors(log_text: str, limit: int = 12) -> str:
     return "\n".join("    " + ln for ln in lines[-limit:])
 
 
+def blas_threads_env(threads: int) -> dict[str, str]:
+    """The variables that fix a process's BLAS thread count (OpenBLAS, OpenMP builds, MKL):
+    Caffe's reductions add in an order that depends on it, so its results do too."""
+    return {v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
 def run_caffe(cmd: list[str], cwd: Path, log_path: Path, phase: Phase, start_iter: int,
               threads: int | None = None, progress: bool = True) -> tuple[int, str]:
     """Run `caffe train`, appending its stderr to ``log_path`` and drawing a progress bar of
@@ -468,7 +474,7 @@ def run_caffe(cmd: list[str], cwd: Path, log_path: Path, phase: Phase, start_ite
     from tqdm import tqdm
     env = {**os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1"}
     if threads:
-        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env.update(blas_threads_env(threads))
     pattern = re.compile(r"Iteration (\d+) .*?loss = ([-+\w.]+)")
     written = []
     with open(log_path, "a") as logf, tqdm(total=phase.max_iter, initial=start_iter, unit="it",

@@ -53,6 +53,7 @@ from mtdnn.cli import bad_input  # noqa: E402
 from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error, unescape_field  # noqa: E402
 from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
                           scan_images)
+from mtdnn.train import blas_threads_env  # noqa: E402
 
 # Suffixes that --ext keep writes as they are; any other input is written as PNG (OpenCV cannot
 # write a colour crop as .pgm, and .gif would reduce it to 256 colours).
@@ -325,8 +326,7 @@ def run(args) -> int:
         else:
             # One BLAS thread per worker: the workers are the parallelism. Spawned, not forked,
             # so no worker inherits a half-initialised BLAS or Caffe.
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = "1"
+            os.environ.update(blas_threads_env(1))
             pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
             results = pool.imap_unordered(align_one, tasks, chunksize=4)
         try:

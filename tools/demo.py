@@ -88,6 +88,7 @@ from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images
                         lfw_train_people_images, person, subset_pairs)
 from mtdnn.fileio import atomic_write_text  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
+from mtdnn.train import blas_threads_env  # noqa: E402
 
 TOOLS = REPO / "tools"
 PY = sys.executable
@@ -157,8 +158,7 @@ class Demo:
         p = self.plan
         # A fixed number of BLAS threads, not the machine's core count: Caffe's reductions (BatchNorm
         # statistics, bias gradients) add in an order that depends on it, so the figures would too.
-        self.blas_env = {**self.env, **{v: str(p.threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                                    "MKL_NUM_THREADS")}}
+        self.blas_env = {**self.env, **blas_threads_env(p.threads)}
         w = self.work
         self.lists = w / "lists"
         self.lfw_aligned = w / "lfw-112x96"

@@ -267,6 +267,7 @@ class _ProbeCopies:
 # Scaling a float32 by 256 is exact, so floor(s * 256) puts every score in its bucket exactly
 # and a count "score >= k / 256" is "bucket >= k", with no rounding at the bucket edges.
 GRID_STEPS = 256
+GRID_BINS = 2 * GRID_STEPS + 2   # below -1, the 512 buckets of [-1, 1), 1 and beyond
 
 
 @functools.cache
@@ -278,7 +279,7 @@ def _scan_kernel():
     and releases the GIL, so blocks run in parallel threads."""
     from numba import njit
 
-    top_bin = 2 * GRID_STEPS + 1
+    top_bin = GRID_BINS - 1
 
     @njit(nogil=True)
     def scan(block, tau, gal_min, grid, hist, cands, above, counts):
@@ -323,7 +324,7 @@ def _scan_scores(block: np.ndarray, tau, gal_min: np.ndarray, grid: bool):
     * ``above``, ``counts``: row by row, the scores >= that row's ``gal_min``, and how many.
     """
     block = np.ascontiguousarray(block, dtype=np.float32)
-    hist = np.zeros(2 * GRID_STEPS + 2, dtype=np.int64)
+    hist = np.zeros(GRID_BINS, dtype=np.int64)
     cands = np.empty(block.size, dtype=np.float32)
     above = np.empty(block.size, dtype=np.float32)
     counts = np.empty(block.shape[0], dtype=np.int64)
@@ -348,8 +349,8 @@ def _threads() -> tuple[int, int]:
 
 
 def _count_block(s, r0, r1, tau, gal_min, gal_key, pair_probe, offsets, pair_ge, grid: bool):
-    """The work on score rows r0:r1 of one chunk: adds to ``pair_ge`` (for these rows' probes
-    only, so blocks can run in parallel) the distractors scoring >= each gallery score, and
+    """The work on score rows r0:r1 of one chunk: adds to ``pair_ge`` (the chunk's own counts,
+    so chunks can run in parallel) the distractors scoring >= each gallery score, and
     returns the grid histogram and the impostor scores above ``tau`` (top-k candidates).
 
     Only the scores at least the probe's lowest gallery score can count; they are sorted by
@@ -435,7 +436,7 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
 
     grid = (np.arange(-GRID_STEPS, GRID_STEPS + 1) / GRID_STEPS).astype(np.float32) if normalize \
         else np.empty(0, dtype=np.float32)
-    hist = np.zeros(2 * GRID_STEPS + 2, dtype=np.int64)
+    hist = np.zeros(GRID_BINS, dtype=np.int64)
     n_imp_max = n * sizes[-1]
     k = min(n_imp_max, max(roc_topk, matlab_round(max(far_targets, default=0) * n_imp_max) + 1))
     top = TopK(k)
@@ -470,7 +471,7 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
             if ignore is not None and ignore[a:b].any():
                 s[:, ignore[a:b]] = -np.inf
             ge = np.zeros(len(p_idx), dtype=np.int64)
-            h = np.zeros(2 * GRID_STEPS + 2, dtype=np.int64)
+            h = np.zeros(GRID_BINS, dtype=np.int64)
             found = []
             for r0 in range(0, n, rows_per_block):
                 hb, cands = _count_block(s, r0, min(r0 + rows_per_block, n), tau, gal_min, gal_key, p_idx,
