@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Forward + backward of a small net of the layer types whose CPU code the project patches
-(Convolution: 3x3 pad 0/1, stride 2, 1x1, with and without bias; PReLU per channel and
-shared), with fixed weights and inputs; writes every top, every parameter gradient and the
+(Convolution: 3x3 pad 0/1, stride 2, 1x1, with and without bias, and a 5x3 kernel with
+dilation 2, pads 3 x 2 and strides 2 x 3, whose im2col and col2im meet kernel taps in the
+padding at both ends of rows and columns; PReLU per channel and shared), with fixed weights
+and inputs; writes every top, every parameter gradient and the
 data gradient to an .npz.
 
 tests/test_caffe_cpu_patch.py runs it in subprocesses with the project's CPU patch on and off
@@ -33,7 +35,10 @@ layer { name: "conv3" type: "Convolution" bottom: "relu2" top: "conv3"
 layer { name: "conv4" type: "Convolution" bottom: "conv3" top: "conv4"
         convolution_param { num_output: 24 kernel_size: 1 } }
 layer { name: "relu4" type: "PReLU" bottom: "conv4" top: "conv4" }
-layer { name: "fc" type: "InnerProduct" bottom: "conv4" top: "fc" inner_product_param { num_output: 10 } }
+layer { name: "conv5" type: "Convolution" bottom: "conv4" top: "conv5"
+        convolution_param { num_output: 16 kernel_h: 5 kernel_w: 3 pad_h: 3 pad_w: 2 stride_h: 2 stride_w: 3
+                            dilation: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv5" top: "fc" inner_product_param { num_output: 10 } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
 """
 
