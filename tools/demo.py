@@ -52,9 +52,11 @@ its one-thread Caffe leaves to the LFW alignment.
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
   100,000 iterations; with 1,000 the attribute head would not move). Seeded (--seed 1, the
   solvers' random_seed; MOON's is train_attributes.py's default 0): a rerun gives the same net.
-  OpenBLAS threads are fixed too (--threads 2 for training and extraction; MOON and the
-  labelling use one): Caffe's gradients change with the thread count, which OpenBLAS would
-  otherwise take from the machine.
+  OpenBLAS threads are fixed too (--threads 1 for training and extraction, as for MOON and
+  the labelling): Caffe's gradients change with the thread count, which OpenBLAS would
+  otherwise take from the machine. One thread is also the faster here: this thin net's
+  GEMMs are small, and a second OpenBLAS thread gave an erratic 1.4-3.1 it/s against a
+  steady 2.6-2.9 with one (120 pre-training iterations, twice each, 2026-12-03).
 - Features: fc5 of the image and of its mirror image, concatenated (--mirror concat, as
   SphereFace does; 'none' takes half the time).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
@@ -116,7 +118,7 @@ class Plan:
     finetune_lr: float = 0.01
     lambda1: float = 1.0
     seed: int = 1                   # the solvers' random_seed: the same weights, the same figures
-    threads: int = 2                # BLAS threads of the multi-task net's Caffe and of the feature extraction
+    threads: int = 1                # BLAS threads of the multi-task net's Caffe and of the feature extraction
     snapshot: int = 100
     test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
     workers: int = 2
