@@ -3,13 +3,14 @@
 with the project's CPU patch of Caffe and without it, in the same run.
 
 Each model's fine-tune train_val net (both task heads) is timed at the paper's batch size
-(40 Full, 48 Fast) with its data layers replaced by Input blobs, and printed as images/s
+(40 Full, 48 Fast; `demo` is the net `make demo` trains: the Fast-Model at width 0.125 with
+430 identities, batch 32) with its data layers replaced by Input blobs, and printed as images/s
 next to GFLOP per image (forward, from the deploy net) and the achieved GFLOP/s
 (backward counted as twice the forward FLOPs). docker/patches/10-cpu-conv-prelu.patch keeps
 Caffe's original CPU code behind MTDNN_CAFFE_CPU_PATCH=0: each model is timed both ways,
 alternating, and the ratio of the two is printed ("patched/original" speed-up).
 
-    python bench/bench_caffe_time.py [--models full fast] [--iterations 3]
+    python bench/bench_caffe_time.py [--models full fast demo] [--iterations 3]
 """
 import argparse
 import os
@@ -22,10 +23,13 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe loads: no per-layer log
 from mtdnn import netstats  # noqa: E402
 from mtdnn.paths import REPO  # noqa: E402
-from mtdnn.prototxt import read_net, with_input_layers, write_prototxt
+from mtdnn.prototxt import read_net, with_input_layers, write_prototxt  # noqa: E402
+from generate.render import render_model  # noqa: E402
 
 PAPER_BATCH = {"full": 40, "fast": 48}
 NUM_ATTRIBUTES = 7
+# The demo's multi-task net (tools/demo.py's plan): rendered here, not committed under models/.
+DEMO = dict(variant="fast", width=0.125, identities=430, batch=32)
 
 
 def caffe_time(model: Path, iterations: int, patched: bool = True, env: dict | None = None) -> tuple[float, float]:
@@ -47,7 +51,8 @@ def caffe_time(model: Path, iterations: int, patched: bool = True, env: dict | N
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["full", "fast"], help="folders under models/")
+    ap.add_argument("--models", nargs="+", default=["full", "fast", "demo"],
+                    help="folders under models/, or demo (the Fast-Model at width 0.125, batch 32)")
     ap.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
     ap.add_argument("--repeats", type=int, default=2,
                     help="times each model is timed with and without the CPU patch, alternating")
@@ -58,6 +63,9 @@ def main(argv=None):
         for name in args.models:
             folder = REPO / "models" / name
             batch = PAPER_BATCH.get(name, 40)
+            if name == "demo":
+                folder, batch = Path(tmp) / "demo", DEMO["batch"]
+                render_model(folder, **DEMO)
             net = with_input_layers(read_net(folder / "train_val.prototxt"), "TRAIN",
                                     {"data": (batch, 3, 112, 96), "label": (batch,),
                                      "attributes": (batch, NUM_ATTRIBUTES)})
@@ -85,9 +93,10 @@ def main(argv=None):
           f"{'fwd ratio':>9} {'step ratio':>10}")
     for name, f0, b0, f1, b1 in speedups:
         print(f"{name:6} {f0:11.0f} {b0:11.0f} {f1:11.0f} {b1:11.0f} {f0 / f1:9.2f} {(f0 + b0) / (f1 + b1):10.2f}")
-    if len(rows) == 2:
-        (_, b1, g1, f1, k1), (_, b2, g2, f2, k2) = rows
-        print(f"\nper-iteration time ratio {rows[0][0]}/{rows[1][0]}: {(f1 + k1) / (f2 + k2):.2f} "
+    paper_rows = {r[0]: r for r in rows if r[0] in PAPER_BATCH}
+    if len(paper_rows) == 2:
+        (_, b1, g1, f1, k1), (_, b2, g2, f2, k2) = paper_rows["full"], paper_rows["fast"]
+        print(f"\nper-iteration time ratio full/fast: {(f1 + k1) / (f2 + k2):.2f} "
               f"(FLOP ratio {b1 * g1 / (b2 * g2):.2f}; paper: 17 h / 14 h = 1.21)")
     # Paper: Full-Model 17 h for 70k + 30k iterations of 40 images on one TITAN X.
     paper_rate = 100_000 * 40 / (17 * 3600)

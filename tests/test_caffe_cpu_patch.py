@@ -7,8 +7,8 @@ process (the switch is read once per process):
 
 - every forward output, the data gradient and PReLU's gradients: bitwise equal;
 - the convolution weight gradients: equal up to float32 rounding, because the patch sums the
-  images' contributions in one GEMM instead of image by image (measured: at most 6.6e-7 of the
-  largest gradient, against the unpatched build itself too). The bound, 1e-5 of the largest
+  images' contributions in one GEMM instead of image by image (measured: at most 5.7e-7 of the
+  largest gradient on this net, 2026-12-03, at the default chunk size and at 1 MiB). The bound, 1e-5 of the largest
   gradient, is about 100 float32 epsilons: a wrong index or a missing image gives errors of
   order 1.
 """

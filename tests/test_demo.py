@@ -140,9 +140,9 @@ def test_every_caffe_stage_runs_with_a_fixed_number_of_blas_threads(tmp_path):
     d = mod["Demo"](mod["parse_args"](["--work", str(tmp_path), "--data", str(tmp_path)]))
     stages = {s.name: s for s in d.stages()}
     cmd = [str(c) for c in stages["train"].cmd]
-    assert cmd[cmd.index("--threads") + 1] == "2"
+    assert cmd[cmd.index("--threads") + 1] == "1"
     for name in ("extract_lfw", "extract_celeba", "extract_attributes"):
         env = stages[name].env
-        assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "2", name
+        assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "1", name
     d3 = mod["Demo"](mod["parse_args"](["--work", str(tmp_path), "--data", str(tmp_path), "--threads", "3"]))
     assert {s.name: s for s in d3.stages()}["extract_lfw"].env["OPENBLAS_NUM_THREADS"] == "3"

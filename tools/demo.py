@@ -2,7 +2,7 @@
 """The main job end to end on real data, on CPU (make demo): raw LFW and CelebA photos in,
 a trained multi-task model and a report with plots out.
 
-    tools/demo.py                       # full demo, about 13 min on 2 CPU cores
+    tools/demo.py                       # full demo, about 11 min on 2 CPU cores
     tools/demo.py --quick               # the same pipeline, much smaller (a few minutes; tests)
     tools/demo.py --work /tmp/demo --data /path/to/data
     tools/demo.py --redo train          # redo one stage and everything after it
@@ -29,24 +29,24 @@ that writes the lists the next tool reads); a rerun reuses every finished stage:
   16 report               tools/report.py: the paper's tables next to ours (WORK/results.md)
   17 summary              glue: WORK/report.md (data sizes, stage times, results, plots)
 
-Data sizes of the full demo, chosen from rates measured on this 2-core machine on its slow
-days (it has run twice as fast): MTCNN alignment of the 250x250 LFW photos 15 img/s with 2
-workers at minsize 20, about 1.6x that at minsize 40; MOON (Fast trunk, width 0.125,
-batch 32, 1 thread) 1.5 it/s; the multi-task Fast-Model at width 0.125, batch 32, 0.93 s an
-iteration with 2 BLAS threads (1.08 s with one). MOON trains in the background, on the core
-its one-thread Caffe leaves to the LFW alignment.
+Data sizes of the full demo, chosen from rates measured on this 2-core machine (a fresh
+`make demo`, 2026-12-03): MTCNN alignment of the 250x250 LFW photos at minsize 40 with 2
+workers 43 img/s and MOON (Fast trunk, width 0.125, batch 32, 1 thread) 2.4 it/s, side by
+side; the multi-task Fast-Model at width 0.125, batch 32, 1 BLAS thread, 2.5 it/s with its
+validation passes and snapshots. MOON trains in the background, on the core its one-thread
+Caffe leaves to the LFW alignment. This machine has run twice as slow on other days.
 
 - LFW View 1 protocol: the model trains only on peopleDevTrain people; the threshold is chosen
   on pairsDevTrain and the accuracy measured on pairsDevTest. Aligned: every image of
   pairsDevTrain and pairsDevTest (4,992) plus all images of the peopleDevTrain people with
-  >= 4 images (--lfw-min-images): 8,825 photos, about 4.5 min (with MOON beside it). MTCNN's
+  >= 4 images (--lfw-min-images): 8,825 photos, about 3.5 min (with MOON beside it). MTCNN's
   minsize is 40 px here (--lfw-minsize; the SphereFace setting is 20): every LFW face is
   larger, and the smaller pyramid is 1.6x faster (the 5 points move by 2 px on average,
   about MTCNN's own re-detection error).
 - Training set: the aligned images of peopleDevTrain people with >= 4 of them (--min-images):
   430 identities, 4,964 images, one image of each held out (validation).
 - MOON: the first 2,000 CelebA images (--celeba-images), identities split 80/20, 500
-  iterations (--moon-iters), about 5 min in the background.
+  iterations (--moon-iters), about 3.5 min in the background.
 - Multi-task net: the Fast-Model (--model) at width 0.125 (--width), batch 32, 700 pre-training
   + 300 fine-tuning iterations (--iters 1000, split 70/30 as in the paper), about 7 min;
   learning rates 0.05 then 0.01 and lambda1 = 1 (the paper's 0.01 / 0.001 / 0.1 are for
