@@ -31,6 +31,7 @@ nearest the image centre (SphereFace's rule), or the largest box; ties go to the
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,27 +97,53 @@ def generate_boxes(prob: np.ndarray, reg: np.ndarray, scale: float, threshold: f
 def nms(boxes: np.ndarray, threshold: float, method: str = "Union") -> np.ndarray:
     """MATLAB ``nms``: indices of the kept boxes, highest score first. Overlap is
     intersection over union (``'Union'``) or over the smaller area (``'Min'``); boxes
-    overlapping a kept one by more than ``threshold`` are dropped."""
+    overlapping a kept one by more than ``threshold`` are dropped. Coordinates are taken
+    as float64; one compiled loop (numba) does MATLAB's arithmetic, element by element."""
     if len(boxes) == 0:
         return np.zeros(0, dtype=int)
     if method not in ("Union", "Min"):
         raise ValueError(f"method must be 'Union' or 'Min', got {method!r}")
-    x1, y1, x2, y2, s = (boxes[:, k] for k in range(5))
+    x1, y1, x2, y2, s = (np.ascontiguousarray(boxes[:, k], dtype=np.float64) for k in range(5))
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(s, kind="stable")  # MATLAB's sort is stable; the last one is taken first
-    pick = []
-    while len(order):
-        i, rest = order[-1], order[:-1]
-        pick.append(i)
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        if method == "Min":
-            overlap = inter / np.minimum(area[i], area[rest])
-        else:
-            overlap = inter / (area[i] + area[rest] - inter)
-        order = rest[overlap <= threshold]
-    return np.array(pick, dtype=int)
+    return _nms_kernel()(x1, y1, x2, y2, area, order, float(threshold), method == "Min").astype(int)
+
+
+@functools.cache
+def _nms_kernel():
+    """The greedy loop of :func:`nms`, compiled on first use (cached on disk by numba). The
+    boxes still in play are the ones ``alive`` in ``order``; each step takes the last of them
+    (the highest score) and drops the others whose overlap with it is not <= ``threshold``."""
+    from numba import njit
+
+    @njit(cache=True, nogil=True, error_model="numpy")  # x / 0 as in numpy: inf or nan, no exception
+    def kernel(x1, y1, x2, y2, area, order, threshold, use_min):
+        n = order.shape[0]
+        alive = np.ones(n, np.bool_)
+        pick = np.empty(n, np.int64)
+        k = 0
+        for a in range(n - 1, -1, -1):
+            if not alive[a]:
+                continue
+            i = order[a]
+            pick[k] = i
+            k += 1
+            for b in range(a):
+                if not alive[b]:
+                    continue
+                j = order[b]
+                w = np.maximum(0.0, np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + 1)
+                h = np.maximum(0.0, np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + 1)
+                inter = w * h
+                if use_min:
+                    overlap = inter / np.minimum(area[i], area[j])
+                else:
+                    overlap = inter / (area[i] + area[j] - inter)
+                if not overlap <= threshold:
+                    alive[b] = False
+        return pick[:k]
+
+    return kernel
 
 
 def bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:

@@ -53,6 +53,46 @@ def test_nms_union_and_min():
         m.nms(boxes, 0.5, "IoU")
 
 
+def _nms_matlab(boxes, threshold, method):
+    """MATLAB's nms as array operations: the loop the compiled nms must equal."""
+    x1, y1, x2, y2, s = (boxes[:, k] for k in range(5))
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(s, kind="stable")
+    pick = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while len(order):
+            i, rest = order[-1], order[:-1]
+            pick.append(i)
+            w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+            h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+            inter = w * h
+            overlap = inter / (np.minimum(area[i], area[rest]) if method == "Min"
+                               else area[i] + area[rest] - inter)
+            order = rest[overlap <= threshold]
+    return pick
+
+
+@pytest.mark.parametrize("method", ["Union", "Min"])
+def test_nms_equals_matlab_on_random_boxes(method):
+    """Clusters of overlapping boxes, tied scores, degenerate and inverted boxes (zero or
+    negative areas: x / 0 gives inf or nan as in numpy, and a nan overlap drops the box)."""
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 120))
+        centres = rng.uniform(0, 200, (int(rng.integers(1, 6)), 2))
+        xy = rng.uniform(0, 200, (n, 2)) if trial % 3 == 0 else \
+            centres[rng.integers(0, len(centres), n)] + rng.normal(0, 8, (n, 2))
+        if trial % 4 == 0:  # whole pixels, as MTCNN's boxes: widths of 0 or less (x2 = x1 - 1, ...)
+            xy, size = np.fix(xy), rng.integers(-3, 8, (n, 2)).astype(float)
+        else:
+            size = rng.uniform(10, 60, (n, 2))
+        score = rng.integers(0, 5, n) / 4 if trial % 2 else rng.uniform(0, 1, n)
+        boxes = np.column_stack([xy, xy + size, score])
+        for threshold in (0.3, 0.5, 0.7):
+            assert m.nms(boxes, threshold, method).tolist() == _nms_matlab(boxes, threshold, method), \
+                (trial, threshold)
+
+
 def test_generate_boxes_bbreg_rerec_pad():
     prob = np.zeros((3, 4))
     prob[1, 2] = 0.8  # row (y) 1, column (x) 2
