@@ -116,7 +116,6 @@ def _nms_kernel():
     (the highest score) and drops the others whose overlap with it is not <= ``threshold``."""
     from numba import njit
 
-    @njit(cache=True, nogil=True, error_model="numpy")  # x / 0 as in numpy: inf or nan, no exception
     def kernel(x1, y1, x2, y2, area, order, threshold, use_min):
         n = order.shape[0]
         alive = np.ones(n, np.bool_)
@@ -143,7 +142,13 @@ def _nms_kernel():
                     alive[b] = False
         return pick[:k]
 
-    return kernel
+    # x / 0 as in numpy (inf or nan, no exception). The disk cache spares each alignment worker
+    # the compile (about 1.4 s); where no cache folder is writable numba refuses to cache, and
+    # the loop is compiled in memory instead.
+    try:
+        return njit(cache=True, nogil=True, error_model="numpy")(kernel)
+    except RuntimeError:
+        return njit(cache=False, nogil=True, error_model="numpy")(kernel)
 
 
 def bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:

@@ -93,6 +93,19 @@ def test_nms_equals_matlab_on_random_boxes(method):
                 (trial, threshold)
 
 
+def test_nms_compiles_where_no_cache_folder_is_writable(monkeypatch):
+    """A read-only checkout and home: numba refuses cache=True (RuntimeError, no locator);
+    nms compiles in memory instead of failing (numba's locator list emptied to play it)."""
+    import numba.core.caching as caching
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    m._nms_kernel.cache_clear()
+    try:
+        boxes = np.array([[0, 0, 9, 9, 0.9], [1, 1, 10, 10, 0.8], [50, 50, 59, 59, 0.5]])
+        assert m.nms(boxes, 0.5).tolist() == [0, 2]
+    finally:
+        m._nms_kernel.cache_clear()
+
+
 def test_generate_boxes_bbreg_rerec_pad():
     prob = np.zeros((3, 4))
     prob[1, 2] = 0.8  # row (y) 1, column (x) 2
