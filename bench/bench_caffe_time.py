@@ -28,8 +28,16 @@ from generate.render import render_model  # noqa: E402
 
 PAPER_BATCH = {"full": 40, "fast": 48}
 NUM_ATTRIBUTES = 7
-# The demo's multi-task net (tools/demo.py's plan): rendered here, not committed under models/.
-DEMO = dict(variant="fast", width=0.125, identities=430, batch=32)
+DEMO_IDENTITIES = 430  # the identities of the full demo's training set (docs/demo.md)
+
+
+def render_demo_net(folder: Path) -> int:
+    """Render the multi-task net `make demo` trains (model, width and batch from tools/demo.py's
+    full plan) into ``folder``; returns its batch size."""
+    import runpy
+    plan = runpy.run_path(str(REPO / "tools" / "demo.py"))["FULL"]
+    render_model(folder, variant=plan.model, width=plan.width, identities=DEMO_IDENTITIES, batch=plan.batch)
+    return plan.batch
 
 
 def caffe_time(model: Path, iterations: int, patched: bool = True, env: dict | None = None) -> tuple[float, float]:
@@ -64,8 +72,8 @@ def main(argv=None):
             folder = REPO / "models" / name
             batch = PAPER_BATCH.get(name, 40)
             if name == "demo":
-                folder, batch = Path(tmp) / "demo", DEMO["batch"]
-                render_model(folder, **DEMO)
+                folder = Path(tmp) / "demo"
+                batch = render_demo_net(folder)
             net = with_input_layers(read_net(folder / "train_val.prototxt"), "TRAIN",
                                     {"data": (batch, 3, 112, 96), "label": (batch,),
                                      "attributes": (batch, NUM_ATTRIBUTES)})

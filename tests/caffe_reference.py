@@ -3,8 +3,7 @@
 (Convolution: 3x3 pad 0/1, stride 2, 1x1, with and without bias, and a 5x3 kernel with
 dilation 2, pads 3 x 2 and strides 2 x 3, whose im2col and col2im meet kernel taps in the
 padding at both ends of rows and columns; PReLU per channel and shared), with fixed weights
-and inputs; writes every top, every parameter gradient and the
-data gradient to an .npz.
+and inputs; writes every top, every parameter gradient and the data gradient to an .npz.
 
 tests/test_caffe_cpu_patch.py runs it in subprocesses with the project's CPU patch on and off
 (MTDNN_CAFFE_CPU_PATCH=0 runs Caffe's original code) and compares the arrays.

@@ -8,9 +8,9 @@ process (the switch is read once per process):
 - every forward output, the data gradient and PReLU's gradients: bitwise equal;
 - the convolution weight gradients: equal up to float32 rounding, because the patch sums the
   images' contributions in one GEMM instead of image by image (measured: at most 5.7e-7 of the
-  largest gradient on this net, 2026-12-03, at the default chunk size and at 1 MiB). The bound, 1e-5 of the largest
-  gradient, is about 100 float32 epsilons: a wrong index or a missing image gives errors of
-  order 1.
+  largest gradient on this net, 2026-12-03, at the default chunk size and at 1 MiB). The bound,
+  1e-5 of the largest gradient, is about 100 float32 epsilons: a wrong index or a missing image
+  gives errors of order 1.
 """
 import os
 import subprocess
