@@ -77,6 +77,14 @@ def test_each_step_is_counted(casia):
     assert "kept by the cleaning list" in clean_list.format_steps(rows)
 
 
+def test_the_casia_reader_takes_a_cleaning_list(casia, tmp_path):
+    lst = write_list(tmp_path / "cleaned_list.txt", ["0000099\\002.jpg 1", "0000045\\003.jpg 0"])
+    assert [s.path for s in datasets.read_casia_webface(casia, lst)] == ["0000045/003.jpg", "0000099/002.jpg"]
+    assert len(datasets.read_casia_webface(casia)) == 7
+    with pytest.raises(datasets.DatasetError, match="none of its images is in"):
+        datasets.read_casia_webface(casia, write_list(tmp_path / "x.txt", ["9/1.jpg 0"]))
+
+
 def run(*args):
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
                           env=dict(os.environ), timeout=120)
