@@ -32,8 +32,8 @@ image centre is kept (--select largest for the largest). See mtdnn/mtcnn.py and 
 MegaFace distractors and FaceScrub probes (--devkit-boxes): the devkit's <image>.json beside
 each image gives the face the challenge means; where MTCNN finds no face or none overlapping
 that box (IoU <= 0.3), its 3 landmarks, MTCNN's O-Net on the box, or the box itself align the
-face instead, as the MegaFace preparations of insightface and FaceVerification do. Each image's case
-goes to OUT/devkit_cases.txt and the last lines count them (mtdnn/devkit_align.py).
+face instead, as the MegaFace preparations of insightface and FaceVerification do. Each
+image's case goes to OUT/devkit_cases.txt and the last lines count them (mtdnn/devkit_align.py).
 
 A problem of one image is recorded in failures.txt and the run goes on. A problem of the
 machine (disk full, I/O error, output not writable) or any error while saving a crop stops
@@ -252,17 +252,16 @@ def align_one(task):
         if min(image.shape[:2]) < MIN_SIDE:
             return "fail", rel, f"too small: {image.shape[1]}x{image.shape[0]} px (MTCNN needs >= {MIN_SIDE})"
         case = None
-        if cfg.get("devkit"):
+        if cfg.get("devkit"):  # (points, method, reason) or None
             found = devkit_align.find_face(detector, image, devkit_align.read_meta(Path(cfg["src"]) / rel),
                                            cfg["select"], cfg["max_side"], cfg["crop"])
-            if found is not None:
-                case = f"{found[1]}\t{found[2]}"
-                found = found[:1]
-        else:
+        else:  # (points, box) or None
             found = detector.detect_one(image, cfg["select"], cfg["max_side"])
         if found is None:
             return "fail", rel, "no face found"
         points = found[0]
+        if cfg.get("devkit"):
+            case = f"{found[1]}\t{found[2]}"
         crop = align.align_face(image, points, cfg["crop"])
     except ImageError as e:
         return "fail", rel, str(e).split(": ", 1)[1]
