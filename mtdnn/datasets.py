@@ -5,7 +5,7 @@ Each reader returns plain Python data (lists of :class:`Sample`, numpy arrays) a
 
 | dataset | reader | layout |
 |---|---|---|
-| CASIA-WebFace | :func:`read_identity_folders` | ``root/<identity>/<image>`` (a folder per identity) |
+| CASIA-WebFace | :func:`read_casia_webface`, :func:`read_identity_folders` | ``root/<identity>/<image>`` (a folder per identity); a cleaning list (:mod:`mtdnn.clean_list`) |
 | CelebA | :func:`read_celeba_attributes`, :func:`read_celeba_identities`, :func:`read_celeba_partition`, :func:`read_celeba_landmarks`, :func:`celeba_samples` | ``img_align_celeba/``, ``list_attr_celeba.txt``, ``identity_CelebA.txt``, ``list_eval_partition.txt``, ``list_landmarks_align_celeba.txt`` |
 | LFW | :func:`read_lfw_people`, :func:`lfw_people_samples`, :func:`read_lfw_pairs` | ``people*.txt`` (View 1 and View 2), ``pairs*.txt``, ``<name>/<name>_%04d.jpg`` |
 | FaceScrub / MegaFace | :func:`read_megaface_list`, :func:`read_megaface_meta` | devkit template lists (JSON with ``path`` and optional ``id``), one ``<image>.json`` per image |
@@ -120,6 +120,20 @@ def read_identity_folders(root) -> list[Sample]:
     if loose:
         raise DatasetError(f"{root}: {len(loose)} image(s) outside any identity folder, e.g. {loose[0]!r}")
     return [Sample(p, p.split("/", 1)[0]) for p in paths]
+
+
+def read_casia_webface(root, clean_list=None) -> list[Sample]:
+    """CASIA-WebFace (``root/<identity>/<image>``); with ``clean_list`` (a cleaning list,
+    :mod:`mtdnn.clean_list`) only the listed images present in ``root``, in tree order. The
+    paper cleans CASIA-WebFace with such a list before detection (Sec. 4.5)."""
+    samples = read_identity_folders(root)
+    if clean_list is None:
+        return samples
+    from .clean_list import apply_clean_list, read_clean_list
+    kept = apply_clean_list(samples, read_clean_list(clean_list)).kept
+    if not kept:
+        raise DatasetError(f"{clean_list}: none of its images is in {root}")
+    return kept
 
 
 def read_image_list(path, root=None) -> list[Sample]:

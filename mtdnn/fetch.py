@@ -324,11 +324,23 @@ REGISTRY: tuple = (
          manual=("Download insightface's MegaFace testpack (Baidu or Google Drive links on "
                  "https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface) "
                  "and copy facescrub_noises.txt and megaface_noises.txt from its data/ to DATA/megaface/.")),
+    # Full-scale training only (group "full": not part of make data; --group full or --only).
+    Item("casia-clean-list", "the cleaned CASIA-WebFace list ('0000045\\001.jpg 0' a kept image a line; "
+         "mtdnn/clean_list.py)", {"casia/cleaned_list.txt": None},
+         source="circulates on Baidu Pan (no stable address, no published checksum); read by insightface's "
+                "get_dataset_webface as <root>_clean_list.txt",
+         licence="as CASIA-WebFace (non-commercial research)", groups=("full",),
+         url="https://github.com/deepinsight/insightface",
+         manual=("No public download can be pinned: put your copy of the cleaned CASIA-WebFace list "
+                 "(cleaned_list.txt, lines like '0000045\\001.jpg 0') at DATA/casia/cleaned_list.txt; "
+                 "tools/prepare_casia.py records its SHA-256 with the counts. The paper's own list "
+                 "(its footnote 3, http://zyb.im/research/mm16.html) could not be found.")),
 )
 
 
 def items(names=None, group: str | None = None) -> list:
-    """Registry items by name (all when None), optionally only those of a group (test, demo)."""
+    """Registry items by name (all when None, except the full-scale ones), optionally only those
+    of a group (test, demo, full)."""
     known = {i.name: i for i in REGISTRY}
     if names:
         unknown = [n for n in names if n not in known]
@@ -336,7 +348,7 @@ def items(names=None, group: str | None = None) -> list:
             raise KeyError(f"unknown item(s) {', '.join(unknown)}; known: {', '.join(known)}")
         chosen = [known[n] for n in names]
     else:
-        chosen = list(REGISTRY)
+        chosen = [i for i in REGISTRY if group == "full" or "full" not in i.groups]
     return [i for i in chosen if group is None or group in i.groups]
 
 

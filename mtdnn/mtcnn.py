@@ -337,20 +337,45 @@ class MTCNN:
         size (area averaging) and the results scaled back: the pyramid of a 6000 px photo
         costs minutes, and faces in such photos are far above ``minsize`` anyway.
         """
+        found = self.detect_scaled(image, max_side)
+        if len(found) == 0:
+            return None
+        k = select_face(found, image.shape, rule)
+        return found.points[k].copy(), found.boxes[k].copy()
+
+    def detect_scaled(self, image: np.ndarray, max_side: int | None = 2000) -> Detections:
+        """:meth:`detect` on a copy shrunk to ``max_side`` (see :meth:`detect_one`), boxes
+        and points mapped back to ``image``'s pixels."""
         scale = 1.0
         if max_side is not None and max(image.shape[:2]) > max_side:
             scale = max_side / max(image.shape[:2])
             image = cv2.resize(image, (max(1, round(image.shape[1] * scale)),
                                        max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
         found = self.detect(image)
-        if len(found) == 0:
-            return None
-        k = select_face(found, image.shape, rule)
-        points, box = found.points[k].copy(), found.boxes[k].copy()
-        if scale != 1.0:  # pixel centres: x_full + 0.5 = (x_small + 0.5) / scale
-            points = (points + 0.5) / scale - 0.5
-            box[:4] = (box[:4] + 0.5) / scale - 0.5
-        return points, box
+        if scale != 1.0 and len(found):  # pixel centres: x_full + 0.5 = (x_small + 0.5) / scale
+            found.points = (found.points + 0.5) / scale - 0.5
+            found.boxes = found.boxes.copy()
+            found.boxes[:, :4] = (found.boxes[:, :4] + 0.5) / scale - 0.5
+        return found
+
+    def detect_in_box(self, image: np.ndarray, box) -> tuple[float, np.ndarray]:
+        """O-Net alone on a given face box (x, y, width, height; 0-based), made square as the
+        cascade makes its boxes: ``(face score, points 5 x 2)``, 0-based. For a box that comes
+        from elsewhere (the MegaFace devkit's) where the full cascade found no face in it; the
+        'force detect' of the MegaFace preparations of insightface and of Feng Wang's
+        FaceVerification, which accept the points when the score is at least 0.3."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 image, got shape {image.shape}")
+        x, y, w, h = (float(v) for v in box)
+        if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
+            raise ValueError(f"the box needs a positive width and height, got {tuple(box)}")
+        rgb = image[:, :, ::-1].astype(np.float32)
+        boxes = np.fix(rerec(np.array([[x + 1, y + 1, x + w, y + h, 0.0]]))[:, :4])  # 1-based
+        out = self._forward(self.onet, self._to_blob(normalize(crop_patches(rgb, boxes, 48, self.resize))))
+        pts = out["conv6-3"][0]
+        bw, bh = boxes[0, 2] - boxes[0, 0] + 1, boxes[0, 3] - boxes[0, 1] + 1
+        points = np.stack([bw * pts[0:5] + boxes[0, 0] - 1, bh * pts[5:10] + boxes[0, 1] - 1], axis=1)
+        return float(out["prob1"][0, 1]), points - 1.0
 
     def _detect_matlab(self, img: np.ndarray):
         """The MATLAB function body: 1-based N x 5 boxes and N x 5 x 2 points."""

@@ -53,3 +53,42 @@ def test_count_line_mismatch(tmp_path):
     p.write_text("2\nA B\n000001.jpg 1 -1\n")
     with pytest.raises(ValueError, match="attr.txt: the first line says 2 images, found 1"):
         read_celeba_attributes(p)
+
+
+# --------------------------------------------------------------------------- a user's FaceScrub subset
+
+def write_tsv(path, lines):
+    path.write_text("".join("\t".join(map(str, l)) + "\n" for l in lines), encoding="utf-8")
+    return path
+
+
+def test_a_labelled_facescrub_subset_with_three_annotators_is_voted(tmp_path):
+    from mtdnn.evaluation.attributes import read_labelled_subset
+    p = write_tsv(tmp_path / "facescrub_attributes.tsv", [
+        ["# 3 FaceScrub images, Male given, Chubby voted by three annotators"],
+        ["image", "Male", "Chubby:1", "Chubby:2", "Chubby:3"],
+        ["Aaron Eckhart/Aaron_Eckhart_1.png", 1, 1, -1, -1],
+        ["Adriana Barraza/Adriana_Barraza_4.png", -1, 1, 1, -1],
+        ["Adam Brody/Adam_Brody_7.png", 1, -1, -1, -1]])
+    images, names, labels = read_labelled_subset(p)
+    assert images[0] == "Aaron Eckhart/Aaron_Eckhart_1.png" and names == ["Male", "Chubby"]
+    assert labels.tolist() == [[1, -1], [-1, 1], [1, -1]]
+    # label and votes together must agree
+    both = write_tsv(tmp_path / "both.tsv", [["image", "Male", "Male:1", "Male:2", "Male:3"],
+                                              ["a.png", 1, 1, 1, -1], ["b.png", 1, -1, -1, 1]])
+    with pytest.raises(ValueError, match="both.tsv, line 3: Male is 1 but its annotators voted -1"):
+        read_labelled_subset(both)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([["image", "Male:1", "Male:2"], ["a.png", 1, 1]], "line 1: Male needs the annotator columns Male:1, Male:2, Male:3"),
+    ([["image", "Male"], ["a.png", 0]], "line 2, column Male: expected -1 or 1, got '0'"),
+    ([["image", "Male"], ["a.png", 1], ["a.png", -1]], "line 3: image 'a.png' repeated"),
+    ([["image", "Male"], ["a.png", 1, 1]], "line 2: 3 tab-separated fields for 2 columns"),
+    ([["file", "Male"], ["a.png", 1]], "line 1: the header must start with 'image'"),
+    ([["image", "Male"]], "a header but no labelled image"),
+])
+def test_a_malformed_subset_is_refused_naming_the_line(tmp_path, lines, message):
+    from mtdnn.evaluation.attributes import read_labelled_subset
+    with pytest.raises(ValueError, match=message):
+        read_labelled_subset(write_tsv(tmp_path / "s.tsv", lines))

@@ -169,10 +169,13 @@ def test_eval_attributes_cli_and_report(lfw_feats, tmp_path):
     acc = {a["name"]: a["accuracy"] for a in res["attributes"]}
     assert acc["Narrow_Eyes"] == pytest.approx(0.9) and acc["Male"] == 1.0
     assert "Narrow_Eyes" in r.stdout and "MOON" in r.stdout
+    assert "CelebA: a stand-in for the paper's 1,000 hand-labelled FaceScrub images" in r.stdout
+    assert res["stand_in"] is True
     tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", run, "--no-view1")
     tool("report", tmp_path / "runs")
     md = (tmp_path / "runs" / "report.md").read_text()
     assert "Tab. 4" in md and "| Narrow_Eyes | 83.40 | 85.60 | 90.00" in md
+    assert "full (CelebA: stand-in)" in md and "three annotators, majority vote" in md
     assert "| Full-Block | 77.74 | 98.15 | - |" in md and "[lfw_roc.png](full/lfw_roc.png)" in md
 
 
@@ -257,3 +260,30 @@ def test_full_disk_leaves_the_earlier_results_whole(lfw_feats, small_disk):
     assert "not of the input" in r.stderr and "Traceback" not in r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     json.loads(before["lfw.json"])
+
+
+def test_eval_attributes_on_a_labelled_facescrub_subset(tmp_path):
+    """The paper's protocol with a user's own labels: predictions for 4 FaceScrub probes, 3 of
+    them hand-labelled (annotator columns voted); the output and the report say which labels."""
+    names = ["Aaron_Eckhart/Aaron_Eckhart_1.png", "Aaron_Eckhart/Aaron_Eckhart_2.png",
+             "Adam_Brody/Adam_Brody_7.png", "Adam_Brody/Adam_Brody_9.png"]
+    np.save(tmp_path / "attr.npy", np.array([[0.5, 0.9], [-0.2, 0.3], [0.4, -0.8], [1.0, 1.0]], np.float32))
+    write_names(tmp_path / "attr.names.txt", names)
+    lines = ["image\tChubby\tMale:1\tMale:2\tMale:3",
+             "Aaron_Eckhart/Aaron_Eckhart_1.png\t1\t1\t1\t-1",
+             "Aaron_Eckhart/Aaron_Eckhart_2.png\t1\t1\t1\t1",
+             "Adam_Brody/Adam_Brody_7.png\t1\t-1\t1\t-1"]
+    (tmp_path / "labels.tsv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "runs" / "full"
+    r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--facescrub-labels", tmp_path / "labels.tsv",
+             "--attributes", "Chubby,Male", "--out", run)
+    res = json.loads((run / "attributes.json").read_text())
+    acc = {a["name"]: a["accuracy"] for a in res["attributes"]}
+    assert res["n_images"] == 3 and res["stand_in"] is False
+    assert acc["Chubby"] == pytest.approx(2 / 3) and acc["Male"] == 1.0
+    assert "hand-labelled FaceScrub images (the paper's Tab. 4 protocol)" in r.stdout
+    tool("report", tmp_path / "runs")
+    assert "full (hand-labelled FaceScrub)" in (tmp_path / "runs" / "report.md").read_text()
+    r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--facescrub-labels", tmp_path / "nothing.tsv",
+             "--out", run, ok=False)
+    assert r.returncode == 2 and "nothing.tsv" in r.stderr

@@ -29,6 +29,12 @@ as is an image already in failures.txt (unless --retry-failed). Every crop is wr
 temporary file and renamed into place. Where a photo holds several faces, the one nearest the
 image centre is kept (--select largest for the largest). See mtdnn/mtcnn.py and mtdnn/align.py.
 
+MegaFace distractors and FaceScrub probes (--devkit-boxes): the devkit's <image>.json beside
+each image gives the face the challenge means; where MTCNN finds no face or none overlapping
+that box (IoU <= 0.3), its 3 landmarks, MTCNN's O-Net on the box, or the box itself align the
+face instead, as the MegaFace preparations of insightface and FaceVerification do. Each
+image's case goes to OUT/devkit_cases.txt and the last lines count them (mtdnn/devkit_align.py).
+
 A problem of one image is recorded in failures.txt and the run goes on. A problem of the
 machine (disk full, I/O error, output not writable) or any error while saving a crop stops
 the run with a message and is never recorded as a failure of the image: rerun the same command
@@ -48,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from mtdnn import datasets, inference  # noqa: E402
+from mtdnn import datasets, devkit_align, inference  # noqa: E402
 from mtdnn.cli import bad_input  # noqa: E402
 from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error, unescape_field  # noqa: E402
 from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
@@ -92,6 +98,10 @@ def parse_args(argv=None):
     p.add_argument("--failures", type=Path, help="failures file (default OUT/failures.txt)")
     p.add_argument("--retry-failed", action="store_true", help="try again the images in the failures file")
     p.add_argument("--limit", type=int, help="only the first N images of the (sorted) input")
+    p.add_argument("--devkit-boxes", action="store_true",
+                   help="MegaFace / FaceScrub devkit: read the <image>.json beside each image and use its "
+                        "face box (and 3 landmarks) where MTCNN finds no face or another one; each "
+                        "image's case in OUT/devkit_cases.txt, counted at the end (mtdnn/devkit_align.py)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when some images could not be aligned (they are still listed in "
                         "failures.txt and counted in the last line)")
@@ -241,13 +251,22 @@ def align_one(task):
         image = load_image(Path(cfg["src"]) / rel)
         if min(image.shape[:2]) < MIN_SIDE:
             return "fail", rel, f"too small: {image.shape[1]}x{image.shape[0]} px (MTCNN needs >= {MIN_SIDE})"
-        found = detector.detect_one(image, cfg["select"], cfg["max_side"])
+        case = None
+        if cfg.get("devkit"):  # (points, method, reason) or None
+            found = devkit_align.find_face(detector, image, devkit_align.read_meta(Path(cfg["src"]) / rel),
+                                           cfg["select"], cfg["max_side"], cfg["crop"])
+        else:  # (points, box) or None
+            found = detector.detect_one(image, cfg["select"], cfg["max_side"])
         if found is None:
             return "fail", rel, "no face found"
-        points, _ = found
+        points = found[0]
+        if cfg.get("devkit"):
+            case = f"{found[1]}\t{found[2]}"
         crop = align.align_face(image, points, cfg["crop"])
     except ImageError as e:
         return "fail", rel, str(e).split(": ", 1)[1]
+    except datasets.DatasetError as e:  # a malformed devkit JSON of this image
+        return "fail", rel, str(e)
     except (MemoryError, MachineError) as e:
         return "stop", rel, f"{type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - one bad image must not stop a 500k-image run
@@ -260,7 +279,8 @@ def align_one(task):
     except Exception as e:  # noqa: BLE001 - never a property of the image
         reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
         return "stop", rel, f"cannot save {target}: {reason}"
-    return "ok", rel, escape_field(rel) + " " + " ".join(f"{v:.3f}" for v in points.reshape(-1))
+    line = escape_field(rel) + " " + " ".join(f"{v:.3f}" for v in points.reshape(-1))
+    return ("ok", rel, line) if case is None else ("ok", rel, line, case)
 
 
 # --------------------------------------------------------------------------- main
@@ -311,7 +331,9 @@ def run(args) -> int:
     config = dict(src=str(args.src), out=str(args.out), models=args.models, minsize=args.minsize,
                   thresholds=tuple(args.thresholds), factor=args.factor, refine=args.refine_landmarks,
                   resize=args.resize, select=args.select, max_side=args.max_side, crop=args.crop,
-                  quality=args.quality, engine=args.engine, gpu=args.gpu)
+                  quality=args.quality, engine=args.engine, gpu=args.gpu, devkit=args.devkit_boxes)
+    cases_path = args.out / devkit_align.CASES_FILE
+    cases = devkit_align.read_cases(cases_path) if args.devkit_boxes else {}
     new_ok = new_fail = 0
     stopped = None
     start = time.time()
@@ -330,7 +352,7 @@ def run(args) -> int:
             pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
             results = pool.imap_unordered(align_one, tasks, chunksize=4)
         try:
-            for status, rel, info in tqdm(results, total=len(todo), unit="img", smoothing=0.05,
+            for status, rel, info, *case in tqdm(results, total=len(todo), unit="img", smoothing=0.05,
                                           desc="align", dynamic_ncols=True):
                 if status == "stop":
                     stopped = (rel, info)
@@ -341,6 +363,8 @@ def run(args) -> int:
                     done[rel] = info
                     failed.pop(rel, None)
                     new_ok += 1
+                    if case:
+                        cases[rel] = case[0]
                 else:
                     failed[rel] = info
                     new_fail += 1
@@ -351,6 +375,8 @@ def run(args) -> int:
             # Final, sorted, de-duplicated files, replaced atomically (when anything changed).
             if new_ok or new_fail or args.retry_failed:
                 write_records(landmarks_path, failures_path, done, failed)
+                if args.devkit_boxes:
+                    devkit_align.write_cases(cases_path, cases)
     if stopped:
         print(f"error: stopped at {escape_field(stopped[0])}: {stopped[1]}. This is a problem of the machine "
               f"or the output, not of the image: nothing was recorded as its failure. Fix it and rerun "
@@ -370,6 +396,9 @@ def run(args) -> int:
         parts.append(f"{unreadable} unreadable (named above)")
     if not_images:
         parts.append(f"{not_images} entries skipped as not images ({scan.skipped_kinds()})")
+    if args.devkit_boxes:
+        print(devkit_align.format_counts(devkit_align.case_counts(cases, paths)) + f" ({cases_path})",
+              file=sys.stderr)
     if n_failed or unreadable or n_ok < len(paths):
         status = 0 if args.allow_failures else 1
         print(f"incomplete: {', '.join(parts)}" + ("" if status == 0 else

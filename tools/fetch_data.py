@@ -25,7 +25,8 @@ from mtdnn.paths import data_root
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="the data folder (default $MTDNN_DATA, else data/ in the repository)")
-    p.add_argument("--group", choices=("test", "demo"), help="only the items this use reads (default: all)")
+    p.add_argument("--group", choices=("test", "demo", "full"),
+                   help="only the items this use reads (default: all but the full-scale ones: full)")
     p.add_argument("--only", nargs="+", metavar="ITEM", help="only these items (names as --list prints them)")
     p.add_argument("--mirror", metavar="URL", help="fetch every download from URL/<file name> instead of its source")
     p.add_argument("--dry-run", action="store_true", help="print what would be fetched or asked for; change nothing")

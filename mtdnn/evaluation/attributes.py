@@ -7,6 +7,7 @@ frequent label of the evaluated set) so that an accuracy can be read against it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,6 +27,73 @@ def read_celeba_attributes(path):
     ``(image_names, attribute_names, labels int8 N x A)``; every label must be -1 or +1."""
     table = datasets.read_celeba_attributes(path)
     return table.files, table.names, check_labels(table.values, str(path))
+
+
+ANNOTATORS = 3  # the paper's Tab. 4 protocol: three annotators, majority vote
+
+
+def read_labelled_subset(path):
+    """A user's own hand-labelled images (the paper's Tab. 4 protocol: 1,000 FaceScrub images,
+    three annotators, majority vote) as ``(image_names, attribute_names, labels int8 N x A)``.
+
+    Tab-separated text; ``#`` lines are comments; the first other line names the columns:
+    ``image``, then per attribute either its name (e.g. ``Male``: the label) or three annotator
+    columns ``Male:1``, ``Male:2``, ``Male:3`` (the label is their majority), or both (then the
+    label must equal the vote). Values are -1 or 1. Image names are matched to the predictions
+    by file name without folders or extension, as CelebA's are. ValueError names the line of
+    a bad value, a missing annotator column, a label that contradicts its vote, a repeated
+    image or column."""
+    path = Path(path)
+    rows = [(i, line.rstrip("\r\n")) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not rows:
+        raise ValueError(f"{path}: empty; expected a header line 'image<TAB>attribute...' and one line an image")
+    head_no, head = rows[0]
+    columns = [c.strip() for c in head.split("\t")]
+    if columns[0] != "image" or len(set(columns)) != len(columns):
+        raise ValueError(f"{path}, line {head_no}: the header must start with 'image' and name each column "
+                         f"once (tab-separated), got {columns}")
+    names, votes = [], {}
+    for c in columns[1:]:
+        name, _, k = c.partition(":")
+        if name not in names:
+            names.append(name)
+        if k:
+            votes.setdefault(name, []).append(c)
+    for name, cols in votes.items():
+        if sorted(cols) != [f"{name}:{k}" for k in range(1, ANNOTATORS + 1)]:
+            raise ValueError(f"{path}, line {head_no}: {name} needs the annotator columns "
+                             f"{', '.join(f'{name}:{k}' for k in range(1, ANNOTATORS + 1))}, got {', '.join(cols)}")
+    missing = [n for n in names if n not in columns and n not in votes]
+    if missing:
+        raise ValueError(f"{path}, line {head_no}: no label column for {', '.join(missing)}")
+    images, labels, seen = [], [], {}
+    for line_no, line in rows[1:]:
+        cells = [c.strip() for c in line.split("\t")]
+        if len(cells) != len(columns):
+            raise ValueError(f"{path}, line {line_no}: {len(cells)} tab-separated fields for {len(columns)} columns")
+        if cells[0] in seen:
+            raise ValueError(f"{path}, line {line_no}: image {cells[0]!r} repeated (first on line {seen[cells[0]]})")
+        seen[cells[0]] = line_no
+        value = {}
+        for c, v in zip(columns[1:], cells[1:]):
+            if v not in ("-1", "1"):
+                raise ValueError(f"{path}, line {line_no}, column {c}: expected -1 or 1, got {v!r}")
+            value[c] = int(v)
+        row = []
+        for name in names:
+            voted = None
+            if name in votes:
+                voted = 1 if sum(value[c] for c in votes[name]) > 0 else -1
+            label = value.get(name, voted)
+            if voted is not None and label != voted:
+                raise ValueError(f"{path}, line {line_no}: {name} is {label} but its annotators voted {voted}")
+            row.append(label)
+        images.append(cells[0])
+        labels.append(row)
+    if not images:
+        raise ValueError(f"{path}: a header but no labelled image")
+    return images, names, np.array(labels, dtype=np.int8)
 
 
 def check_labels(labels, source: str = "labels") -> np.ndarray:
@@ -75,6 +143,8 @@ def format_table(result: dict) -> str:
     """A plain-text table of ``attribute_accuracy``'s result, with the paper's Tab. 4."""
     head = f"{'attribute':<18}{'acc %':>8}{'bal. %':>8}{'major. %':>10}{'MOON %':>8}{'paper %':>9}"
     lines = [head, "-" * len(head)]
+    if result.get("protocol"):
+        lines.insert(0, result["protocol"])
     for r in result["attributes"]:
         moon, paper = PAPER_TABLE4.get(r["name"], (float("nan"),) * 2)
         lines.append(f"{r['name']:<18}{100 * r['accuracy']:8.2f}{100 * r['balanced_accuracy']:8.2f}"
