@@ -56,16 +56,17 @@ def weights_layers(net) -> dict:
     return {layer.name: list(layer.blobs) for layer in list(net.layer) + list(net.layers) if len(layer.blobs)}
 
 
-def incomplete_blob(net) -> str | None:
+def incomplete_blob(net, need_blobs: bool = True) -> str | None:
     """Why the blobs of a parsed model are not whole (None: they are): a blob with fewer values
-    than its shape (a file cut short at a blob boundary still parses), or no blob at all."""
+    than its shape (a file cut short at a blob boundary still parses), or, with ``need_blobs``
+    (a net that learns something), no blob at all."""
     layers = weights_layers(net)
     for name, blobs in layers.items():
         for blob in blobs:
             n, want = len(blob.data) + len(blob.double_data), int(np.prod(blob_dims(blob)))
             if n != want:
                 return f"layer {name!r} holds {n} of its {want} values (cut short)"
-    if not layers:
+    if not layers and need_blobs:
         return "holds no learned parameters (cut short?)"
     return None
 
@@ -85,7 +86,7 @@ def check_weights(weights, net_params: dict, net_name: str = "the net") -> None:
     if not weights.is_file():
         raise WeightsError(f"{weights}: not found")
     net = parse_weights(weights)
-    problem = incomplete_blob(net)
+    problem = incomplete_blob(net, need_blobs=bool(net_params))
     if problem:
         raise WeightsError(f"{weights}: {problem}")
     have = weights_layers(net)
