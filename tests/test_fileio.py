@@ -47,3 +47,20 @@ def test_machine_errors():
     assert fileio.is_machine_error(OSError(errno.EIO, "Input/output error"))
     assert not fileio.is_machine_error(OSError(errno.ENOENT, "No such file"))
     assert not fileio.is_machine_error(ValueError("bad image"))
+
+
+def test_cleanup_never_hides_the_first_error(tmp_path):
+    """On a read-only file system even removing the temporary file that was never made fails
+    (EROFS): atomic_write's cleanup raised that second error in place of the first."""
+    import subprocess
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with pytest.raises(OSError) as e:
+            fileio.atomic_write_text(ro / "x.txt", "x")
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    assert e.value.errno == errno.EROFS and e.value.__context__ is None
+    assert fileio.is_machine_error(e.value)
