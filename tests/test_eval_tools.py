@@ -355,16 +355,10 @@ def test_report_refuses_two_results_of_one_kind(lfw_feats, tmp_path):
 
 @pytest.fixture
 def read_only(tmp_path):
-    """A read-only file system (a tmpfs mounted ro): writes fail with EROFS, and so does
-    removing a file that was never made; skipped where it cannot be mounted."""
-    import shutil
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    """A read-only file system (tests/faults.py); skipped where it cannot be mounted."""
+    from faults import read_only_disk
+    with read_only_disk(tmp_path / "ro") as mnt:
+        yield mnt
 
 
 def test_read_only_output_is_a_message_not_a_traceback(lfw_feats, tmp_path, read_only):
