@@ -97,8 +97,8 @@ def feature_making(prefix) -> dict | None:
     if not meta:
         return None
     s = meta.get("settings", {})
-    out = {k: s.get(k) for k, _ in MAKING}
-    out.update({"preprocess": meta.get("preprocess"), "input_size": meta.get("input_size")})
+    out = {k: s[k] for k, _ in MAKING if k in s}  # what an older meta does not record is not compared
+    out.update({k: meta[k] for k in ("preprocess", "input_size") if k in meta})
     return out
 
 
@@ -124,7 +124,7 @@ def check_same_making(sets: dict, *, accept: bool = False, log=None) -> list[str
             problems.append(f"{role} {sets[role]} was extracted without --weights (random filler weights, "
                             f"other ones on every run)")
     for (ra, a), (rb, b) in zip(known, known[1:]):
-        diff = [f"{labels[k]}: {a[k]!r} vs {b[k]!r}" for k in labels if a.get(k) != b.get(k)]
+        diff = [f"{labels[k]}: {a[k]!r} vs {b[k]!r}" for k in labels if k in a and k in b and a[k] != b[k]]
         if diff:
             problems.append(f"{ra} {sets[ra]} and {rb} {sets[rb]} were made differently ({'; '.join(diff)})")
     for note in notes:
