@@ -88,7 +88,7 @@ def collect_runs(root, exclude=()) -> tuple[list[dict], list[str]]:
     ``eval_old/*`` or ``eval_old``) leaves files out of the search."""
     root = Path(root)
     folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())
-    runs, problems = [], []
+    runs, problems, clashes = [], [], []
 
     def read(p: Path):
         try:
@@ -107,12 +107,8 @@ def collect_runs(root, exclude=()) -> tuple[list[dict], list[str]]:
             if isinstance(data, dict) and "kind" in data:
                 results[data["kind"]] = data
                 found.setdefault(data["kind"], []).append((p, data))
-        clashes = {k: c for k, c in found.items() if len(c) > 1}
-        if clashes:
-            raise ResultConflict(f"{folder} holds more than one result of a kind, and none is picked: " + "; ".join(
-                f"{k}: " + ", ".join(f"{p.relative_to(folder)}{_figure(d)}" for p, d in c)
-                for k, c in clashes.items()) + ". Move the stale ones out of the run folder, or leave them out "
-                "with --exclude (e.g. --exclude 'eval_old/*')")
+        clashes += [f"{folder}: {k}: " + ", ".join(f"{p.relative_to(folder)}{_figure(d)}" for p, d in c)
+                    for k, c in found.items() if len(c) > 1]
         if not results:
             continue
         info = (read(folder / "run.json") or {}) if (folder / "run.json").exists() else {}
@@ -122,6 +118,10 @@ def collect_runs(root, exclude=()) -> tuple[list[dict], list[str]]:
         plots = sorted(p for p in (folder.glob("*.png") if folder == root else folder.rglob("*.png"))
                        if not _excluded(p, folder, exclude))
         runs.append({"name": name, "path": folder, "rows": rows, "results": results, "plots": plots})
+    if clashes:
+        raise ResultConflict("more than one result of a kind in a run, and none is picked: " + "; ".join(clashes)
+                             + ". Move the stale ones out of the run folder, or leave them out with --exclude "
+                             "(e.g. --exclude 'eval_old/*')")
     return runs, sorted(set(problems))
 
 
