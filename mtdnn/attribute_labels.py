@@ -80,6 +80,8 @@ def load_classifier(model_dir, weights=None, gpu: int | None = None, engine: str
         net = inference.load(deploy, weights, engine=engine, gpu=gpu, outputs=[BLOB])
     except KeyError:
         net = None
+    except ValueError as e:  # weights that do not fit the net, a deploy that does not parse: named, not Caffe's abort
+        raise LabelError(str(e)) from None
     if net is None or net.blob_shape(BLOB)[0] != len(meta["attributes"]):
         raise LabelError(f"{deploy}: no '{BLOB}' blob with {len(meta['attributes'])} outputs")
     return net, meta

@@ -262,6 +262,10 @@ def read_lfw_pairs(path) -> list[list[tuple[str, str, bool]]]:
             else:
                 kind = "'name i j'" if same else "'name1 i name2 j'"
                 raise DatasetError(f"{_where(path, line_no)}: expected a {kind} pair, got {line!r}")
+            if a == b or (not same and parts[0] == parts[2]):  # a sure 'same' or a wrong 'mismatched'
+                raise DatasetError(f"{_where(path, line_no)}: {line.strip()!r} pairs "
+                                   + (f"image {a} with itself" if a == b else f"two images of {parts[0]}")
+                                   + ("" if same else " as a mismatched pair") + ": not a pair LFW's protocol has")
             fold.append((a, b, same))
         folds.append(fold)
     return folds

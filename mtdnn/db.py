@@ -211,9 +211,33 @@ def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False
 
 
 def write_source(source: Path, h5_files) -> Path:
-    """Write an ``HDF5Data`` list file (one .h5 path a line) atomically; returns its path."""
+    """Write an ``HDF5Data`` list file (one .h5 path a line) atomically; returns its path.
+
+    Caffe reads these files word by word (``source_file >> name``): a path with white space
+    would be cut into pieces that name no file, and the training would abort in the middle
+    (e.g. when fine-tuning starts). Such a path is refused here (ValueError), before Caffe."""
     from .fileio import atomic_write_text
-    return atomic_write_text(source, "".join(f"{p}\n" for p in h5_files))
+    names = [str(p) for p in h5_files]
+    for name in names:
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"{source}: the HDF5 file {name!r} cannot be named in an HDF5Data list: Caffe "
+                             f"reads the list word by word and would cut the path at its white space; "
+                             f"move or rename the folder so that the path has none")
+    return atomic_write_text(source, "".join(f"{p}\n" for p in names))
+
+
+def caffe_readable(path: Path, link: Path) -> str:
+    """A name of ``path`` that Caffe reads whole from an ``HDF5Data`` list: its absolute path,
+    or where that holds white space, ``link``'s bare name (a symbolic link to it made at
+    ``link``; Caffe must run in the folder where ``link`` will be)."""
+    name = str(Path(path).resolve())
+    if not any(c.isspace() for c in name):
+        return name
+    if any(c.isspace() for c in link.name):
+        raise ValueError(f"{link.name!r}: a link name with white space")
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path(path).resolve())
+    return link.name
 
 
 def read_source(source: Path) -> list[Path]:

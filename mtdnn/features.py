@@ -21,6 +21,8 @@ run goes on. A net that gives NaN or infinite values stops the run (:class:`Feat
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -33,7 +35,8 @@ import numpy as np
 
 from mtdnn import datasets
 from mtdnn.evaluation.features_io import bin_path, feature_paths, write_bin, write_names
-from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, content_key, escape_field
+from mtdnn.fileio import (atomic_write, atomic_write_json, atomic_write_text, content_key, escape_field,
+                          is_machine_error)
 from mtdnn.images import ImageError, load_image, scan_images
 
 PIXEL_MEAN = 127.5
@@ -185,6 +188,28 @@ def source_keys(deploy, weights=None, image_list=None) -> dict:
     return {"deploy_sha256": key(deploy), "weights_sha256": key(weights), "list_sha256": key(image_list)}
 
 
+def images_digest(paths: Sequence[str], root=None, progress: bool = False) -> str:
+    """sha256 over every image's path and the sha256 of its bytes ("missing" for a file that
+    is not there): reuse and resume are keyed on the crops' content, so a crop replaced at the
+    same path (aligned again, another detector) is extracted again. A read error of the
+    machine (EIO) propagates: it is never taken for a property of the image."""
+    from tqdm import tqdm
+    root = Path(root) if root is not None else Path()
+    h = hashlib.sha256()
+    for p in tqdm(paths, desc="key crops", unit="img", disable=not progress or len(paths) < 1000):
+        try:
+            with open(root / p, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            if is_machine_error(e) and e.errno not in (errno.EACCES, errno.EPERM):
+                raise
+            digest = f"unreadable: {e.strerror}"
+        except ValueError:  # a name that cannot be a path (NUL)
+            digest = "unreadable"
+        h.update(f"{p}\0{digest}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
 def _differences(old: dict, new: dict) -> str:
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(changed)
@@ -210,8 +235,10 @@ def _copy_rows(mm: np.ndarray, rows: list[int], tmp: Path, target: Path, chunk: 
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a read-only disk fails the cleanup too: report the first error
+            tmp.unlink()
+        raise
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -258,7 +285,8 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     paths = list(paths)
     n, dim = len(paths), feature_dim(net, blob, mirror)
     settings = {"n": n, "dim": dim, "blob": blob, "mirror": mirror, "l2norm": bool(l2norm),
-                "list_sha1": _list_digest(paths), "bin_dir": str(bin_dir) if bin_dir else None,
+                "list_sha1": _list_digest(paths), "images_sha256": images_digest(paths, root, progress),
+                "bin_dir": str(bin_dir) if bin_dir else None,
                 "bin_suffix": bin_suffix if bin_dir else None, **(info or {})}
 
     if not restart and files["features"].exists() and files["meta"].exists():

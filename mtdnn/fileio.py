@@ -57,9 +57,12 @@ def atomic_write(path, mode: str = "w", *, encoding: str | None = "utf-8", newli
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException:
+        # the first error is the one to report: on a read-only file system even removing a file
+        # that was never made fails (EROFS), and that must not replace it
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

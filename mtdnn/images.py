@@ -165,6 +165,10 @@ def decode_image(data: bytes, path="<bytes>", max_pixels: int = DEFAULT_MAX_PIXE
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as e:  # e.g. over OpenCV's own pixel limit
+        if e.code == cv2.Error.StsNoMem:  # the machine's memory, not the image: the run stops
+            from mtdnn.fileio import MachineError
+            raise MachineError(f"{path}: out of memory decoding it ({str(e).strip().splitlines()[-1]}); free "
+                               f"memory or leave this image out") from None
         raise ImageError(path, "undecodable", str(e).strip().splitlines()[-1]) from None
     if image is None or image.size == 0:
         raise ImageError(path, "undecodable", "corrupt or not an image")

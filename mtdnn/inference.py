@@ -275,7 +275,14 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
     for path in (deploy, weights):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: not found")
-    ref = caffe.Net(str(deploy), caffe.TEST, **({} if weights is None else {"weights": str(weights)}))
+    from .prototxt import read_net
+    from .weights import check_weights
+    read_net(deploy)  # a syntax error named here, not Caffe's abort
+    ref = caffe.Net(str(deploy), caffe.TEST)
+    if weights is not None:  # checked against the net in Python first: Caffe aborts on a mismatch
+        check_weights(weights, {name: [b.data.shape for b in blobs] for name, blobs in ref.params.items()},
+                      f"the net {deploy}")
+        ref.copy_from(str(weights))
     net = Net(ref, deploy, outputs)
     net.max_shapes = max(1, max_shapes)
     if engine == "caffe" or (engine == "auto" and (gpu is not None or weights is None)):

@@ -152,11 +152,8 @@ def write_moon_hdf5(path, targets, weights, extra: dict | None = None) -> Path:
             else:
                 f.create_dataset(name, data=np.asarray(values))
     os.replace(tmp, path)
-    source = path.with_name(path.name + ".txt")
-    source_tmp = source.with_name(source.name + ".partial")
-    source_tmp.write_text(f"{path.resolve()}\n")
-    os.replace(source_tmp, source)
-    return source
+    from .db import write_source  # refuses a path Caffe would cut at white space
+    return write_source(path.with_name(path.name + ".txt"), [path.resolve()])
 
 
 def read_moon_hdf5(path) -> tuple[np.ndarray, np.ndarray]:

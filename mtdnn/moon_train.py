@@ -203,6 +203,9 @@ def run(args) -> dict:
         raise moon.MoonError(str(e)) from None
     if not names:
         raise moon.MoonError("--attributes: at least one attribute")
+    if any(c.isspace() for c in str(args.out.resolve())):  # up front, not after aligning and building
+        raise moon.MoonError(f"--out {str(args.out.resolve())!r} holds white space: Caffe reads the HDF5Data list "
+                             f"files it writes there word by word and would cut the path; choose a folder without")
     celeba, images, part_file = celeba_inputs(args)
     table = moon.celeba_table(celeba / "list_attr_celeba.txt", celeba / "identity_CelebA.txt", names, part_file)
     if args.limit:

@@ -52,8 +52,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .paths import REPO
 
 PHASES = ("pretrain", "finetune")
@@ -225,7 +223,8 @@ def read_phases(run_dir: Path) -> list[Phase]:
     return phases
 
 
-FINGERPRINT_VERSION = 2  # 1: line-based (missed fields that share a line); 2: parsed prototxt
+FINGERPRINT_VERSION = 3  # 1: line-based (missed fields that share a line); 2: parsed prototxt;
+#                         3: without the net's name (the run folder's name: a renamed folder is the same net)
 
 
 def _legacy_fingerprint(text: str, left_out: tuple) -> str:
@@ -245,15 +244,18 @@ def _message_fingerprint(message) -> str:
 DATA_PARAMS = ("data_param", "hdf5_data_param", "image_data_param", "window_data_param")
 
 
-def net_fingerprint(text: str) -> str:
+def net_fingerprint(text: str, keep_name: bool = False) -> str:
     """sha256 of a net prototxt parsed as Caffe does (caffe_pb2 text format: comments and
-    layout do not count) without its data sources and batch sizes: two nets with the same
-    fingerprint have the same layers and parameters, so their snapshots are interchangeable
-    (the data may have moved, the batch may differ)."""
+    layout do not count) without its name (the run folder's), data sources and batch sizes: two
+    nets with the same fingerprint have the same layers and parameters, so their snapshots are
+    interchangeable (the folder may be renamed, the data may have moved, the batch may differ).
+    ``keep_name``: version 2's fingerprint, which kept the name."""
     from google.protobuf import text_format
 
     from caffe.proto import caffe_pb2
     net = text_format.Parse(text, caffe_pb2.NetParameter())
+    if not keep_name:
+        net.ClearField("name")
     for layer in net.layer:
         for field in DATA_PARAMS:
             if layer.HasField(field):
@@ -292,6 +294,12 @@ def recorded_fingerprint(state: dict, kind: str, name: str, old_file: Path) -> s
     recorded = state.get(kind, {}).get(name)
     if state.get("fingerprint_version") == FINGERPRINT_VERSION or recorded is None:
         return recorded
+    if state.get("fingerprint_version") == 2:  # the same parse, with the net's name
+        if kind == "solvers":
+            return recorded
+        if old_file.is_file() and net_fingerprint(old_file.read_text(), keep_name=True) == recorded:
+            return net_fingerprint(old_file.read_text())
+        return recorded
     fingerprint, left_out = FINGERPRINTS[kind]
     if old_file.is_file() and _legacy_fingerprint(old_file.read_text(), left_out) == recorded:
         return fingerprint(old_file.read_text())
@@ -302,30 +310,22 @@ def weights_problem(weights: Path, solverstate=None) -> str | None:
     """Why a .caffemodel cannot be used (None: it can): it does not parse, a blob holds fewer
     values than its shape (a file cut short), or its blobs are not those that the
     .solverstate's history (one blob per learned parameter, in order) says."""
-    from google.protobuf.message import DecodeError
-
-    from caffe.proto import caffe_pb2
+    from .weights import WeightsError, blob_dims, incomplete_blob, parse_weights, weights_layers
     if not weights.is_file():
         return "missing"
-    net = caffe_pb2.NetParameter()
     try:
-        net.ParseFromString(weights.read_bytes())
-    except (DecodeError, RuntimeError, ValueError) as e:
-        return f"does not parse ({type(e).__name__}: cut short?)"
-    shapes = []
-    for layer in list(net.layer) + list(net.layers):
-        for blob in layer.blobs:
-            dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height,
-                                                                        blob.width]
-            if len(blob.data) + len(blob.double_data) != int(np.prod(dims)):
-                return f"layer {layer.name!r} holds {len(blob.data) + len(blob.double_data)} of its " \
-                       f"{int(np.prod(dims))} values (cut short)"
-            shapes.append(dims)
-    if not shapes:
-        return "holds no learned parameters (cut short?)"
-    if solverstate is not None and len(solverstate.history):
-        history = [list(h.shape.dim) if h.HasField("shape") else [h.num, h.channels, h.height, h.width]
-                   for h in solverstate.history]
+        net = parse_weights(weights)
+    except WeightsError as e:
+        return str(e).removeprefix(f"{weights}: ")
+    problem = incomplete_blob(net)
+    if problem:
+        return problem
+    shapes = [blob_dims(b) for blobs in weights_layers(net).values() for b in blobs]
+    if solverstate is not None and not len(solverstate.history):  # Caffe's SGD restores one per parameter
+        return (f"holds {len(shapes)} parameter blobs, its .solverstate no history blobs (cut short, or not "
+                f"written by Caffe's SGD solver): Caffe would abort on resuming it")
+    if solverstate is not None:
+        history = [blob_dims(h) for h in solverstate.history]
         if len(history) % len(shapes) or history != shapes * (len(history) // len(shapes)):  # SGD 1x, Adam 2x
             return (f"holds {len(shapes)} parameter blobs, its .solverstate {len(history)} history blobs "
                     f"of other shapes (cut short, or of another net)")
@@ -610,9 +610,10 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
     run_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=run_dir))
     try:
-        from .db import write_source
+        from .db import caffe_readable, write_source
         for name, h5 in database.sources().items():  # the run's own list files: the database as it is now
-            write_source(staging / name, [h5.resolve()])
+            # (a path with a space goes through a link in the run folder: Caffe reads the list word by word)
+            write_source(staging / name, [caffe_readable(h5, staging / name.removesuffix(".txt"))])
         try:
             # the model is named after the run folder, whatever the staging folder's name
             render_model(staging, variant=model, name=params.pop("name", run_dir.resolve().name), **params)

@@ -3,7 +3,8 @@
 ``small_disk(path, size)`` mounts a tmpfs of ``size`` at ``path`` (root only; the test is
 skipped with the reason where the container forbids mount) and unmounts it afterwards;
 ``fill(folder)`` writes a filler file until the disk is full and returns it (delete it to free
-the space again).
+the space again). ``read_only_disk(path)`` mounts an empty read-only tmpfs there: every write
+fails with EROFS, and so does removing a file that was never made.
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def small_disk(path: Path, size: str = "1m"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_disk(path: Path):
+    with small_disk(path, "64k,ro"):
+        yield Path(path)
 
 
 def fill(folder: Path, leave: int = 0) -> Path:

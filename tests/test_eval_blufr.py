@@ -183,3 +183,21 @@ def test_exclude_people_leaves_their_images_out(config):
     # the reported figure is mean - std, with mean and std beside it
     v = res["verification"]
     assert v["tar_mean_minus_std"] == v["tar_mean"] - v["tar_std"] and "mean - std" in res["reported"]
+
+
+def test_config_with_an_image_twice_is_refused(tmp_path):
+    """A trial whose test set lists one image twice pairs it with itself (a sure genuine match);
+    an image both in the gallery and among the probes finds itself. Both are refused."""
+    from scipy.io import loadmat, savemat
+    m = {k: v for k, v in loadmat(str(data_path("lfw", "blufr", "blufr_lfw_config.mat"))).items()
+         if not k.startswith("__")}
+    for key, change, said in (("testIndex", lambda v: np.r_[v.ravel(), v.ravel()[:1]][:, None], "test lists image"),
+                              ("probIndex", lambda v: np.r_[v.ravel(), m["galIndex"][0, 0].ravel()[:1]][:, None],
+                               "is both in the gallery and a probe")):
+        bad = {k: v.copy() for k, v in m.items()}
+        cell = bad[key].copy()
+        cell[0, 0] = change(cell[0, 0])
+        bad[key] = cell
+        savemat(str(tmp_path / "bad.mat"), bad)
+        with pytest.raises(ValueError, match=f"bad.mat: trial 1.*{said}"):
+            load_blufr_config(tmp_path / "bad.mat")

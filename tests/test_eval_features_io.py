@@ -78,3 +78,26 @@ def test_names_keys_duplicates_and_unknown():
         lookup(idx, ["C_0001", "A_0001", "D_0001"], "features")
     with pytest.raises(ValueError, match="'A_0001' appears twice \\(rows 0 and 1\\)"):
         name_index(["A/A_0001.jpg", "x/A_0001.png"])
+
+
+def test_check_same_making_reads_what_each_meta_records(tmp_path):
+    """Settings a meta.json does not record (an older extract_features) are not compared; sets
+    extracted without weights (Caffe's fillers, drawn anew on every run) never match."""
+    import json
+
+    from mtdnn.evaluation.features_io import check_same_making
+    old = {"settings": {"n": 2, "dim": 4, "blob": "fc5", "mirror": "concat"}}
+    new = {"settings": {"n": 3, "dim": 4, "blob": "fc5", "mirror": "concat", "l2norm": False,
+                        "weights_sha256": "a" * 64}, "input_size": [112, 96]}
+    for name, meta in (("old", old), ("new", new)):
+        (tmp_path / f"{name}.meta.json").write_text(json.dumps(meta))
+    said = []
+    assert check_same_making({"probes": tmp_path / "old", "distractors": tmp_path / "new"}, log=said.append) == []
+    assert said == []
+    new["settings"]["weights_sha256"] = None
+    (tmp_path / "new.meta.json").write_text(json.dumps(new))
+    with pytest.raises(ValueError, match="distractors .*new was extracted without --weights"):
+        check_same_making({"probes": tmp_path / "old", "distractors": tmp_path / "new"})
+    problems = check_same_making({"probes": tmp_path / "old", "distractors": tmp_path / "x"}, accept=True,
+                                 log=said.append)
+    assert problems == [] and "distractors" in said[0] and "no meta.json" in said[0]

@@ -191,3 +191,31 @@ def test_nan_features_and_unknown_rule_are_errors():
         ten_fold_accuracy(feats, r1, r2, same, folds, rule="cosine")
     with pytest.raises(ValueError, match="missing must be 'error' or 'wrong'"):
         pair_rows([], [], missing="skip")
+
+
+@pytest.mark.parametrize("pair, said", [
+    ("Aaron_Eckhart\t1\t1", "image Aaron_Eckhart/Aaron_Eckhart_0001.jpg with itself"),
+    ("Abel_Pacheco\t1\tAbel_Pacheco\t1", "with itself as a mismatched pair"),
+    ("Abel_Pacheco\t1\tAbel_Pacheco\t2", "two images of Abel_Pacheco as a mismatched pair")])
+def test_pairs_of_one_image_are_refused(tmp_path, pair, said):
+    """A matched pair of an image with itself is a sure match, and a "mismatched" pair of one
+    image (or of one person) is a wrong label: both were scored as given. The reader refuses
+    them naming the line (eval_lfw: exit 2, no result)."""
+    same, diff = ("Aaron_Eckhart\t1\t2", "Abel_Pacheco\t1\tAkhmed_Zakayev\t1")
+    lines = [pair, diff] if pair.count("\t") == 2 else [same, pair]
+    p = tmp_path / "pairs.txt"
+    p.write_text("1\n" + "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=f"line {2 + lines.index(pair)}: .*{said}"):
+        read_pairs(p)
+    import subprocess
+    import sys
+    from mtdnn.paths import REPO
+    np.save(tmp_path / "f.npy", np.eye(6, dtype=np.float32)[:6])
+    (tmp_path / "f.names.txt").write_text("".join(f"{n}\n" for n in (
+        "Aaron_Eckhart_0001.jpg", "Aaron_Eckhart_0002.jpg", "Abel_Pacheco_0001.jpg", "Abel_Pacheco_0002.jpg",
+        "Akhmed_Zakayev_0001.jpg", "x_0001.jpg")))
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "eval_lfw.py"), "--features", str(tmp_path / "f"),
+                        "--no-view2", "--view1", str(p), str(p), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()

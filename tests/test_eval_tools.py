@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,117 @@ def test_eval_attributes_on_a_labelled_facescrub_subset(tmp_path):
     r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--facescrub-labels", tmp_path / "nothing.tsv",
              "--out", run, ok=False)
     assert r.returncode == 2 and "nothing.tsv" in r.stderr
+
+
+# ---------------------------------------------------------------------------- what is compared
+def _feature_set(prefix, feats, names, labels=None, **settings):
+    """A feature set as tools/extract_features.py writes it: .npy, .names.txt, .meta.json (its
+    "settings" block; the values default to one model's, ``settings`` changes some)."""
+    np.save(f"{prefix}.npy", feats)
+    write_names(f"{prefix}.names.txt", names)
+    if labels is not None:
+        np.save(f"{prefix}.labels.npy", labels)
+    made = {"n": len(names), "dim": feats.shape[1], "blob": "fc5", "mirror": "none", "l2norm": False,
+            "deploy_sha256": "d" * 64, "weights_sha256": "w" * 64, **settings}
+    (Path(f"{prefix}.meta.json")).write_text(json.dumps({"settings": made, "input_size": [112, 96],
+                                                        "preprocess": "(x - 127.5) * 0.0078125, BGR, NCHW"}))
+
+
+def test_feature_sets_made_differently_are_refused(lfw_feats, tmp_path):
+    """Probes with --mirror sum against distractors with --mirror none (same dimension) were
+    compared without a word; other weights or --l2norm likewise. Every evaluator that combines
+    feature sets refuses them naming what differs; --accept-mismatch compares them, says so
+    and records it in the result."""
+    keep = slice(0, 3000)  # a part of LFW is enough, and quick
+    lfw, celeba = np.load(lfw_feats / "lfw.npy")[keep], np.load(lfw_feats / "celeba.npy")
+    lnames = (lfw_feats / "lfw.names.txt").read_text().split()[keep]
+    cnames = [f"{i:06d}.jpg" for i in range(1, 501)]
+    _feature_set(tmp_path / "probe", lfw, lnames, np.load(lfw_feats / "lfw.labels.npy")[keep], mirror="sum")
+    _feature_set(tmp_path / "same", celeba, cnames, mirror="sum")
+    _feature_set(tmp_path / "other", celeba, cnames)
+    _feature_set(tmp_path / "weights", celeba, cnames, mirror="sum", weights_sha256="v" * 64, l2norm=True)
+    ident = ["--lfw", tmp_path / "probe", "--exclude", data_path("lfw", "peopleDevTrain.txt"), "--quiet",
+             "--sizes", "10", "100"]
+    mega = ["--probes", tmp_path / "probe", "--singletons", "drop", "--noise", "keep", "--quiet", "--sizes", "10"]
+    for name, args in (("eval_identification", ident + ["--distractors"]), ("eval_megaface", mega + ["--distractors"])):
+        out = tmp_path / name
+        r = tool(name, *args, tmp_path / "other", "--out", out, ok=False)
+        assert r.returncode == 2 and "mirror mode: 'sum' vs 'none'" in r.stderr and "--accept-mismatch" in r.stderr
+        assert "Traceback" not in r.stderr and not out.exists()
+        r = tool(name, *args, tmp_path / "weights", "--out", out, ok=False)
+        assert r.returncode == 2 and "model weights (sha256)" in r.stderr and "L2 normalisation: False vs True" in r.stderr
+        tool(name, *args, tmp_path / "same", "--out", out)  # made alike: evaluated
+        r = tool(name, *args, tmp_path / "other", "--out", out, "--accept-mismatch")
+        assert "warning: --accept-mismatch" in r.stderr and "mirror mode" in r.stderr
+        res = json.loads(next(out.glob("*.json")).read_text())
+        assert "mirror mode: 'sum' vs 'none'" in res["settings_mismatch_accepted"][0]
+    # a set without meta.json is compared, with a warning that it could not be checked
+    r = tool("eval_identification", *ident, "--distractors", lfw_feats / "celeba", "--out", tmp_path / "nometa")
+    assert f"{lfw_feats / 'celeba'}: no meta.json" in r.stderr
+
+
+def test_one_feature_set_twice_and_a_name_twice_are_refused(lfw_feats, tmp_path):
+    """The same distractor set given twice to eval_identification counted every image twice
+    (24,069 "distractors", 10,000 of them copies), also as a copy under another name; a
+    MegaFace distractor prefix holding one name twice was taken as it was."""
+    import shutil
+    for ext in ("npy", "names.txt"):
+        shutil.copy(lfw_feats / f"celeba.{ext}", tmp_path / f"copy.{ext}")
+    args = ["--lfw", lfw_feats / "lfw", "--exclude", data_path("lfw", "peopleDevTrain.txt"), "--quiet",
+            "--out", tmp_path / "out"]
+    r = tool("eval_identification", *args, "--distractors", lfw_feats / "celeba", lfw_feats / "celeba", ok=False)
+    assert r.returncode == 2 and f"distractor set 2 {lfw_feats / 'celeba'} is distractor set 1" in r.stderr
+    r = tool("eval_identification", *args, "--distractors", lfw_feats / "celeba", tmp_path / "copy", ok=False)
+    assert r.returncode == 2 and "holds the same features as distractor set 1" in r.stderr
+    r = tool("eval_identification", *args, "--distractors", lfw_feats / "lfw", ok=False)
+    assert r.returncode == 2 and "is LFW set" in r.stderr and not (tmp_path / "out").exists()
+
+    celeba = np.load(lfw_feats / "celeba.npy")
+    np.save(tmp_path / "dup.npy", celeba)
+    write_names(tmp_path / "dup.names.txt", [f"{i:06d}.jpg" for i in range(1, 500)] + ["./000007.jpg"])
+    r = tool("eval_megaface", "--probes", lfw_feats / "lfw", "--distractors", tmp_path / "dup", "--singletons", "drop",
+             "--noise", "keep", "--quiet", "--out", tmp_path / "mf", ok=False)
+    assert r.returncode == 2 and "dup.names.txt: image '000007.jpg' appears twice (rows 6 and 499)" in r.stderr
+    r = tool("eval_megaface", "--probes", lfw_feats / "lfw", "--distractors", lfw_feats / "lfw", "--singletons", "drop",
+             "--noise", "keep", "--quiet", "--out", tmp_path / "mf", ok=False)
+    assert r.returncode == 2 and "distractors" in r.stderr and "is probes" in r.stderr
+
+
+def test_report_refuses_two_results_of_one_kind(lfw_feats, tmp_path):
+    """eval/lfw.json and eval_old/lfw.json in one run: the last in sorted order won without a
+    word (50.00 shown instead of the run's figure). Now every candidate is named with its
+    figure and none is picked; --exclude leaves the stale one out."""
+    run = tmp_path / "runs" / "full"
+    tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", run / "eval", "--no-view1")
+    res = json.loads((run / "eval" / "lfw.json").read_text())
+    (run / "eval_old").mkdir()
+    (run / "eval_old" / "lfw.json").write_text(json.dumps({**res, "accuracy": 0.5}))
+    (run / "eval_old" / "lfw_roc.png").write_bytes((run / "eval" / "lfw_roc.png").read_bytes())
+    r = tool("report", tmp_path / "runs", ok=False)
+    good = f"{100 * res['accuracy']:.2f}"
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "runs" / "report.md").exists()
+    assert f"lfw: eval/lfw.json (accuracy {good} %), eval_old/lfw.json (accuracy 50.00 %)" in r.stderr
+    assert "--exclude" in r.stderr
+    tool("report", tmp_path / "runs", "--exclude", "eval_old/*")
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert f"| full | {good} ±" in md and "50.00 ±" not in md and "eval_old" not in md
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only file system (tests/faults.py); skipped where it cannot be mounted."""
+    from faults import read_only_disk
+    with read_only_disk(tmp_path / "ro") as mnt:
+        yield mnt
+
+
+def test_read_only_output_is_a_message_not_a_traceback(lfw_feats, tmp_path, read_only):
+    """report.py on a read-only output printed a traceback, and atomic_write's cleanup (removing
+    a temporary file that was never made: EROFS too) hid the first error under a second one."""
+    run = tmp_path / "runs" / "full"
+    tool("eval_lfw", "--features", lfw_feats / "lfw", "--out", run, "--no-view1")
+    r = tool("report", tmp_path / "runs", "--out", read_only / "report.md", ok=False)
+    assert r.returncode == 1 and "Read-only file system" in r.stderr and "not of the input" in r.stderr
+    assert "Traceback" not in r.stderr and "During handling" not in r.stderr
+    r = tool("eval_lfw", "--features", lfw_feats / "lfw", "--no-view1", "--out", read_only / "eval", ok=False)
+    assert r.returncode == 1 and "Read-only file system" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -320,3 +320,91 @@ def test_no_room_for_the_features_is_an_error_before_any_row(tiny, root, tmp_pat
         F.extract_to_file(F.load_net(*tiny), IMAGES, tmp_path / "f", root=root, progress=False,
                           on_batch=seen.append)
     assert seen == [] and not (tmp_path / "f.npy").exists()
+
+
+# ---------------------------------------------------------------------------- weights against the net
+def test_weights_that_do_not_fit_the_net_are_named_not_an_abort(tiny, root, tmp_path):
+    """A truncated .caffemodel, a deploy whose shapes do not fit the weights, a deploy layer the
+    weights do not have (Caffe keeps its random fillers without a word) and a deploy that does
+    not parse: Caffe aborted (exit 134, a stack) or went on silently. Now each is an error
+    naming the file and the layer (exit 2) before Caffe reads the weights."""
+    deploy, w = tiny
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in IMAGES))
+    data = w.read_bytes()
+    cut = tmp_path / "cut.caffemodel"
+    cut.write_bytes(data[:len(data) * 2 // 3])
+    wide = tmp_path / "wide.prototxt"
+    wide.write_text(deploy.read_text().replace("num_output: 4", "num_output: 6"))
+    renamed = tmp_path / "renamed.prototxt"
+    renamed.write_text(deploy.read_text().replace('name: "fc5_relu"', 'name: "fc5_prelu"'))
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text(deploy.read_text().replace("kernel_size: 5", "kernel_size 5 }"))
+    cases = [(deploy, cut, f"{cut}: "), (wide, w, f"{w}: layer 'conv1' blob 0 has shape [4, 3, 5, 5], the net "
+                                                   f"{wide} expects [6, 3, 5, 5]"),
+             (renamed, w, f"{w} has no weights for 1 layer(s) of the net {renamed}, e.g. 'fc5_prelu'"),
+             (broken, w, f"{broken}: not a valid Caffe net")]
+    for net, weights, said in cases:
+        r = run_tool("--deploy", net, "--weights", weights, "--list", tmp_path / "list.txt", "--root", root,
+                     "--out", tmp_path / "f", "--quiet")
+        assert r.returncode == 2 and said in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and "Check failed" not in r.stderr
+    assert "cut short" in run_tool("--deploy", deploy, "--weights", cut, "--list", tmp_path / "list.txt",
+                                   "--root", root, "--out", tmp_path / "f", "--quiet").stderr
+    assert not list(tmp_path.glob("f.*"))
+
+
+def test_a_crop_replaced_at_the_same_path_is_extracted_again(tiny, root, tmp_path):
+    """The reuse key covered the list, not the images: a crop aligned again at the same path
+    (here: another face's bytes, its modification time set back) left the old features as
+    "complete with these settings". The key covers every crop's content."""
+    deploy, w = tiny
+    crops = tmp_path / "crops"
+    for p in IMAGES:
+        (crops / p).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / p, crops / p)
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in IMAGES))
+    cmd = ["--deploy", deploy, "--weights", w, "--list", tmp_path / "list.txt", "--root", crops,
+           "--out", tmp_path / "f", "--quiet"]
+    assert run_tool(*cmd).returncode == 0
+    before, _, _ = load_features(tmp_path / "f")
+    st = (crops / IMAGES[0]).stat()
+    shutil.copy(root / IMAGES[3], crops / IMAGES[0])
+    os.utime(crops / IMAGES[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = run_tool(*cmd)
+    assert r.returncode == 0 and "complete" not in r.stdout and "5 extracted this run" in r.stdout, r.stdout
+    after, _, _ = load_features(tmp_path / "f")
+    np.testing.assert_allclose(after[0], before[3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after[1:], before[1:], rtol=1e-5, atol=1e-6)
+    assert "complete with these settings" in run_tool(*cmd).stdout  # unchanged crops: reused
+
+
+def test_out_folder_is_refused_not_hidden_files(tiny, root, tmp_path):
+    """`--out DIR/` wrote DIR/.npy, DIR/.names.txt, ... (hidden files); a folder is refused up
+    front, naming a prefix to give instead."""
+    deploy, w = tiny
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in IMAGES))
+    (tmp_path / "out").mkdir()
+    for out in (f"{tmp_path / 'out'}/", tmp_path / "out", f"{tmp_path / 'new'}/"):
+        r = run_tool("--deploy", deploy, "--weights", w, "--list", tmp_path / "list.txt", "--root", root,
+                     "--out", out, "--quiet")
+        assert r.returncode == 2 and "is a folder, not a feature prefix" in r.stderr and "lfw_fc5" in r.stderr
+    assert not list((tmp_path / "out").iterdir()) and not (tmp_path / "new").exists()
+
+
+def test_names_are_on_disk_before_the_meta(tiny, root, tmp_path, monkeypatch):
+    """The names file was renamed into place without fsync, before the meta that declares the
+    output complete: a power cut could leave a meta beside an empty names file. Every file of
+    the output is fsync'ed before the meta is written (recorded at the real os.fsync)."""
+    deploy, w = tiny
+    synced, real = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    F.extract_to_file(F.load_net(deploy, w), IMAGES, tmp_path / "f", root=root, labels=list(range(5)),
+                      progress=False)
+    names = [s for s in synced if "f.names.txt" in s]
+    meta = [i for i, s in enumerate(synced) if "f.meta.json" in s]
+    assert names and meta and synced.index(names[0]) < meta[0]

@@ -47,3 +47,13 @@ def test_machine_errors():
     assert fileio.is_machine_error(OSError(errno.EIO, "Input/output error"))
     assert not fileio.is_machine_error(OSError(errno.ENOENT, "No such file"))
     assert not fileio.is_machine_error(ValueError("bad image"))
+
+
+def test_cleanup_never_hides_the_first_error(tmp_path):
+    """On a read-only file system even removing the temporary file that was never made fails
+    (EROFS): atomic_write's cleanup raised that second error in place of the first."""
+    from faults import read_only_disk
+    with read_only_disk(tmp_path / "ro") as ro, pytest.raises(OSError) as e:
+        fileio.atomic_write_text(ro / "x.txt", "x")
+    assert e.value.errno == errno.EROFS and e.value.__context__ is None
+    assert fileio.is_machine_error(e.value)

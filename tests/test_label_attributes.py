@@ -252,3 +252,75 @@ def test_full_disk_is_a_machine_error_and_leaves_nothing(model, tree, tmp_path):
     assert out.returncode == 1 and "problem of the machine" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tree_read_error_of_the_machine_is_not_an_image_failure(model, tree, tmp_path, monkeypatch, capsys):
+    """An I/O error (EIO, injected where the crop's bytes are read) in `--tree` mode was
+    reported as a failure of that image (bad input, exit 2); it is the machine's: exit 1 and a
+    message that says so, nothing written."""
+    import errno
+    from pathlib import Path
+
+    import runpy
+    victim = sorted(tree.rglob("*.jpg"))[3]
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == victim:
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(sys, "argv", [str(TOOL), "--model", str(model), "--tree", str(tree), "--scores",
+                                      str(tmp_path / "s")])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(TOOL), run_name="__main__")  # the tool as run, in this process
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "Input/output error" in err and "problem of the machine" in err, err
+    assert not list(tmp_path.glob("s.*"))
+
+
+def test_truncated_weights_and_a_scores_folder_are_named(model, tree, tmp_path):
+    """A truncated moon.caffemodel ended in Caffe's abort (exit 134); `--scores DIR/` wrote
+    hidden files. Both are refused with a message naming the file, exit 2."""
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    w = copy / "moon.caffemodel"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 3])
+    out = subprocess.run([sys.executable, str(TOOL), "--model", str(copy), "--tree", str(tree),
+                          "--scores", str(tmp_path / "s")], capture_output=True, text=True)
+    assert out.returncode == 2 and f"{w}: " in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "Check failed" not in out.stderr
+    (tmp_path / "scores").mkdir()
+    out = subprocess.run([sys.executable, str(TOOL), "--model", str(model), "--tree", str(tree),
+                          "--scores", f"{tmp_path / 'scores'}/"], capture_output=True, text=True)
+    assert out.returncode == 2 and "is a folder, not a feature prefix" in out.stderr, out.stderr
+    assert not list((tmp_path / "scores").iterdir())
+
+
+def test_out_of_memory_decoding_a_tree_image_is_the_machines(model, tree, tmp_path, monkeypatch, capsys):
+    """A machine error while `--tree` reads an image was reported as a failure of the image:
+    here OpenCV cannot allocate the 1.2 GB a 20000 x 20000 PNG decodes to (a real limit: the
+    process's address space is capped 600 MB above its size). It stops the run as the
+    machine's problem (exit 1), not as an undecodable image (bad input, exit 2)."""
+    import resource
+    import runpy
+
+    import cv2
+    copy = tmp_path / "tree"
+    shutil.copytree(tree, copy)
+    ok, buf = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8))
+    (copy / "Zico" / "huge.png").write_bytes(buf.tobytes())
+    monkeypatch.setattr(sys, "argv", [str(TOOL), "--model", str(model), "--tree", str(copy), "--scores",
+                                      str(tmp_path / "s")])
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size + 600 * 2**20, hard))
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(TOOL), run_name="__main__")  # the tool as run, in this process
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "huge.png: out of memory" in err and "problem of the machine" in err, err
+    assert not list(tmp_path.glob("s.*"))

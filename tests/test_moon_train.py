@@ -104,3 +104,12 @@ def test_bad_input(run, tmp_path):
     assert out.returncode == 2 and "Narrow_Eyes not in its header" in out.stderr
     out = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--target" in out.stdout and "balanced" in out.stdout
+
+
+def test_out_with_a_space_is_refused_up_front(tmp_path):
+    """Caffe reads the HDF5Data list files (written into OUT/data) word by word: an OUT with a
+    space would be cut after aligning and building everything. Refused before any work."""
+    out = tmp_path / "moon run"
+    r = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--limit", "10"], capture_output=True, text=True)
+    assert r.returncode == 2 and "holds white space" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()

@@ -312,3 +312,62 @@ def test_staged_database_is_refused(database, tmp_path):
                 check=False)
     assert out.returncode == 2 and "working copy of tools/build_db.py" in out.stderr
     assert not (tmp_path / "run" / "pretrain.log").exists()
+
+
+def test_database_path_with_a_space_and_a_renamed_run_folder(database, tmp_path):
+    """Caffe reads an HDF5Data list word by word: a database whose path holds a space trained
+    the first phase and aborted in fine-tuning. The run's list names the .h5 through a link in
+    the run folder instead. A renamed run folder was refused as "a different net" (its name is
+    the net's name) with a hint to --restart, which deletes the snapshots: it is the same net,
+    and a run.json of the fingerprints that kept the name (version 2) is recognised."""
+    spaced = tmp_path / "my database"
+    shutil.copytree(database, spaced)
+    run = tmp_path / "run"
+    args = [*SMALL, "--data", spaced, "--pretrain-iter", 2, "--finetune-iter", 2]
+    out = train(*args, "--run", run)
+    assert (run / "finetune_iter_2.caffemodel").is_file(), out.stdout
+    assert (run / "train_attributes.h5.txt").read_text() == "train_attributes.h5\n"
+    assert (run / "train_attributes.h5").resolve() == (spaced / "train_attributes.h5").resolve()
+    moved = tmp_path / "run2"
+    run.rename(moved)
+    out = train(*args, "--run", moved, check=False)
+    assert out.returncode == 0 and out.stdout.count("finished before") == 2, out.stdout + out.stderr
+    # a run.json written by version 2 (fingerprints with the net's name), then renamed again
+    state = json.loads((moved / "run.json").read_text())
+    for name, net in (("pretrain", "train_val_pretrain.prototxt"), ("finetune", "train_val.prototxt")):
+        state["nets"][name] = state["phases"][name]["net"] = net_fingerprint((moved / net).read_text(), keep_name=True)
+    state["fingerprint_version"] = 2
+    (moved / "run.json").write_text(json.dumps(state))
+    again = tmp_path / "run3"
+    moved.rename(again)
+    out = train(*args, "--run", again)
+    assert out.stdout.count("finished before") == 2, out.stdout
+
+
+def test_solverstate_without_history_is_damaged(database, tmp_path):
+    """A .solverstate without its history blobs passed the snapshot check, and Caffe aborted on
+    every rerun (SGD restores one history blob per parameter). It is now a damaged pair: set
+    aside, and the snapshot before it is used."""
+    from caffe.proto import caffe_pb2
+    run = tmp_path / "run"
+    args = [*SMALL, "--data", database, "--run", run, "--pretrain-iter", 4, "--snapshot", 2, "--phase", "pretrain"]
+    train(*args)
+    state = caffe_pb2.SolverState()
+    path = run / "pretrain_iter_4.solverstate"
+    state.ParseFromString(path.read_bytes())
+    assert len(state.history)
+    del state.history[:]
+    path.write_bytes(state.SerializeToString())
+    out = train(*args, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no history blobs" in out.stdout and "continuing from iteration 2 (pretrain_iter_2.solverstate)" in out.stdout
+    assert (run / "pretrain_iter_4.solverstate.damaged").is_file() and (run / "pretrain_iter_4.caffemodel").is_file()
+
+
+def test_read_only_run_folder_is_a_message(database, tmp_path):
+    """A run folder on a read-only file system ended in a traceback; now exit 1 and a message
+    that blames the machine, not the input."""
+    from faults import read_only_disk
+    with read_only_disk(tmp_path / "ro") as ro:
+        out = train(*SMALL, "--data", database, "--run", ro / "run", "--pretrain-iter", 2, check=False)
+    assert out.returncode == 1 and "Read-only file system" in out.stderr and "Traceback" not in out.stderr, out.stderr

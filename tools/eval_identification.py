@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mtdnn.cli import bad_input, run_tool
-from mtdnn.evaluation.features_io import check_features, load_features, name_index
+from mtdnn.evaluation.features_io import check_distinct_sets, check_features, check_same_making, load_features, name_index
 from mtdnn.evaluation.lfw import lfw_person, read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
@@ -54,7 +54,14 @@ def main(argv=None):
     ap.add_argument("--label", default="ours", help="name of the model in the outputs (default ours)")
     ap.add_argument("--out", required=True, type=Path, help="output folder (identification.json and plots)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
+    ap.add_argument("--accept-mismatch", action="store_true",
+                    help="compare feature sets whose meta.json say they were made differently (other weights, "
+                         "blob, --mirror or --l2norm): warned about and recorded in the result")
     a = ap.parse_args(argv)
+
+    sets = {"LFW set": a.lfw, **{f"distractor set {k + 1}": d for k, d in enumerate(a.distractors)}}
+    check_distinct_sets(sets)  # one set twice (or a copy): its images would count twice
+    mismatch = check_same_making(sets, accept=a.accept_mismatch)
 
     lfw, lnames, _ = load_features(a.lfw)
     # every input checked as read, before the seeded shuffle: an error names the file, the row
@@ -88,6 +95,8 @@ def main(argv=None):
                             "CelebA and one-image LFW people as distractors (not MegaFace)" % a.min_images,
                 "lfw": str(a.lfw), "distractor_sets": a.distractors,
                 "excluded_people_files": [str(p) for p in a.exclude], "seed": a.seed})
+    if mismatch:
+        res["settings_mismatch_accepted"] = mismatch
     atomic_write_json(a.out / "identification.json", res, indent=1)
     plot_megaface(res, a.out, "identification", a.label)
     print(f"stand-in: {res['n_probes']} LFW probes of {res['n_identities']} people, {n} distractors")

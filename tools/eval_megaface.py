@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from mtdnn.cli import bad_input, run_tool
-from mtdnn.evaluation.features_io import load_features, lookup, name_index, read_bin_features
+from mtdnn.evaluation.features_io import (check_distinct_sets, check_same_making, load_features, lookup, name_index,
+                                         read_bin_features)
 from mtdnn.evaluation.megaface import (DEFAULT_SIZES, NOISE_CHOICES, evaluate_with_noise_lists, megaface_list_size,
                                        nested_distractor_order, read_facescrub_list,
                                        read_megaface_list, read_noise_list)
@@ -55,10 +56,10 @@ def load_set(src: str, names, suffix: str, what: str, progress: bool):
             bad_input(f"{src} is a folder of .bin files: give the {what} list too")
         return read_bin_features(src, names, suffix, progress=progress, desc=f"{what} .bin"), names, None
     feats, fnames, labels = load_features(src, mmap=True)
+    index = name_index(fnames, f"{src}.names.txt", key=norm_path)  # a name twice: its image would count twice
     if names is None:
         return feats, fnames, labels
-    rows = lookup(name_index(fnames, f"{src}.names.txt", key=norm_path),
-                  [norm_path(n) for n in names], f"{what} features {src}")
+    rows = lookup(index, [norm_path(n) for n in names], f"{what} features {src}")
     if np.all(rows == np.arange(len(fnames))):
         return feats, names, None
     return np.asarray(feats[rows]), names, None
@@ -88,8 +89,14 @@ def main(argv=None):
     ap.add_argument("--label", default="ours", help="name of the model in the outputs (default ours)")
     ap.add_argument("--out", required=True, type=Path, help="output folder (megaface.json and plots)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--accept-mismatch", action="store_true",
+                    help="compare probes and distractors whose meta.json say they were made differently (other "
+                         "weights, blob, --mirror or --l2norm): warned about and recorded in the result")
     a = ap.parse_args(argv)
     prog = not a.quiet
+    sets = {"probes": a.probes, "distractors": a.distractors}
+    check_distinct_sets(sets)
+    mismatch = check_same_making(sets, accept=a.accept_mismatch)
 
     plist, pids = read_facescrub_list(a.probe_list) if a.probe_list else (None, None)
     probes, pnames, plabels = load_set(a.probes, plist, a.suffix, "probe", prog)
@@ -112,6 +119,8 @@ def main(argv=None):
                                      seed=a.noise_seed, far_targets=a.far, tar_rule=a.tar_rule, chunk_size=a.chunk_size,
                                      singletons=a.singletons, progress=prog, **noises)
     res = {"kind": "megaface", "probes": str(a.probes), "distractors": str(a.distractors), "runs": runs}
+    if mismatch:
+        res["settings_mismatch_accepted"] = mismatch
     atomic_write_json(a.out / "megaface.json", res, indent=1)
     for key, r in runs.items():
         plot_megaface(r, a.out, PLOT_PREFIX[key], a.label)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mtdnn import inference
 from mtdnn.cli import run_tool
+from mtdnn.evaluation.features_io import feature_paths
 from mtdnn.features import MIRROR_MODES, FeatureError, extract_to_file, list_tree, load_net, read_image_list, source_keys
 from mtdnn.fileio import content_key
 
@@ -56,6 +57,7 @@ def main(argv=None):
     inference.add_arguments(ap, "the net (without --weights: caffe)")
     a = ap.parse_args(argv)
     inference.check_arguments(ap, a, a.weights is not None)
+    feature_paths(a.out)  # a folder ('DIR/') is refused before the net is loaded
 
     if a.list:
         paths, labels = read_image_list(a.list)

@@ -43,6 +43,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
+from mtdnn.evaluation.features_io import feature_paths  # noqa: E402
 from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
@@ -83,6 +84,11 @@ def run(args) -> int:
             raise al.LabelError(str(e)) from None
     if args.db is None and not args.scores:
         raise al.LabelError("--tree/--list need --scores PREFIX")
+    if args.scores:
+        try:
+            feature_paths(args.scores)  # a folder ('DIR/') is refused before anything is scored
+        except ValueError as e:
+            raise al.LabelError(f"--scores: {e}") from None
     net, meta = al.load_classifier(args.model, args.weights, args.gpu, args.engine)
     model_info = {"model": str(args.model.resolve()),
                   "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve()),

@@ -14,12 +14,16 @@ A result JSON that cannot be read (truncated by a full disk, not JSON, unreadabl
 with the reason and the tool exits with status 1 without writing the report, unless
 --allow-broken (then the report is written without those files and says which were left
 out).
+
+Two results of one kind in one run (eval/lfw.json and eval_old/lfw.json) are refused, naming
+every candidate with its figure: none is picked silently. Move the stale one out of the run
+folder or leave it out with --exclude 'eval_old/*'.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from mtdnn.cli import bad_input
+from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.report import build_report, collect_runs
 from mtdnn.fileio import atomic_write_text
 
@@ -30,10 +34,13 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, help="Markdown file (default RUNS/report.md)")
     ap.add_argument("--allow-broken", action="store_true",
                     help="write the report even when some result JSON cannot be read (they are listed)")
+    ap.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="leave out the result files (and plots) matching GLOB, relative to each run folder, "
+                         "e.g. 'eval_old/*' (repeatable)")
     a = ap.parse_args(argv)
     if not a.runs.is_dir():
         ap.error(f"{a.runs} is not a folder")
-    runs, problems = collect_runs(a.runs)
+    runs, problems = collect_runs(a.runs, a.exclude)
     for p in problems:
         print(f"report.py: unreadable result file: {p}", file=sys.stderr)
     if problems and not a.allow_broken:
@@ -53,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

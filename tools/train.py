@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.paths import REPO  # noqa: E402
 from mtdnn.train import PHASES, TrainError, train  # noqa: E402
 
@@ -119,4 +120,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # a read-only or full run folder: exit 1 with a message that blames the machine, no traceback
+    run_tool(main, bad=(ValueError, FileNotFoundError))

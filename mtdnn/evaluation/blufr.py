@@ -54,6 +54,7 @@ def load_blufr_config(path) -> dict:
         if key not in m:
             raise ValueError(f"{path}: no variable {key!r} (found {sorted(k for k in m if not k.startswith('__'))})")
     names = [str(np.asarray(c).ravel()[0]) for c in m["imageList"].ravel()]
+    name_index(names, f"{path} imageList")  # one image twice: two rows of one image
     labels = np.asarray(m["labels"]).ravel().astype(np.int64)
     cells = {k: [np.asarray(c).ravel().astype(np.int64) - 1 for c in m[k].ravel()]
              for k in ("trainIndex", "testIndex", "galIndex", "probIndex") if k in m}
@@ -67,8 +68,22 @@ def load_blufr_config(path) -> dict:
         for k, v in tr.items():
             if v.size and (v.min() < 0 or v.max() >= len(names)):
                 raise ValueError(f"{path}: trial {t + 1} {k} index out of range")
+            if np.unique(v).size != v.size:  # an image paired with itself: a sure genuine match
+                raise ValueError(f"{path}: trial {t + 1} {k} lists image {names[_first_repeat(v)]} twice")
+        if np.intersect1d(tr["gallery"], tr["probe"]).size:  # a probe that finds itself in the gallery
+            raise ValueError(f"{path}: trial {t + 1}: image {names[np.intersect1d(tr['gallery'], tr['probe'])[0]]} "
+                             f"is both in the gallery and a probe")
         trials.append(tr)
     return {"image_names": names, "labels": labels, "trials": trials}
+
+
+def _first_repeat(v) -> int:
+    seen = set()
+    for i in v.tolist():
+        if i in seen:
+            return i
+        seen.add(i)
+    raise ValueError("no repeated index")
 
 
 def _thresholds(imp_desc, gen, far_points):

@@ -29,6 +29,10 @@ def feature_paths(prefix) -> dict:
     prefix = str(prefix)
     if prefix.endswith(".npy"):
         prefix = prefix[:-4]
+    if prefix.endswith(("/", os.sep)) or Path(prefix).name in ("", ".", "..") or Path(prefix).is_dir():
+        # 'DIR/' would be the hidden files DIR/.npy, DIR/.names.txt, ...
+        raise ValueError(f"{prefix!r} is a folder, not a feature prefix: the files are PREFIX.npy, PREFIX.names.txt, "
+                         f"...; give a prefix inside it, e.g. {os.path.join(prefix, 'lfw_fc5')}")
     return {"features": Path(prefix + ".npy"), "names": Path(prefix + ".names.txt"),
             "labels": Path(prefix + ".labels.npy"), "meta": Path(prefix + ".meta.json")}
 
@@ -40,9 +44,9 @@ def read_names(path) -> list[str]:
 
 
 def write_names(path, names: Iterable[str]) -> None:
-    tmp = Path(str(path) + ".partial")
-    tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-    os.replace(tmp, path)
+    """One name per line, atomically and fsync'ed (a meta file written after it may count on it)."""
+    from mtdnn.fileio import atomic_write_text
+    atomic_write_text(path, "".join(f"{n}\n" for n in names))
 
 
 def load_features(prefix, *, dim: int | None = None, mmap: bool = False):
@@ -73,6 +77,86 @@ def load_features(prefix, *, dim: int | None = None, mmap: bool = False):
 def load_meta(prefix) -> dict:
     p = feature_paths(prefix)["meta"]
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+# ---------------------------------------------------------------------------- provenance
+# What must agree between feature sets that an evaluator compares with each other (probes
+# against distractors): the settings that extract_features records in ``P.meta.json``.
+MAKING = (("weights_sha256", "model weights (sha256)"), ("deploy_sha256", "deploy net (sha256)"),
+          ("blob", "blob"), ("mirror", "mirror mode"), ("l2norm", "L2 normalisation"),
+          ("dim", "dimension"))
+
+
+def feature_making(prefix) -> dict | None:
+    """How a feature set was made (:data:`MAKING` from its ``meta.json``, plus the
+    preprocessing and input size), or None for a set without one (a devkit ``.bin`` folder, a
+    set written by another program)."""
+    if Path(prefix).is_dir():
+        return None
+    meta = load_meta(prefix)
+    if not meta:
+        return None
+    s = meta.get("settings", {})
+    out = {k: s[k] for k, _ in MAKING if k in s}  # what an older meta does not record is not compared
+    out.update({k: meta[k] for k in ("preprocess", "input_size") if k in meta})
+    return out
+
+
+def check_same_making(sets: dict, *, accept: bool = False, log=None) -> list[str]:
+    """Refuse feature sets made differently: ``sets`` is ``{role: prefix}`` (e.g. probes and
+    distractors); every pair is compared on what their ``meta.json`` records (:data:`MAKING`,
+    preprocessing, input size). Features of two models, of two blobs, with and without mirror
+    images or normalisation can have the same dimension and still be compared without any
+    error: a wrong figure. Raises ValueError naming the sets and what differs, unless
+    ``accept``: then every difference is printed (``log``, default stderr) and returned, for the
+    result to record. Sets without a ``meta.json`` cannot be checked: that is said too. Sets
+    extracted without weights (Caffe's random fillers, drawn anew on every load) never match."""
+    import sys
+    log = log or (lambda m: print(m, file=sys.stderr))
+    labels = dict(MAKING, preprocess="preprocessing", input_size="input size")
+    made = {role: feature_making(prefix) for role, prefix in sets.items()}
+    notes = [f"{role} {sets[role]}: no meta.json, so how it was made (model, blob, mirror, normalisation) "
+             f"is not checked" for role, m in made.items() if m is None]
+    known = [(role, m) for role, m in made.items() if m is not None]
+    problems = []
+    for role, m in known:
+        if "weights_sha256" in m and m["weights_sha256"] is None:
+            problems.append(f"{role} {sets[role]} was extracted without --weights (random filler weights, "
+                            f"other ones on every run)")
+    for (ra, a), (rb, b) in zip(known, known[1:]):
+        diff = [f"{labels[k]}: {a[k]!r} vs {b[k]!r}" for k in labels if k in a and k in b and a[k] != b[k]]
+        if diff:
+            problems.append(f"{ra} {sets[ra]} and {rb} {sets[rb]} were made differently ({'; '.join(diff)})")
+    for note in notes:
+        log(f"warning: {note}")
+    if problems and not accept:
+        raise ValueError("; ".join(problems) + ": extract every set with the same net, weights, blob, --mirror "
+                         "and --l2norm (--accept-mismatch compares them anyway, and says so in the result)")
+    for p in problems:
+        log(f"warning: --accept-mismatch: {p}")
+    return problems
+
+
+def check_distinct_sets(prefixes: dict) -> None:
+    """Refuse one feature set given twice (``{role: prefix}``): the same file, or a copy of its
+    features under another name (same size and sha256): its rows would count twice."""
+    from mtdnn.fileio import sha256_file
+    files = {role: Path(prefix) if Path(prefix).is_dir() else feature_paths(prefix)["features"]
+             for role, prefix in prefixes.items()}
+    files = {role: p for role, p in files.items() if p.exists()}
+    roles = list(files)
+    for i, a in enumerate(roles):
+        for b in roles[i + 1:]:
+            pa, pb = files[a], files[b]
+            if pa.resolve() == pb.resolve():
+                how = "is"
+            elif pa.is_file() and pb.is_file() and pa.stat().st_size == pb.stat().st_size \
+                    and sha256_file(pa) == sha256_file(pb):
+                how = "holds the same features as"
+            else:
+                continue
+            raise ValueError(f"{b} {prefixes[b]} {how} {a} {prefixes[a]}: its images would count twice; "
+                             f"give every feature set once")
 
 
 # ---------------------------------------------------------------------------- checks

@@ -60,14 +60,35 @@ MODEL_ROWS = {
 }
 
 
-def collect_runs(root) -> tuple[list[dict], list[str]]:
+class ResultConflict(ValueError):
+    """A run folder holds two results of one kind (``eval/lfw.json`` and ``eval_old/lfw.json``)."""
+
+
+def _figure(data: dict) -> str:
+    """A result's headline for a message: LFW's accuracy, else nothing."""
+    acc, which = _lfw_accuracy(data) if data.get("kind") == "lfw" else (None, "")
+    return f" (accuracy {_pct(acc)} %{which})" if acc is not None else ""
+
+
+def _excluded(path: Path, folder: Path, exclude) -> bool:
+    from fnmatch import fnmatch
+    rel = path.relative_to(folder).as_posix()
+    return any(fnmatch(rel, pat) or fnmatch(rel, pat.rstrip("/") + "/*") for pat in exclude)
+
+
+def collect_runs(root, exclude=()) -> tuple[list[dict], list[str]]:
     """Runs below ``root``: each sub-folder holding result JSONs (``root`` itself if it holds
     them directly). Returns ``(runs, problems)``: runs are [{name, path, rows, results: {kind:
     dict}, plots: [paths]}]; problems name every JSON file that could not be read (truncated,
-    not UTF-8, not JSON, unreadable) with the reason: such a file is never skipped silently."""
+    not UTF-8, not JSON, unreadable) with the reason: such a file is never skipped silently.
+
+    The rule for two results of one kind in one run (``eval/lfw.json`` and
+    ``eval_old/lfw.json``): none is picked. :class:`ResultConflict` names every candidate
+    with its figure; ``exclude`` (glob patterns relative to the run folder, e.g.
+    ``eval_old/*`` or ``eval_old``) leaves files out of the search."""
     root = Path(root)
     folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())
-    runs, problems = [], []
+    runs, problems, clashes = [], [], []
 
     def read(p: Path):
         try:
@@ -78,19 +99,29 @@ def collect_runs(root) -> tuple[list[dict], list[str]]:
 
     for folder in folders:
         search = folder.glob("*.json") if folder == root else folder.rglob("*.json")
-        results = {}
+        results, found = {}, {}
         for p in sorted(search):
+            if _excluded(p, folder, exclude):
+                continue
             data = read(p)
             if isinstance(data, dict) and "kind" in data:
                 results[data["kind"]] = data
+                found.setdefault(data["kind"], []).append((p, data))
+        clashes += [f"{folder}: {k}: " + ", ".join(f"{p.relative_to(folder)}{_figure(d)}" for p, d in c)
+                    for k, c in found.items() if len(c) > 1]
         if not results:
             continue
         info = (read(folder / "run.json") or {}) if (folder / "run.json").exists() else {}
         name = info.get("name") or info.get("model") or folder.name
         rows = dict(MODEL_ROWS.get(info.get("model", folder.name), {}))
         rows.update(info.get("rows", {}))
-        plots = sorted(folder.glob("*.png") if folder == root else folder.rglob("*.png"))
+        plots = sorted(p for p in (folder.glob("*.png") if folder == root else folder.rglob("*.png"))
+                       if not _excluded(p, folder, exclude))
         runs.append({"name": name, "path": folder, "rows": rows, "results": results, "plots": plots})
+    if clashes:
+        raise ResultConflict("more than one result of a kind in a run, and none is picked: " + "; ".join(clashes)
+                             + ". Move the stale ones out of the run folder, or leave them out with --exclude "
+                             "(e.g. --exclude 'eval_old/*')")
     return runs, sorted(set(problems))
 
 
