@@ -213,6 +213,10 @@ def write_attribute_hdf5(path: Path, attributes: np.ndarray, force: bool = False
 def write_source(source: Path, h5_files) -> Path:
     """Write an ``HDF5Data`` list file (one .h5 path a line) atomically; returns its path."""
     from .fileio import atomic_write_text
+    from .records import caffe_list_problem
+    for p in h5_files:  # Caffe reads this file, by its own rules (mtdnn/records.py)
+        if caffe_list_problem(str(p)):
+            raise ValueError(f"{source}: {caffe_list_problem(str(p))}")
     return atomic_write_text(source, "".join(f"{p}\n" for p in h5_files))
 
 
@@ -220,7 +224,8 @@ def read_source(source: Path) -> list[Path]:
     """The .h5 files an ``HDF5Data`` list file names; relative names are taken from the list's
     own folder (where a database's list file is valid)."""
     source = Path(source)
-    lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    from .records import read_lines
+    lines = [ln for _, ln in read_lines(source)]
     return [Path(ln) if os.path.isabs(ln) else source.parent / ln for ln in lines]
 
 

@@ -88,7 +88,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs)
-from mtdnn.fileio import atomic_write_text  # noqa: E402
+from mtdnn.fileio import OutputBusy, OutputLock, atomic_write_text  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
 
@@ -195,6 +195,7 @@ class Demo:
         if not caffe.is_file() and not shutil.which("caffe"):
             raise DemoError("no caffe binary beside this Python or on PATH: run `make setup` first")
         self.work.mkdir(parents=True, exist_ok=True)
+        self.lock = OutputLock(self.work)  # a second demo on the same work folder stops at once, naming the first
         free = shutil.disk_usage(self.work).free
         want = (0.3 if self.quick else 2.0) * 2**30
         if free < want:
@@ -436,7 +437,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return Demo(args).main(args.redo, args.quiet_tools)
-    except DemoError as e:
+    except (DemoError, OutputBusy) as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, DemoInputError) else 1
     except KeyboardInterrupt:

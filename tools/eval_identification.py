@@ -26,7 +26,7 @@ from mtdnn.evaluation.lfw import lfw_person, read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 
 
 def split_lfw(names, min_images=4, exclude=()):
@@ -55,6 +55,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="output folder (identification.json and plots)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "identification")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     lfw, lnames, _ = load_features(a.lfw)
     # every input checked as read, before the seeded shuffle: an error names the file, the row
@@ -99,4 +100,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

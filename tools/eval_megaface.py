@@ -37,7 +37,7 @@ from mtdnn.evaluation.megaface import (DEFAULT_SIZES, NOISE_CHOICES, evaluate_wi
                                        read_megaface_list, read_noise_list)
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 from mtdnn.paths import data_path
 
 PLOT_PREFIX = {"original": "megaface", "cleaned": "megaface_cleaned", "noise_removed": "megaface_removed"}
@@ -89,6 +89,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="output folder (megaface.json and plots)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "megaface")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
     prog = not a.quiet
 
     plist, pids = read_facescrub_list(a.probe_list) if a.probe_list else (None, None)
@@ -125,4 +126,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

@@ -45,6 +45,7 @@ from generate.attributes import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.cli import run_tool  # noqa: E402
+from mtdnn.fileio import OutputLock  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
 
@@ -83,6 +84,8 @@ def run(args) -> int:
             raise al.LabelError(str(e)) from None
     if args.db is None and not args.scores:
         raise al.LabelError("--tree/--list need --scores PREFIX")
+    # the output's lock (for a database the one build_db takes): a second run on it stops at once
+    lock = OutputLock(args.scores if args.db is None else args.out or args.db)  # noqa: F841
     net, meta = al.load_classifier(args.model, args.weights, args.gpu, args.engine)
     model_info = {"model": str(args.model.resolve()),
                   "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve()),
@@ -128,5 +131,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     run_tool(main, bad=(al.LabelError, datasets.DatasetError, ImageError, FileExistsError),
+             interrupt_hint="no label or score file was left half written (earlier ones are as they were); "
+                            "rerun the same command to label again",
              machine_hint="a problem of the machine, not of the images: free space or fix the output's "
                           "permissions, then rerun; nothing half-written was left")

@@ -19,9 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from mtdnn.cli import bad_input
+from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.report import build_report, collect_runs
-from mtdnn.fileio import atomic_write_text
+from mtdnn.fileio import OutputLock, atomic_write_text
 
 
 def main(argv=None):
@@ -43,6 +43,7 @@ def main(argv=None):
     if not runs:
         bad_input(f"no result JSON (lfw.json, megaface.json, ...) found below {a.runs}")
     out = a.out or a.runs / "report.md"
+    lock = OutputLock(out)  # noqa: F841 - held while main runs: a second report on OUT stops at once
     text = build_report(runs, out.parent)
     if problems:
         text += "\n## Left out\n\n" + "\n".join(f"- unreadable: {p}" for p in problems) + "\n"
@@ -53,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(), interrupt_hint="no report was written (an earlier one is as it was); rerun the same command")

@@ -13,9 +13,8 @@ Every reader checks what it reads and raises ``ValueError`` naming the file and 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -33,16 +32,8 @@ def feature_paths(prefix) -> dict:
             "labels": Path(prefix + ".labels.npy"), "meta": Path(prefix + ".meta.json")}
 
 
-def read_names(path) -> list[str]:
-    """One name per line (blank lines ignored)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def write_names(path, names: Iterable[str]) -> None:
-    tmp = Path(str(path) + ".partial")
-    tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-    os.replace(tmp, path)
+# One name per line, escaped as every record file (mtdnn/records.py), written atomically.
+from mtdnn.records import read_names, write_names  # noqa: E402,F401
 
 
 def load_features(prefix, *, dim: int | None = None, mmap: bool = False):
