@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -209,10 +210,7 @@ _STATE = {}
 
 def init_worker(config: dict) -> None:
     """Load this process's own nets."""
-    import signal
-
     import cv2
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops the pool
     cv2.setNumThreads(1)
     from mtdnn.mtcnn import MTCNN
     _STATE["config"] = config
@@ -320,7 +318,13 @@ def run(args) -> int:
             # One BLAS thread per worker: the workers are the parallelism. Spawned, not forked,
             # so no worker inherits a half-initialised BLAS or Caffe.
             os.environ.update(blas_threads_env(1))
-            pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
+            # Workers start with Ctrl-C ignored (inherited through exec): the main process alone
+            # handles it, so a Ctrl-C while they import prints no traceback of theirs.
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
+            finally:
+                signal.signal(signal.SIGINT, sigint)
             results = pool.imap_unordered(align_one, tasks, chunksize=4)
         try:
             for status, rel, info in tqdm(results, total=len(todo), unit="img", smoothing=0.05,

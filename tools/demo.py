@@ -155,6 +155,7 @@ class Demo:
         self.plan = replace(plan, **changes)
         self.quick = args.quick
         self.work = args.work.resolve()
+        self.lock = OutputLock(self.work)  # a second demo on the same work folder stops at once, naming the first
         self.data = (args.data or data_root()).resolve()
         self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
         p = self.plan
@@ -195,7 +196,6 @@ class Demo:
         if not caffe.is_file() and not shutil.which("caffe"):
             raise DemoError("no caffe binary beside this Python or on PATH: run `make setup` first")
         self.work.mkdir(parents=True, exist_ok=True)
-        self.lock = OutputLock(self.work)  # a second demo on the same work folder stops at once, naming the first
         free = shutil.disk_usage(self.work).free
         want = (0.3 if self.quick else 2.0) * 2**30
         if free < want:

@@ -33,6 +33,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if not a.runs.is_dir():
         ap.error(f"{a.runs} is not a folder")
+    lock = OutputLock(a.out or a.runs / "report.md")  # noqa: F841 - held while main runs: a second report stops
     runs, problems = collect_runs(a.runs)
     for p in problems:
         print(f"report.py: unreadable result file: {p}", file=sys.stderr)
@@ -43,7 +44,6 @@ def main(argv=None):
     if not runs:
         bad_input(f"no result JSON (lfw.json, megaface.json, ...) found below {a.runs}")
     out = a.out or a.runs / "report.md"
-    lock = OutputLock(out)  # noqa: F841 - held while main runs: a second report on OUT stops at once
     text = build_report(runs, out.parent)
     if problems:
         text += "\n## Left out\n\n" + "\n".join(f"- unreadable: {p}" for p in problems) + "\n"
