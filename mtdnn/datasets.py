@@ -116,6 +116,8 @@ def list_images(root, report=_say) -> list[str]:
     folders = [f"{escape_field(rel)}: {why}" for rel, why in scan.problems if "folder" in why]
     if folders:
         raise DatasetError(f"{root}: cannot read {'; '.join(folders)}: fix the permissions or move it out of the tree")
+    if not scan.paths:
+        raise DatasetError(f"{root}: no images found" + (f" ({scan.summary()})" if scan.summary() else ""))
     if scan.not_images and report is not None:
         shown = ", ".join(f"{escape_field(rel)} ({why})" for rel, why in scan.not_images[:5])
         report(f"note: {root}: {len(scan.not_images)} entr{'y' if len(scan.not_images) == 1 else 'ies'} "
@@ -128,8 +130,6 @@ def read_identity_folders(root, report=_say) -> list[Sample]:
     image is its top-level folder (found by :func:`list_images`; ``report`` as there). Raises
     DatasetError when there are no images or images sit directly in ``root``."""
     paths = list_images(root, report)
-    if not paths:
-        raise DatasetError(f"{root}: no images found (extensions: jpg, jpeg, png, bmp, ...)")
     loose = [p for p in paths if "/" not in p]
     if loose:
         raise DatasetError(f"{root}: {len(loose)} image(s) outside any identity folder, e.g. {loose[0]!r}")

@@ -73,10 +73,7 @@ def list_tree(root) -> list[str]:
     """Image files below ``root`` as sorted relative POSIX paths (:func:`mtdnn.datasets.list_images`, the one tree scan:
     by suffix, or by content for other names). A broken link is listed too (it becomes a failure
     of that image); an unreadable folder, or a tree without images, raises naming what was skipped."""
-    paths = datasets.list_images(root)
-    if not paths:
-        raise ValueError(f"{root}: no images found")
-    return paths
+    return datasets.list_images(root)
 
 
 def load_crop(path, size: tuple[int, int] = (112, 96)) -> np.ndarray:

@@ -30,7 +30,7 @@ Example: LFW View 1 training people, raw photos to a Caffe-ready database (about
       --placeholder-attributes 7 --attribute-names Narrow_Eyes,Big_Nose,Pointy_Nose,Chubby,Double_Chin,High_Cheekbones,Male \
   && tools/check_db.py work/lfw-devtrain-db
 
-An image that cannot be read or has another size than the others is left out, named with the
+An image that cannot be read or has another size than most of them is left out, named with the
 reason in OUT/failures.txt, and the run goes on; the last line says "incomplete" and the exit
 status is 1 then, unless --allow-failures. Everything is built in OUT.partial and moved into
 place at the end; a failed run leaves OUT as it

@@ -89,6 +89,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs)
 from mtdnn.fileio import OutputBusy, OutputLock, atomic_write_text  # noqa: E402
+from mtdnn.records import read_names, write_names  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
 
@@ -239,8 +240,8 @@ class Demo:
                 f"people (training candidates), {len(features)} for the evaluations")
 
     def write_attr_list(self) -> str:
-        names = (self.moon / "eval" / "heldout_scores.names.txt").read_text().split()
-        atomic_write_text(self.lists / "celeba_heldout.txt", "".join(n + "\n" for n in names))
+        names = read_names(self.moon / "eval" / "heldout_scores.names.txt")  # the one record format
+        write_names(self.lists / "celeba_heldout.txt", names)
         return f"{len(names)} held-out CelebA images"
 
     # ----------------------------------------------------------------- stages
