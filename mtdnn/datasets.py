@@ -147,7 +147,7 @@ def read_image_list(path, root=None) -> list[Sample]:
         parts = line.rsplit(None, 1)
         if len(parts) != 2:
             raise DatasetError(f"{_where(path, line_no)}: expected 'path label', got {line!r}")
-        rel, label = unescape_field(parts[0]), parts[1]
+        rel, label = unescape_field(parts[0]), unescape_field(parts[1])
         if rel in seen:
             raise DatasetError(f"{_where(path, line_no)}: duplicate path {rel!r} (first on line {seen[rel]})")
         seen[rel] = line_no

@@ -91,6 +91,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    inference.require_gpu_build(args.gpu)  # a refused request leaves nothing behind, not even the lock file
     lock = OutputLock(args.out)  # noqa: F841 - held while main runs: a second run on OUT stops at once
     res = moon_train.run(args)
     print(f"held-out evaluation: {res['images']} images of {res['identities']} identities ({res['split']})")
