@@ -75,19 +75,31 @@ def test_second_run_on_one_output_stops_and_names_the_first(tool, tmp_path):
     assert "Traceback" not in r.stderr, r.stderr
 
 
-def test_two_align_faces_on_one_folder(tmp_path):
-    """Was: both said 'done: N of N', 2N crops were written and landmarks.txt held N records."""
+def start_align(tmp_path, workers: int, started):
+    """(align_faces running in a new session on 4 LFW photos, its command, OUT), returned once
+    ``started(proc, out)`` holds (or after 120 s)."""
     src = tmp_path / "src"
     src.mkdir()
     for f in FACES:
         shutil.copy(f, src)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(TOOLS / "align_faces.py"), str(src), str(out), "--workers", "1"]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    lock = output_lock_path(out)
+    cmd = [sys.executable, str(TOOLS / "align_faces.py"), str(src), str(out), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+                            start_new_session=True)
     deadline = time.time() + 120
-    while not (lock.is_file() and lock.read_text().startswith(f"{first.pid}\n")) and time.time() < deadline:
+    while not started(proc, out) and time.time() < deadline:
         time.sleep(0.05)
+    return proc, cmd, out
+
+
+def holds_the_lock(proc, out):
+    lock = output_lock_path(out)
+    return lock.is_file() and lock.read_text().startswith(f"{proc.pid}\n")
+
+
+def test_two_align_faces_on_one_folder(tmp_path):
+    """Was: both said 'done: N of N', 2N crops were written and landmarks.txt held N records."""
+    first, cmd, out = start_align(tmp_path, 1, holds_the_lock)
     second = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0 and "done: 4 of 4 images aligned" in err, err
@@ -144,17 +156,8 @@ def test_ctrl_c_is_one_line_saying_what_is_kept(tool, tmp_path):
 
 def test_ctrl_c_during_alignment_keeps_the_crops_and_the_rerun_resumes(tmp_path):
     """A real SIGINT to align_faces with two worker processes: one line, no worker tracebacks."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in FACES:
-        shutil.copy(f, src)
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(TOOLS / "align_faces.py"), str(src), str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while not (out / "landmarks.txt").is_file() and time.time() < deadline:  # written before the pool starts
-        time.sleep(0.05)
+    # landmarks.txt is written before the pool starts
+    proc, cmd, out = start_align(tmp_path, 2, lambda proc, out: (out / "landmarks.txt").is_file())
     time.sleep(1.0)  # the workers are starting or aligning
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground process group
     _, err = proc.communicate(timeout=120)

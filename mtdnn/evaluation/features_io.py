@@ -2,7 +2,7 @@
 
 Project format (written by ``tools/extract_features.py``): for an output prefix ``P``,
 ``P.npy`` holds float32 N x D features, ``P.names.txt`` the N image names (one per line, the
-image paths of the input list), ``P.labels.npy`` the labels when the list had them and
+image paths of the input list, escaped as every record file: ``mtdnn/records.py``), ``P.labels.npy`` the labels when the list had them and
 ``P.meta.json`` how they were made.
 
 Devkit format: one file per image, ``<name><suffix>.bin``: four int32 (rows = D, cols = 1,
