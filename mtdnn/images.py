@@ -125,9 +125,12 @@ def scan_images(root, exclude=()) -> TreeScan:
         for d in list(dirs):
             full = os.path.join(folder, d)
             real = os.path.realpath(full)
+            link = os.path.islink(full)
             inside = real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+            above = root_real.startswith(real.rstrip(os.sep) + os.sep)
             why = ("hidden folder" if d.startswith(".") else "the output folder" if real in excluded
-                   else "link to a folder inside the tree" if os.path.islink(full) and inside
+                   else "link to a folder inside the tree" if link and inside
+                   else "link to a folder above the tree" if link and above
                    else "link to a folder already listed" if real in visited else None)
             if why:
                 dirs.remove(d)

@@ -53,6 +53,9 @@ def test_the_scan_rule(tmp_path):
     notes = []
     assert [s.path for s in datasets.read_identity_folders(root, report=notes.append)] == EXPECTED
     assert len(notes) == 1 and "4 entries skipped" in notes[0] and ".Trash-0/" in notes[0], notes
+    (root / "C" / "up").symlink_to(tmp_path, target_is_directory=True)  # a link to a folder above the tree
+    scan = scan_images(root)
+    assert scan.paths == EXPECTED and dict(scan.not_images) == {**SKIPPED, "C/up/": "link to a folder above the tree"}
 
 
 def test_build_db_takes_linked_identities_and_skips_hidden_folders(tmp_path):
