@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from mtdnn.fileio import MachineError, is_machine_error
+from mtdnn.fileio import MachineError, OutputBusy, is_machine_error
 
 BAD_INPUT = 2
 FAILURE = 1
@@ -26,19 +26,35 @@ MACHINE_HINT = ("a problem of the machine or the output folder, not of the input
                 "and rerun")
 
 
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+INTERRUPT_HINT = ("finished outputs are kept and no file was left half written; rerun the same command "
+                  "to continue")
+
+
+def interrupted(hint: str = INTERRUPT_HINT) -> NoReturn:
+    """The one line a tool prints on Ctrl-C (what is kept, how to continue), status 130."""
+    print(f"{Path(sys.argv[0]).name}: interrupted (Ctrl-C): {hint}", file=sys.stderr)
+    raise SystemExit(INTERRUPTED)
+
+
 def run_tool(main, *, bad=(ValueError, KeyError, FileNotFoundError), stop=(),
-             machine_hint: str = MACHINE_HINT) -> NoReturn:
+             machine_hint: str = MACHINE_HINT, interrupt_hint: str = INTERRUPT_HINT) -> NoReturn:
     """Run ``main()`` and exit with its status. An exception of ``bad`` (bad input) ends with
     its message and status 2, no traceback; one of ``stop`` (the run cannot go on, through no
     fault of the input: a busy folder, a net that gives NaN) with its message and status 1; a
     fault of the machine or the output (:class:`~mtdnn.fileio.MachineError`, or an OSError
     that :func:`~mtdnn.fileio.is_machine_error` calls one: disk full, I/O error, permissions)
     with status 1 and ``machine_hint``. Outputs are written atomically, so what exists is
-    complete and an earlier result is never half replaced. Anything else is a bug: traceback."""
+    complete and an earlier result is never half replaced. Another run holding the output
+    (:class:`~mtdnn.fileio.OutputBusy`) stops with status 1. Ctrl-C ends with one line,
+    ``interrupt_hint`` (what is kept, how to continue), and status 130. Anything else is a
+    bug: traceback."""
     name = Path(sys.argv[0]).name
     try:
         sys.exit(main())
-    except stop as e:
+    except KeyboardInterrupt:
+        interrupted(interrupt_hint)
+    except (OutputBusy, *stop) as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         sys.exit(FAILURE)
     except bad as e:

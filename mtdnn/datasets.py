@@ -14,13 +14,15 @@ Each reader returns plain Python data (lists of :class:`Sample`, numpy arrays) a
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from .images import is_image_file
+from .images import scan_images
+from .records import escape_field, read_lines, record_line, unescape_field, write_lines
 
 # The seven CelebA attributes of the paper (Tab. 1), in the order of its Tab. 4.
 PAPER_ATTRIBUTES = ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin",
@@ -43,15 +45,12 @@ def _where(path, line_no=None) -> str:
 
 
 def _lines(path) -> list[tuple[int, str]]:
-    """Non-blank lines of a text file with their 1-based numbers."""
+    """Non-blank lines of a text file with their 1-based numbers (:func:`mtdnn.records.read_lines`:
+    split at ``\\n`` only; bytes that are not UTF-8 kept as ``os.fsdecode`` gives them)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
-    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return read_lines(path)
 
 
 def _int(token: str, path, line_no, what: str) -> int:
@@ -100,22 +99,37 @@ def missing_files(samples: Iterable[Sample], root) -> list[str]:
 
 # --------------------------------------------------------------------------- folders, lists
 
-def list_images(root) -> list[str]:
-    """All image files below ``root`` (recursive), as sorted relative ``/`` paths."""
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def list_images(root, report=_say) -> list[str]:
+    """All images below ``root`` by the one tree scan (:func:`mtdnn.images.scan_images`: its
+    rule for links and hidden entries), as sorted relative ``/`` paths; a broken link or
+    unreadable file is listed too (it becomes a missing or failed image, never a silent gap).
+    ``report`` gets one line naming what was skipped (default: printed to stderr); an
+    unreadable folder raises."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    scan = scan_images(root)
+    folders = [f"{escape_field(rel)}: {why}" for rel, why in scan.problems if "folder" in why]
+    if folders:
+        raise DatasetError(f"{root}: cannot read {'; '.join(folders)}: fix the permissions or move it out of the tree")
+    if not scan.paths:
+        raise DatasetError(f"{root}: no images found" + (f" ({scan.summary()})" if scan.summary() else ""))
+    if scan.not_images and report is not None:
+        shown = ", ".join(f"{escape_field(rel)} ({why})" for rel, why in scan.not_images[:5])
+        report(f"note: {root}: {len(scan.not_images)} entr{'y' if len(scan.not_images) == 1 else 'ies'} "
+               f"skipped ({scan.skipped_kinds()}): {shown}" + (", ..." if len(scan.not_images) > 5 else ""))
+    return sorted(scan.paths + [rel for rel, _ in scan.problems])
 
 
-def read_identity_folders(root) -> list[Sample]:
+def read_identity_folders(root, report=_say) -> list[Sample]:
     """A folder-per-identity tree (CASIA-WebFace, LFW, an aligned tree): the identity of an
-    image is its top-level folder. Raises DatasetError when there are no images or images
-    sit directly in ``root``."""
-    paths = list_images(root)
-    if not paths:
-        raise DatasetError(f"{root}: no images found (extensions: jpg, jpeg, png, bmp, ...)")
+    image is its top-level folder (found by :func:`list_images`; ``report`` as there). Raises
+    DatasetError when there are no images or images sit directly in ``root``."""
+    paths = list_images(root, report)
     loose = [p for p in paths if "/" not in p]
     if loose:
         raise DatasetError(f"{root}: {len(loose)} image(s) outside any identity folder, e.g. {loose[0]!r}")
@@ -147,7 +161,7 @@ def read_image_list(path, root=None) -> list[Sample]:
         parts = line.rsplit(None, 1)
         if len(parts) != 2:
             raise DatasetError(f"{_where(path, line_no)}: expected 'path label', got {line!r}")
-        rel, label = parts
+        rel, label = unescape_field(parts[0]), unescape_field(parts[1])
         if rel in seen:
             raise DatasetError(f"{_where(path, line_no)}: duplicate path {rel!r} (first on line {seen[rel]})")
         seen[rel] = line_no
@@ -163,10 +177,11 @@ def read_image_list(path, root=None) -> list[Sample]:
 
 
 def write_image_list(path, samples: Iterable[Sample], labels: Iterable | None = None) -> None:
-    """Write ``path label`` lines (labels default to the identities)."""
+    """Write ``path label`` lines (labels default to the identities), names escaped
+    (:mod:`mtdnn.records`), atomically."""
     samples = list(samples)
     labels = [s.identity for s in samples] if labels is None else list(labels)
-    Path(path).write_text("".join(f"{s.path} {l}\n" for s, l in zip(samples, labels)))
+    write_lines(path, (record_line(s.path, l, sep=" ") for s, l in zip(samples, labels)))
 
 
 # --------------------------------------------------------------------------- LFW

@@ -217,13 +217,11 @@ def write_source(source: Path, h5_files) -> Path:
     would be cut into pieces that name no file, and the training would abort in the middle
     (e.g. when fine-tuning starts). Such a path is refused here (ValueError), before Caffe."""
     from .fileio import atomic_write_text
-    names = [str(p) for p in h5_files]
-    for name in names:
-        if not name or any(c.isspace() for c in name):
-            raise ValueError(f"{source}: the HDF5 file {name!r} cannot be named in an HDF5Data list: Caffe "
-                             f"reads the list word by word and would cut the path at its white space; "
-                             f"move or rename the folder so that the path has none")
-    return atomic_write_text(source, "".join(f"{p}\n" for p in names))
+    from .records import caffe_list_problem
+    for p in h5_files:  # Caffe reads this file, by its own rules (mtdnn/records.py)
+        if caffe_list_problem(str(p)):
+            raise ValueError(f"{source}: {caffe_list_problem(str(p))}")
+    return atomic_write_text(source, "".join(f"{p}\n" for p in h5_files))
 
 
 def caffe_readable(path: Path, link: Path) -> str:
@@ -244,7 +242,8 @@ def read_source(source: Path) -> list[Path]:
     """The .h5 files an ``HDF5Data`` list file names; relative names are taken from the list's
     own folder (where a database's list file is valid)."""
     source = Path(source)
-    lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    from .records import read_lines
+    lines = [ln for _, ln in read_lines(source)]
     return [Path(ln) if os.path.isabs(ln) else source.parent / ln for ln in lines]
 
 

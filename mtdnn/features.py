@@ -35,9 +35,9 @@ import numpy as np
 
 from mtdnn import datasets
 from mtdnn.evaluation.features_io import bin_path, feature_paths, write_bin, write_names
-from mtdnn.fileio import (atomic_write, atomic_write_json, atomic_write_text, content_key, escape_field,
-                          is_machine_error)
-from mtdnn.images import ImageError, load_image, scan_images
+from mtdnn.fileio import atomic_write, atomic_write_json, content_key, is_machine_error
+from mtdnn.records import read_lines, unescape_field, write_failures
+from mtdnn.images import ImageError, load_image
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1 / 128
@@ -55,13 +55,13 @@ def read_image_list(path) -> tuple[list[str], np.ndarray | None]:
     Lists with labels are read by ``mtdnn.datasets.read_image_list`` (non-integer labels
     are numbered in sorted order); a list of bare paths has no labels.
     """
-    lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
+    lines = [line for _, line in read_lines(path)]
     if not lines:
         raise ValueError(f"{path}: no images listed")
     if all(len(l.split()) == 1 for l in lines):
         if len(set(lines)) != len(lines):
             raise ValueError(f"{path}: a path is listed twice")
-        return lines, None
+        return [unescape_field(l) for l in lines], None
     if any(len(l.split()) == 1 for l in lines):
         raise ValueError(f"{path}: some lines have a label and some do not")
     samples = datasets.read_image_list(path)
@@ -72,16 +72,10 @@ def read_image_list(path) -> tuple[list[str], np.ndarray | None]:
 
 
 def list_tree(root) -> list[str]:
-    """Image files below ``root`` as sorted relative POSIX paths (:func:`mtdnn.images.scan_images`:
+    """Image files below ``root`` as sorted relative POSIX paths (:func:`mtdnn.datasets.list_images`, the one tree scan:
     by suffix, or by content for other names). A broken link is listed too (it becomes a failure
     of that image); an unreadable folder, or a tree without images, raises naming what was skipped."""
-    scan = scan_images(root)
-    folders = [f"{rel}: {reason}" for rel, reason in scan.problems if "folder" in reason]
-    if folders:
-        raise ValueError(f"{root}: cannot read {'; '.join(folders)}: fix the permissions or move it out of the tree")
-    if not scan.paths:
-        raise ValueError(f"{root}: no images found" + (f" ({scan.summary()})" if scan.summary() else ""))
-    return sorted(scan.paths + [rel for rel, _ in scan.problems])
+    return datasets.list_images(root)
 
 
 def load_crop(path, size: tuple[int, int] = (112, 96)) -> np.ndarray:
@@ -246,17 +240,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def _name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be one line of a UTF-8 names file, or None."""
-    if "\n" in name or "\r" in name:
-        return "name has a line break: it cannot be a line of the names file"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "name is not valid UTF-8: it cannot be written to the names file"
-    return None
-
-
 def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=None,
                     blob: str = "fc5", batch_size: int = 32, mirror: str = "none",
                     l2norm: bool = False, bin_dir=None, bin_suffix: str = "_mtdnn_112x96",
@@ -321,9 +304,8 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     def load(a):  # an image or, for an image that cannot be used, the reason
         out = []
         for p in paths[a:a + batch_size]:
-            problem = _name_problem(p)
             try:
-                out.append(problem or load_crop(root / p, size))
+                out.append(load_crop(root / p, size))
             except ImageError as e:
                 out.append(str(e)[len(e.path) + 2:])  # the reason, without the path
         return out
@@ -361,8 +343,7 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     if labels is not None:
         _save_npy(files["labels"], np.asarray(labels, dtype=np.int64)[keep])
     if failed:
-        atomic_write_text(failures_file, "".join(f"{escape_field(paths[i])}\t{escape_field(failed[i])}\n"
-                                                 for i in sorted(failed)))
+        write_failures(failures_file, {paths[i]: failed[i] for i in failed})
         _copy_rows(mm, keep, partial.with_name(partial.name + ".kept"), files["features"])
         del mm
         partial.unlink()

@@ -18,7 +18,7 @@ import errno
 import hashlib
 import json
 import os
-import re
+import weakref
 from pathlib import Path
 
 # errno values that say the machine (disk, file system, permissions of the output) failed,
@@ -111,29 +111,8 @@ def content_key(path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _KEY_CACHE[cache]}
 
 
-def escape_field(text: str) -> str:
-    """One text field (a file name, an error message) made safe for a line of a tab-separated
-    record file: backslash, tab, CR and LF become ``\\\\``, ``\\t``, ``\\r``, ``\\n``, and the bytes
-    of a name that is not valid UTF-8 (``os.fsdecode``'s surrogates) become ``\\xNN``.
-    Plain names come out unchanged; :func:`unescape_field` gives back the exact name."""
-    raw = os.fsencode(text) if isinstance(text, str) else bytes(text)
-    for a, b in ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\r", b"\\r"), (b"\n", b"\\n")):
-        raw = raw.replace(a, b)
-    return raw.decode("utf-8", "backslashreplace")
-
-
-_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|[\\trn])")
-_UNESCAPE = {"\\": b"\\", "t": b"\t", "r": b"\r", "n": b"\n"}
-
-
-def unescape_field(field: str) -> str:
-    """The inverse of :func:`escape_field` (a name with undecodable bytes comes back as the
-    ``os.fsdecode`` string that opens the same file)."""
-    parts = _ESCAPE_RE.split(field)  # text, escape, text, escape, ..., text
-    raw = b"".join(part.encode("utf-8", "surrogateescape") if k % 2 == 0
-                   else bytes([int(part[1:], 16)]) if part[0] == "x" else _UNESCAPE[part]
-                   for k, part in enumerate(parts))
-    return os.fsdecode(raw)
+# One escaping rule for every record file (mtdnn/records.py), re-exported here where it began.
+from mtdnn.records import escape_field, unescape_field  # noqa: E402,F401
 
 
 def same_content(key_a: dict | None, key_b: dict | None) -> bool:
@@ -143,28 +122,119 @@ def same_content(key_a: dict | None, key_b: dict | None) -> bool:
 
 
 class LockHeld(RuntimeError):
-    """Another process holds the lock file (see :func:`exclusive_lock`)."""
+    """Another process holds the lock file (see :func:`exclusive_lock`); ``holder`` says which
+    (pid, start time and command line, as far as the lock file tells)."""
+
+    def __init__(self, message: str, holder: str = "another process"):
+        super().__init__(message)
+        self.holder = holder
+
+
+def lock_holder(path) -> str:
+    """Who holds a lock of :func:`exclusive_lock`, from what the holder wrote into it:
+    'pid 123, since 2026-12-05 10:00:00 UTC: tools/align_faces.py SRC OUT'."""
+    try:
+        pid, since, command = (Path(path).read_text(encoding="utf-8", errors="replace").split("\n") + ["", ""])[:3]
+    except OSError:
+        return "another process"
+    if not pid.strip().isdigit():
+        return "another process"
+    return f"pid {pid.strip()}" + (f", since {since}" if since else "") + (f": {command}" if command else "")
+
+
+def _acquire_lock(path: Path) -> int:
+    """Open ``path`` and take an exclusive ``flock`` on it at once, writing the holder's pid,
+    start time and command line into it; the open descriptor (closing it releases the lock).
+    Raises :class:`LockHeld` naming the holder when another process holds it."""
+    import fcntl
+    import shlex
+    import sys
+    import time
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        command = " ".join(shlex.quote(a) for a in sys.argv).replace("\n", " ")
+        os.write(fd, f"{os.getpid()}\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n{command}\n"
+                 .encode("utf-8", "backslashreplace"))
+    except BlockingIOError:
+        os.close(fd)
+        holder = lock_holder(path)
+        raise LockHeld(f"{path} is held by {holder}", holder) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextlib.contextmanager
 def exclusive_lock(path):
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created; it holds the holder's pid) for the
-    ``with`` block; raises :class:`LockHeld` at once when another process holds it. The kernel
-    drops the lock when the holder dies, so a killed run never leaves a stale lock."""
-    import fcntl
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created; it holds the holder's pid, start
+    time and command line) for the ``with`` block; raises :class:`LockHeld` naming the holder
+    at once when another process holds it. The kernel drops the lock when the holder dies, so
+    a killed run never leaves a stale lock."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire_lock(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(f"{path} is held by another process") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+class OutputBusy(RuntimeError):
+    """Another run is writing the same output (see :class:`OutputLock`): not a fault of the
+    input; the tools stop with this message and status 1 (:func:`mtdnn.cli.run_tool`)."""
+
+
+def output_lock_path(target) -> Path:
+    """The lock file of an output folder, prefix or file: ``.<name>.lock`` beside it (not in
+    it: a folder may be replaced by a rename, and the tree scan skips hidden files)."""
+    target = Path(os.path.abspath(target))
+    return target.parent / f".{target.name}.lock"
+
+
+_HELD = weakref.WeakValueDictionary()  # lock path -> this process's OutputLock on it
+
+
+class OutputLock:
+    """The lock of output ``target`` (:func:`output_lock_path`), the one rule of every tool that
+    writes an output folder or prefix: a second run on the same output raises
+    :class:`OutputBusy` at once, saying who holds it (pid, start, command line).
+
+    Held from construction until :meth:`release`, the end of a ``with`` block, or the object's
+    end (``lock = OutputLock(out)`` in a tool's ``main`` holds it while ``main`` runs). A hold
+    of this same process that was left behind (e.g. kept alive by a traceback) is given up
+    first: the lock guards against other processes."""
+
+    def __init__(self, target, tool: str | None = None):
+        import sys
+        self.path = output_lock_path(target)
+        earlier = _HELD.pop(str(self.path), None)
+        if earlier is not None:
+            earlier.release()
+        self._fd = None
+        try:
+            self._fd = _acquire_lock(self.path)
+        except LockHeld as e:
+            raise OutputBusy(f"{target} is being written by another run ({e.holder}; lock {self.path}); "
+                             f"wait for it to finish or stop it, then rerun "
+                             f"{tool or Path(sys.argv[0]).name}") from None
+        _HELD[str(self.path)] = self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __del__(self):
+        self.release()
 
 
 def lock_held(path) -> bool:

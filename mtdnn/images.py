@@ -88,16 +88,30 @@ class TreeScan:
 
 
 def scan_images(root, exclude=()) -> TreeScan:
-    """Every image below ``root`` (recursive, symbolic links to files followed), by name
-    (:data:`IMAGE_EXTENSIONS`) or, for other names, by content (:func:`sniff_image`).
+    """Every image below ``root`` (recursive), by name (:data:`IMAGE_EXTENSIONS`) or, for other
+    names, by content (:func:`sniff_image`): the one tree scan of every tool.
 
-    Nothing is dropped without a word: hidden entries and files that are not images are listed
-    in ``not_images``; broken links, unreadable files and folders in ``problems``. Folders in
-    ``exclude`` (e.g. an output folder inside ``root``) are not entered."""
+    The rule for links and hidden entries (docs/reliability.md, "Folders in trees"):
+
+    - hidden entries (a name starting with ``.``: ``.Trash-0/``, ``.thumbnails/``, ``.DS_Store``)
+      are skipped, files and folders alike;
+    - a link to a file is followed (the image is taken under the link's name);
+    - a link to a folder outside the tree is followed, like a folder; a link to a folder inside
+      the tree (or to one of its parents) is skipped, since that folder is scanned under its own
+      name; of two links to one outside folder the first in sorted order is followed.
+
+    So the result does not depend on the order in which the system lists a folder. Nothing is
+    dropped without a word: skipped entries and files that are not images are listed in
+    ``not_images``; broken links, unreadable files and folders in ``problems``. Folders in
+    ``exclude`` (e.g. an output folder inside ``root``) are not entered (and named once); the
+    lock files of their runs (:func:`mtdnn.fileio.output_lock_path`) are part of them."""
+    from mtdnn.fileio import output_lock_path
     root = Path(root)
     scan = TreeScan()
     excluded = {os.path.realpath(p) for p in exclude}
-    visited = {os.path.realpath(root)}  # links are followed: a link to a parent must not loop
+    own_locks = {os.path.realpath(output_lock_path(p)) for p in exclude}
+    root_real = os.path.realpath(root)
+    visited = {root_real}  # links are followed: a link to a parent must not loop
 
     def onerror(err: OSError):
         rel = os.path.relpath(err.filename, root) if err.filename else "."
@@ -107,20 +121,26 @@ def scan_images(root, exclude=()) -> TreeScan:
 
     for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
         rel_folder = Path(folder).relative_to(root)
+        dirs.sort()  # decisions below must not depend on the order the system lists entries in
         for d in list(dirs):
-            real = os.path.realpath(os.path.join(folder, d))
-            if d.startswith(".") or real in excluded:
+            full = os.path.join(folder, d)
+            real = os.path.realpath(full)
+            link = os.path.islink(full)
+            inside = real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+            above = root_real.startswith(real.rstrip(os.sep) + os.sep)
+            why = ("hidden folder" if d.startswith(".") else "the output folder" if real in excluded
+                   else "link to a folder inside the tree" if link and inside
+                   else "link to a folder above the tree" if link and above
+                   else "link to a folder already listed" if real in visited else None)
+            if why:
                 dirs.remove(d)
-                scan.not_images.append(((rel_folder / d).as_posix() + "/",
-                                        "hidden folder" if d.startswith(".") else "the output folder"))
-            elif real in visited:
-                dirs.remove(d)
-                scan.not_images.append(((rel_folder / d).as_posix() + "/", "link to a folder already listed"))
+                scan.not_images.append(((rel_folder / d).as_posix() + "/", why))
             else:
                 visited.add(real)
-        dirs.sort()
         for name in files:
             rel, full = (rel_folder / name).as_posix(), os.path.join(folder, name)
+            if name.startswith(".") and os.path.realpath(full) in own_locks:
+                continue
             if name.startswith("."):
                 scan.not_images.append((rel, "hidden file"))
             elif not os.path.exists(full):

@@ -260,8 +260,8 @@ STAGING_SUFFIXES = (".partial", ".old")
 def build_lock(out) -> Path:
     """The lock file of ``tools/build_db.py`` for the output folder ``out`` (beside it, since
     ``out`` itself is replaced by a rename)."""
-    out = Path(out)
-    return out.parent / f".{out.name}.lock"
+    from .fileio import output_lock_path
+    return output_lock_path(out)  # the one lock file of every tool's output
 
 
 def database_problems(folder, check_lock: bool = True) -> list[str]:
@@ -277,8 +277,9 @@ def database_problems(folder, check_lock: bool = True) -> list[str]:
                             f"or is still running), not a database: rebuild it, and use the folder without "
                             f"{folder.suffix}")
     if check_lock and lock_held(build_lock(folder)):
-        raise ManifestError(f"{folder}: tools/build_db.py is writing it now ({build_lock(folder)} is held); "
-                            f"check it when the build has finished")
+        from .fileio import lock_holder
+        raise ManifestError(f"{folder}: another run is writing it now ({lock_holder(build_lock(folder))}; "
+                            f"{build_lock(folder)} is held); check it when that run has finished")
     problems = []
     if not (folder / "train_manifest.json").is_file():
         problems.append(f"{folder}: no train_manifest.json (not a complete tools/build_db.py database)")

@@ -29,6 +29,7 @@ from .evaluation.attributes import attribute_accuracy
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .images import load_image
 from .paths import REPO, data_root
+from .records import escape_field, read_failures, read_lines, unescape_field
 from .vote import majority_vote
 
 PRESETS = {
@@ -64,7 +65,7 @@ def align(table_files, images: Path, aligned: Path, workers: int) -> tuple[list[
     """Align the files (resumable, tools/align_faces.py); (aligned files, {file: failure})."""
     aligned.mkdir(parents=True, exist_ok=True)
     listing = aligned / "celeba_list.txt"
-    text = "".join(f + "\n" for f in table_files)
+    text = "".join(escape_field(f) + "\n" for f in table_files)
     if not listing.is_file() or listing.read_text() != text:
         atomic_write_text(listing, text)
     cmd = [sys.executable, str(ALIGN), str(images), str(aligned), "--list", str(listing),
@@ -72,17 +73,9 @@ def align(table_files, images: Path, aligned: Path, workers: int) -> tuple[list[
     log("align: " + " ".join(cmd))
     if subprocess.run(cmd).returncode != 0:
         raise moon.MoonError("tools/align_faces.py failed (see above)")
-    done = set()
-    for line in (aligned / "landmarks.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            done.add(line.rsplit(None, 10)[0])
-    failed = {}
-    fail_file = aligned / "failures.txt"
-    if fail_file.is_file():
-        for line in fail_file.read_text().splitlines():
-            if "\t" in line:
-                f, reason = line.split("\t", 1)
-                failed[f] = reason
+    done = {unescape_field(line.rsplit(None, 10)[0])
+            for _, line in read_lines(aligned / "landmarks.txt", comments=True)}
+    failed = read_failures(aligned / "failures.txt")
     wanted = set(table_files)
     return [f for f in table_files if f in done and (aligned / f).is_file()], \
         {f: r for f, r in failed.items() if f in wanted}

@@ -550,9 +550,9 @@ class RunLock:
         held = exclusive_lock(self.path)
         try:
             held.__enter__()
-        except LockHeld:
+        except LockHeld as e:
             raise TrainError(f"another tools/train.py is training in {self.path.parent} "
-                             f"(it holds {self.path}); wait for it, or stop it first") from None
+                             f"({e.holder}; it holds {self.path}); wait for it, or stop it first") from None
         self._held = held
         return self
 

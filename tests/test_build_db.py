@@ -283,8 +283,8 @@ def test_two_builds_on_one_folder_are_refused(tree, tmp_path):
     assert run("build_db.py", out, "--images", tree).returncode == 0
     with exclusive_lock(manifest.build_lock(out)):  # what a running build_db holds
         r = run("build_db.py", out, "--images", tree, "--seed", "4", "--force")
-        _fail(r, "another tools/build_db.py is writing")
-        _fail(run("check_db.py", out), "tools/build_db.py is writing it now")
+        _fail(r, f"is being written by another run (pid {os.getpid()}")
+        _fail(run("check_db.py", out), f"another run is writing it now (pid {os.getpid()}")
     assert json.loads((out / "train_manifest.json").read_text())["build"]["seed"] == 0
     assert run("check_db.py", out).returncode == 0
 
@@ -397,3 +397,40 @@ def test_full_disk_stops_with_a_machine_error(tree, tmp_path):
     _fail(r, "a problem of the machine")
     assert "Traceback" not in r.stderr
     assert (out / "train_manifest.json").read_text() == before and not (tmp_path / "db.partial").exists()
+
+
+def test_the_reference_size_is_the_one_most_images_have(tmp_path):
+    """Was: the first image written set the size, so an odd first image left out all the others."""
+    import argparse
+    import importlib.util
+
+    from mtdnn import datasets
+    from mtdnn.fileio import sha256_file
+    listed = read_image_list(data_path("lfw", "lfw-112x96_list.txt"))
+    people = {}
+    for s in listed:
+        people.setdefault(s.path.split("/")[0], []).append(s.path)
+    tree = tmp_path / "tree"
+    for name in sorted(people)[:6]:
+        for rel in people[name][:3]:
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REF / rel, tree / rel)
+    spec = importlib.util.spec_from_file_location("build_db_tool", TOOLS / "build_db.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    samples = datasets.read_identity_folders(tree)
+    args = argparse.Namespace(min_images=1, val_per_identity=1, seed=0)
+    train, *_ = tool.plan(samples, None, args, [sha256_file(tree / s.path) for s in samples])
+    first = samples[train[0]].path  # the first record written: make it the odd one
+    cv2.imwrite(str(tree / first), cv2.resize(cv2.imread(str(tree / first)), (250, 250)))
+    out = tmp_path / "db"
+    r = run("build_db.py", out, "--images", tree)
+    assert r.returncode == 1 and "incomplete: 1 image(s) left out" in r.stderr, r.stderr
+    assert list(records_of(out / "failures.txt")) == [first]
+    assert "wrong size (250x250, most of the images are 96x112)" in r.stderr
+    assert json.loads((out / "train_manifest.json").read_text())["image_shape"] == [112, 96, 3]
+
+
+def records_of(path):
+    from mtdnn.records import read_failures
+    return read_failures(path)

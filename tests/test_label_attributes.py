@@ -251,7 +251,7 @@ def test_full_disk_is_a_machine_error_and_leaves_nothing(model, tree, tmp_path):
                           "--scores", str(tmp_path / "s")], capture_output=True, text=True, preexec_fn=limit)
     assert out.returncode == 1 and "problem of the machine" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".s.lock"]  # only the run's lock (mtdnn.fileio.OutputLock)
 
 
 def test_tree_read_error_of_the_machine_is_not_an_image_failure(model, tree, tmp_path, monkeypatch, capsys):

@@ -11,8 +11,10 @@ relative to. OUT receives the aligned crops under the same relative paths, plus
   OUT/failures.txt    path<TAB>reason for every image that could not be aligned (undecodable,
                       truncated, empty, missing, too small, no face, ...)
 
-Both files hold one record per line; a backslash, tab or line break in a name or message is
-written as \\, \t, \n, and bytes of a name that is not UTF-8 as \xNN (mtdnn.fileio.escape_field).
+Both files hold one record per line, in the project's one record format (mtdnn/records.py): a
+backslash, tab, line break or other control character in a name or message is written as an
+escape (\\, \t, \n, \f, \x1c, \u2028, ...), and bytes of a name that is not UTF-8 as \xNN; a
+--list is read the same way.
 
 Crop names: the input's path with the suffix of --ext. `--ext keep` keeps .jpg .jpeg .png .bmp
 .ppm .tif .tiff .webp and writes PNG for anything else (.pgm, .gif, names without an image
@@ -46,6 +48,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,10 +58,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, devkit_align, inference  # noqa: E402
-from mtdnn.cli import bad_input  # noqa: E402
-from mtdnn.fileio import MachineError, atomic_write_text, escape_field, is_machine_error, unescape_field  # noqa: E402
+from mtdnn.cli import bad_input, run_tool  # noqa: E402
+from mtdnn.fileio import MachineError, OutputLock, atomic_write_text, is_machine_error  # noqa: E402
 from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
                           scan_images)
+from mtdnn.records import escape_field, read_failures, read_lines, unescape_field, write_failures, write_lines  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
 
 # Suffixes that --ext keep writes as they are; any other input is written as PNG (OpenCV cannot
@@ -121,12 +125,9 @@ def input_paths(args):
         paths = [s.path for s in datasets.lfw_people_samples(args.people)]
     elif args.list:
         paths = []  # names that are not UTF-8 come back as os.fsdecode gives them
-        for line in args.list.read_bytes().decode("utf-8", "surrogateescape").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
+        for _, line in read_lines(args.list, comments=True):
             parts = line.rsplit(None, 1)
-            paths.append(parts[0] if len(parts) == 2 and parts[1].lstrip("-").isdigit() else line)
+            paths.append(unescape_field(parts[0] if len(parts) == 2 and parts[1].lstrip("-").isdigit() else line))
     else:
         scan = scan_images(args.src, exclude=[args.out])
         paths = scan.paths
@@ -194,9 +195,9 @@ def read_landmarks(path: Path) -> dict[str, str]:
     """{path: line} of a landmarks file; malformed (e.g. cut-off) lines are ignored."""
     out = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        for _, line in read_lines(path, comments=True):
             parts = line.rsplit(None, 10)
-            if line.startswith("#") or len(parts) != 11:
+            if len(parts) != 11:
                 continue
             try:
                 [float(v) for v in parts[1:]]
@@ -206,21 +207,10 @@ def read_landmarks(path: Path) -> dict[str, str]:
     return out
 
 
-def read_failures(path: Path) -> dict[str, str]:
-    out = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-            if "\t" in line and not line.startswith("#"):
-                rel, reason = line.split("\t", 1)
-                out[unescape_field(rel)] = unescape_field(reason)
-    return out
-
-
 def write_records(landmarks_path: Path, failures_path: Path, done: dict, failed: dict) -> None:
     """Both record files, sorted and de-duplicated, each replaced atomically."""
-    atomic_write_text(landmarks_path, LANDMARKS_HEADER + "".join(done[k] + "\n" for k in sorted(done)))
-    atomic_write_text(failures_path, "".join(f"{escape_field(k)}\t{escape_field(failed[k])}\n"
-                                             for k in sorted(failed)))
+    write_lines(landmarks_path, (done[k] + "\n" for k in sorted(done)), header=LANDMARKS_HEADER)
+    write_failures(failures_path, failed)
 
 
 # --------------------------------------------------------------------------- work (in workers)
@@ -294,7 +284,8 @@ def main(argv=None) -> int:
     if args.out.exists() and not args.out.is_dir():
         bad_input(f"the output {args.out} is not a folder; name a new or existing folder")
     try:
-        return run(args)
+        with OutputLock(args.out):  # two runs on one OUT: the second stops at once, naming the first
+            return run(args)
     except OSError as e:
         if not is_machine_error(e):
             raise
@@ -349,7 +340,13 @@ def run(args) -> int:
             # One BLAS thread per worker: the workers are the parallelism. Spawned, not forked,
             # so no worker inherits a half-initialised BLAS or Caffe.
             os.environ.update(blas_threads_env(1))
-            pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
+            # Workers start with Ctrl-C ignored (inherited through exec): the main process alone
+            # handles it, so a Ctrl-C while they import prints no traceback of theirs.
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
+            finally:
+                signal.signal(signal.SIGINT, sigint)
             results = pool.imap_unordered(align_one, tasks, chunksize=4)
         try:
             for status, rel, info, *case in tqdm(results, total=len(todo), unit="img", smoothing=0.05,
@@ -409,4 +406,5 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(), interrupt_hint="the crops aligned so far and their records in landmarks.txt and "
+                                          "failures.txt are kept; rerun the same command to resume")

@@ -30,7 +30,7 @@ Example: LFW View 1 training people, raw photos to a Caffe-ready database (about
       --placeholder-attributes 7 --attribute-names Narrow_Eyes,Big_Nose,Pointy_Nose,Chubby,Double_Chin,High_Cheekbones,Male \
   && tools/check_db.py work/lfw-devtrain-db
 
-An image that cannot be read or has another size than the others is left out, named with the
+An image that cannot be read or has another size than most of them is left out, named with the
 reason in OUT/failures.txt, and the run goes on; the last line says "incomplete" and the exit
 status is 1 then, unless --allow-failures. Everything is built in OUT.partial and moved into
 place at the end; a failed run leaves OUT as it
@@ -60,7 +60,7 @@ from tqdm import tqdm  # noqa: E402
 
 from mtdnn import datasets, db, manifest  # noqa: E402
 from mtdnn.cli import run_tool  # noqa: E402
-from mtdnn.fileio import atomic_write_text, escape_field  # noqa: E402
+from mtdnn.records import escape_field, read_failures, write_failures  # noqa: E402
 from mtdnn.images import ImageError, load_image  # noqa: E402
 from mtdnn.vote import majority_vote  # noqa: E402
 
@@ -150,7 +150,7 @@ def plan(samples, attributes, args, hashes=None):
     train = manifest.shuffled(kept[~val_mask], args.seed)
     val = kept[val_mask]
     val = val[np.lexsort(([samples[i].path for i in val], labels[val]))]  # val: by label, then path
-    return train, val, labels, names, [[samples[kept[i]].path for i in g] for g in groups]
+    return train, val, labels, names, [[escape_field(samples[kept[i]].path) for i in g] for g in groups]
 
 
 def duplicate_groups(hashes) -> list[list[int]]:
@@ -162,9 +162,10 @@ def duplicate_groups(hashes) -> list[list[int]]:
 
 
 def records(samples, indices, labels, root: Path, shape_box: list, failed: dict):
-    """(image, label, path) for the LMDB writer; all images must share one shape (the first
-    one's). An image that cannot be read or has another shape is left out and recorded in
-    ``failed`` (index: reason); the run goes on."""
+    """(image, label, path) for the LMDB writer; all images must share one shape, ``shape_box[0]``
+    (the most common size, :func:`hash_images`; the first image's when none is given). An image
+    that cannot be read or has another shape is left out and recorded in ``failed`` (index:
+    reason); the run goes on."""
     for i in indices:
         s = samples[i]
         try:
@@ -172,12 +173,12 @@ def records(samples, indices, labels, root: Path, shape_box: list, failed: dict)
             if not shape_box:
                 shape_box.append(image.shape)
             elif image.shape != shape_box[0]:
-                raise ImageError(root / s.path, "wrong size", f"{image.shape[1]}x{image.shape[0]}, the others "
-                                                             f"are {shape_box[0][1]}x{shape_box[0][0]}")
+                raise ImageError(root / s.path, "wrong size", f"{image.shape[1]}x{image.shape[0]}, most of the "
+                                                             f"images are {shape_box[0][1]}x{shape_box[0][0]}")
         except ImageError as e:
             failed[int(i)] = str(e)
             continue
-        yield image, int(labels[i]), s.path
+        yield image, int(labels[i]), escape_field(s.path)  # the database names images as record files do
 
 
 def input_keys(args, samples, root: Path, hashes: list[str]) -> dict:
@@ -190,7 +191,7 @@ def input_keys(args, samples, root: Path, hashes: list[str]) -> dict:
     from mtdnn.fileio import content_key
     h = hashlib.sha256()
     for s, digest in zip(samples, hashes):
-        h.update(f"{s.path}\t{s.identity}\t{digest}\n".encode("utf-8"))
+        h.update(f"{escape_field(s.path)}\t{escape_field(s.identity)}\t{digest}\n".encode("utf-8"))
     source = args.attributes or args.celeba_attributes
     if source is not None:
         attributes = f"{'celeba' if args.celeba_attributes else 'matrix'} sha256 {content_key(source)['sha256']}"
@@ -211,27 +212,38 @@ def existing_inputs(out: Path) -> dict | None:
         return None
 
 
-def hash_images(samples, root: Path) -> list[str]:
-    from mtdnn.fileio import sha256_file
-    return [sha256_file(root / s.path) for s in tqdm(samples, unit="img", desc="hash", leave=False)]
+def hash_images(samples, root: Path) -> tuple[list[str], tuple | None]:
+    """sha256 of every image's bytes, and the reference shape (H, W, 3): the size most of the
+    images have, read from their headers (Pillow), so one odd image is what is left out, not
+    everything but it (ties: the size seen first). None when no header could be read."""
+    import hashlib
+    import io
+    from collections import Counter
+
+    from PIL import Image
+    hashes, sizes = [], Counter()
+    for s in tqdm(samples, unit="img", desc="hash", leave=False):
+        data = (root / s.path).read_bytes()
+        hashes.append(hashlib.sha256(data).hexdigest())
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                sizes[im.size] += 1  # (W, H); unreadable headers are left to load_image's verdict
+        except Exception:  # noqa: BLE001 - any header Pillow cannot read: that image fails later, named
+            pass
+    if not sizes:
+        return hashes, None
+    (w, h), _ = sizes.most_common(1)[0]
+    return hashes, (h, w, 3)
 
 
 class UpToDate(Exception):
     """The database exists and was built from the same inputs."""
 
 
-class BusyError(RuntimeError):
-    """Another build_db run holds the output folder: not a fault of the input (exit 1)."""
-
-
 def build(args) -> dict:
-    from mtdnn.fileio import LockHeld, exclusive_lock
-    try:
-        with exclusive_lock(manifest.build_lock(args.out)):
-            return _build(args)
-    except LockHeld:
-        raise BusyError(f"another tools/build_db.py is writing {args.out} (it holds "
-                        f"{manifest.build_lock(args.out)}); wait for it to finish, or stop it") from None
+    from mtdnn.fileio import OutputLock
+    with OutputLock(args.out):  # the lock file is manifest.build_lock(args.out); busy: OutputBusy, exit 1
+        return _build(args)
 
 
 def _build(args) -> dict:
@@ -245,7 +257,7 @@ def _build(args) -> dict:
     if not out.exists() and old.is_dir():  # killed between the two renames of the swap below
         os.replace(old, out)
         print(f"restored {out} from {old} (a build was stopped while replacing it)", file=sys.stderr)
-    hashes = hash_images(samples, root)
+    hashes, reference = hash_images(samples, root)
     inputs = input_keys(args, samples, root, hashes)
     if out.exists():
         before = existing_inputs(out)
@@ -281,7 +293,7 @@ def _build(args) -> dict:
                   "min_images": args.min_images, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "input_images": len(samples), "majority_vote": vote_info, "splits": splits,
                   "duplicates": duplicates, "inputs": inputs}
-    shape_box, summary, failed = [], {}, {}
+    shape_box, summary, failed = [reference] if reference else [], {}, {}
     try:
         for split, idx in (("train", train), ("val", val)):
             if split not in splits:
@@ -295,7 +307,7 @@ def _build(args) -> dict:
             if n == 0:
                 raise datasets.DatasetError(f"no image of the {split} split could be used; first problem: "
                                             f"{next(iter(failed.values()))}")
-            paths = [samples[i].path for i in idx]
+            paths = [escape_field(samples[i].path) for i in idx]
             split_attrs = None
             hdf5 = None
             if attributes is not None:
@@ -308,8 +320,7 @@ def _build(args) -> dict:
                 attr_names if attributes is not None else [], split_attrs, build_info))
             summary[split] = (n, rate)
         # the images left out, one "path<TAB>reason" a line (empty: none); reruns repeat them
-        atomic_write_text(stage / FAILURES, "".join(f"{escape_field(samples[i].path)}\t{escape_field(why)}\n"
-                                                    for i, why in sorted(failed.items())))
+        write_failures(stage / FAILURES, {samples[i].path: why for i, why in failed.items()})
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -331,7 +342,7 @@ FAILURES = "failures.txt"
 
 def failure_count(out: Path) -> int:
     path = out / FAILURES
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line) if path.is_file() else 0
+    return len(read_failures(path))
 
 
 def last_line(out: Path, failed: int, allow: bool) -> tuple[str, int]:
@@ -367,9 +378,9 @@ def main(argv=None) -> int:
     print(f"{result['identities']} identities, {result['dropped']} images dropped (--min-images); "
           f"written to {args.out}", file=sys.stderr)
     if result["failed"]:
-        listed = (args.out / FAILURES).read_text(encoding="utf-8").splitlines()
-        for entry in listed[:10]:
-            print(f"left out: {entry.split(chr(9), 1)[1]}", file=sys.stderr)
+        listed = list(read_failures(args.out / FAILURES).values())
+        for why in listed[:10]:
+            print(f"left out: {escape_field(why)}", file=sys.stderr)
         if len(listed) > 10:
             print(f"left out: ... ({len(listed) - 10} more in {args.out / FAILURES})", file=sys.stderr)
     line, status = last_line(args.out, result["failed"], args.allow_failures)
@@ -379,6 +390,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     run_tool(main, bad=(datasets.DatasetError, ImageError, FileExistsError, ValueError, manifest.ManifestError),
-             stop=(BusyError,),
+             interrupt_hint="the output folder was left as it was (the unfinished build in OUT.partial is "
+                            "removed); rerun the same command to build it",
              machine_hint="a problem of the machine, not of the images: free space on the output's disk or fix "
                           "its permissions, then rerun; the output folder was left as it was")

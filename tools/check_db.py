@@ -24,6 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from tqdm import tqdm  # noqa: E402
 
+from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.manifest import ManifestError, database_problems, verify  # noqa: E402
 
 
@@ -65,4 +66,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(), interrupt_hint="check_db only reads, nothing was changed; rerun it to check again")

@@ -88,7 +88,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs)
-from mtdnn.fileio import atomic_write_text  # noqa: E402
+from mtdnn.fileio import OutputBusy, OutputLock, atomic_write_text  # noqa: E402
+from mtdnn.records import read_names, write_names  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
 
@@ -155,6 +156,7 @@ class Demo:
         self.plan = replace(plan, **changes)
         self.quick = args.quick
         self.work = args.work.resolve()
+        self.lock = OutputLock(self.work)  # a second demo on the same work folder stops at once, naming the first
         self.data = (args.data or data_root()).resolve()
         self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
         p = self.plan
@@ -238,8 +240,8 @@ class Demo:
                 f"people (training candidates), {len(features)} for the evaluations")
 
     def write_attr_list(self) -> str:
-        names = (self.moon / "eval" / "heldout_scores.names.txt").read_text().split()
-        atomic_write_text(self.lists / "celeba_heldout.txt", "".join(n + "\n" for n in names))
+        names = read_names(self.moon / "eval" / "heldout_scores.names.txt")  # the one record format
+        write_names(self.lists / "celeba_heldout.txt", names)
         return f"{len(names)} held-out CelebA images"
 
     # ----------------------------------------------------------------- stages
@@ -436,7 +438,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return Demo(args).main(args.redo, args.quiet_tools)
-    except DemoError as e:
+    except (DemoError, OutputBusy) as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, DemoInputError) else 1
     except KeyboardInterrupt:

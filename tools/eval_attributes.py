@@ -29,7 +29,7 @@ from mtdnn.cli import run_tool
 from mtdnn.evaluation.attributes import (attribute_accuracy, format_table, read_celeba_attributes,
                                          read_labelled_subset)
 from mtdnn.evaluation.features_io import image_key, load_features, lookup, name_index
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 from mtdnn.paths import data_path
 
 
@@ -44,6 +44,7 @@ def main(argv=None):
                     help="names of the prediction columns, comma-separated, or a group (default all)")
     ap.add_argument("--out", required=True, type=Path, help="output folder (OUT/attributes.json)")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "attributes")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     names = parse_attributes(a.attributes)
     scores, pnames, _ = load_features(a.predictions)
@@ -82,4 +83,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

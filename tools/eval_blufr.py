@@ -23,7 +23,7 @@ from mtdnn.evaluation.blufr import evaluate_blufr
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import read_people
 from mtdnn.evaluation.plots import plot_roc
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 from mtdnn.paths import data_path
 
 
@@ -41,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="output folder (blufr.json and plots)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "blufr")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     feats, names, _ = load_features(a.features)
     cfg = a.config or data_path("lfw", "blufr", "blufr_lfw_config.mat")
@@ -66,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

@@ -26,7 +26,7 @@ from mtdnn.evaluation.lfw import lfw_person, read_people
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 
 
 def split_lfw(names, min_images=4, exclude=()):
@@ -58,6 +58,7 @@ def main(argv=None):
                     help="compare feature sets whose meta.json say they were made differently (other weights, "
                          "blob, --mirror or --l2norm): warned about and recorded in the result")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "identification")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     sets = {"LFW set": a.lfw, **{f"distractor set {k + 1}": d for k, d in enumerate(a.distractors)}}
     check_distinct_sets(sets)  # one set twice (or a copy): its images would count twice
@@ -108,4 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

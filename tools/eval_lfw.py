@@ -17,7 +17,7 @@ from mtdnn.cli import run_tool
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import RULES, evaluate_lfw
 from mtdnn.evaluation.plots import plot_roc
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 from mtdnn.paths import data_path
 
 
@@ -36,6 +36,7 @@ def main(argv=None):
     ap.add_argument("--label", default=None, help="curve label in the plot")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "lfw")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     feats, names, _ = load_features(a.features)
     if a.no_view1 and a.no_view2:
@@ -62,4 +63,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

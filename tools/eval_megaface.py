@@ -38,7 +38,7 @@ from mtdnn.evaluation.megaface import (DEFAULT_SIZES, NOISE_CHOICES, evaluate_wi
                                        read_megaface_list, read_noise_list)
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
-from mtdnn.fileio import atomic_write_json
+from mtdnn.fileio import OutputLock, atomic_write_json
 from mtdnn.paths import data_path
 
 PLOT_PREFIX = {"original": "megaface", "cleaned": "megaface_cleaned", "noise_removed": "megaface_removed"}
@@ -93,6 +93,7 @@ def main(argv=None):
                     help="compare probes and distractors whose meta.json say they were made differently (other "
                          "weights, blob, --mirror or --l2norm): warned about and recorded in the result")
     a = ap.parse_args(argv)
+    lock = OutputLock(a.out / "megaface")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
     prog = not a.quiet
     sets = {"probes": a.probes, "distractors": a.distractors}
     check_distinct_sets(sets)
@@ -134,4 +135,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no result file was written (earlier ones are as they were); rerun the same command")

@@ -30,7 +30,7 @@ from mtdnn import inference
 from mtdnn.cli import run_tool
 from mtdnn.evaluation.features_io import feature_paths
 from mtdnn.features import MIRROR_MODES, FeatureError, extract_to_file, list_tree, load_net, read_image_list, source_keys
-from mtdnn.fileio import content_key
+from mtdnn.fileio import OutputLock, content_key
 
 
 def main(argv=None):
@@ -58,6 +58,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     inference.check_arguments(ap, a, a.weights is not None)
     feature_paths(a.out)  # a folder ('DIR/') is refused before the net is loaded
+    lock = OutputLock(a.out)  # noqa: F841 - held while main runs: a second run on OUT stops at once
 
     if a.list:
         paths, labels = read_image_list(a.list)
@@ -98,5 +99,7 @@ def main(argv=None):
 
 if __name__ == "__main__":
     run_tool(main, stop=(FeatureError,),
+             interrupt_hint="the rows of every finished batch are kept (OUT.npy.partial, OUT.progress.json); "
+                            "rerun the same command to continue from there",
              machine_hint="the run stopped. Free space (or fix the output folder) and rerun the same command: "
                           "it continues from the last finished batch.")

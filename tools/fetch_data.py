@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from mtdnn import fetch
+from mtdnn.cli import run_tool
+from mtdnn.fileio import OutputLock
 from mtdnn.paths import data_root
 
 
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
         todo = sum(action != "present" for _, _, action in steps)
         print(f"fetch_data (dry run): {root}: {len(steps) - todo} of {len(steps)} items present")
         return 0
+    lock = OutputLock(root)  # noqa: F841 - held while main runs: a second fetch into the folder stops at once
     try:
         report = fetch.fetch(chosen, root, mirror=a.mirror, progress=not a.quiet)
     except fetch.FetchError as e:
@@ -81,4 +84,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, bad=(), interrupt_hint="every item finished so far is kept (each file is written whole or not at "
+                                          "all); rerun the same command to fetch the rest")

@@ -46,6 +46,7 @@ from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn.evaluation.features_io import feature_paths  # noqa: E402
 from mtdnn import datasets, inference  # noqa: E402
 from mtdnn.cli import run_tool  # noqa: E402
+from mtdnn.fileio import OutputLock  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
 
@@ -89,6 +90,8 @@ def run(args) -> int:
             feature_paths(args.scores)  # a folder ('DIR/') is refused before anything is scored
         except ValueError as e:
             raise al.LabelError(f"--scores: {e}") from None
+    # the output's lock (for a database the one build_db takes): a second run on it stops at once
+    lock = OutputLock(args.scores if args.db is None else args.out or args.db)  # noqa: F841
     net, meta = al.load_classifier(args.model, args.weights, args.gpu, args.engine)
     model_info = {"model": str(args.model.resolve()),
                   "weights": str((args.weights or args.model / al.WEIGHTS_FILE).resolve()),
@@ -134,5 +137,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     run_tool(main, bad=(al.LabelError, datasets.DatasetError, ImageError, FileExistsError),
+             interrupt_hint="no label or score file was left half written (earlier ones are as they were); "
+                            "rerun the same command to label again",
              machine_hint="a problem of the machine, not of the images: free space or fix the output's "
                           "permissions, then rerun; nothing half-written was left")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.report import build_report, collect_runs
-from mtdnn.fileio import atomic_write_text
+from mtdnn.fileio import OutputLock, atomic_write_text
 
 
 def main(argv=None):
@@ -40,6 +40,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if not a.runs.is_dir():
         ap.error(f"{a.runs} is not a folder")
+    lock = OutputLock(a.out or a.runs / "report.md")  # noqa: F841 - held while main runs: a second report stops
     runs, problems = collect_runs(a.runs, a.exclude)
     for p in problems:
         print(f"report.py: unreadable result file: {p}", file=sys.stderr)
@@ -60,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_tool(main, interrupt_hint="no report was written (an earlier one is as it was); rerun the same command")

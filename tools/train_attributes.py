@@ -43,6 +43,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # evaluation in pycaffe: see
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn import inference, moon, moon_train  # noqa: E402
 from mtdnn.cli import run_tool  # noqa: E402
+from mtdnn.fileio import OutputLock  # noqa: E402
 from mtdnn.evaluation.attributes import format_table  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 from mtdnn.moon_train import PRESETS  # noqa: E402
@@ -90,6 +91,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    inference.require_gpu_build(args.gpu)  # a refused request leaves nothing behind, not even the lock file
+    lock = OutputLock(args.out)  # noqa: F841 - held while main runs: a second run on OUT stops at once
     res = moon_train.run(args)
     print(f"held-out evaluation: {res['images']} images of {res['identities']} identities ({res['split']})")
     print(format_table(res))
@@ -110,4 +113,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     run_tool(main, bad=(moon.MoonError, al.LabelError, inference.EngineError, ImageError, FileNotFoundError,
-                        TrainError))
+                        TrainError),
+             interrupt_hint="the aligned crops, the CelebA database and the snapshots written so far are kept; "
+                            "rerun the same command to continue")

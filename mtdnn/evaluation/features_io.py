@@ -2,7 +2,7 @@
 
 Project format (written by ``tools/extract_features.py``): for an output prefix ``P``,
 ``P.npy`` holds float32 N x D features, ``P.names.txt`` the N image names (one per line, the
-image paths of the input list), ``P.labels.npy`` the labels when the list had them and
+image paths of the input list, escaped as every record file: ``mtdnn/records.py``), ``P.labels.npy`` the labels when the list had them and
 ``P.meta.json`` how they were made.
 
 Devkit format: one file per image, ``<name><suffix>.bin``: four int32 (rows = D, cols = 1,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -37,16 +37,8 @@ def feature_paths(prefix) -> dict:
             "labels": Path(prefix + ".labels.npy"), "meta": Path(prefix + ".meta.json")}
 
 
-def read_names(path) -> list[str]:
-    """One name per line (blank lines ignored)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def write_names(path, names: Iterable[str]) -> None:
-    """One name per line, atomically and fsync'ed (a meta file written after it may count on it)."""
-    from mtdnn.fileio import atomic_write_text
-    atomic_write_text(path, "".join(f"{n}\n" for n in names))
+# One name per line, escaped as every record file (mtdnn/records.py), written atomically.
+from mtdnn.records import read_names, write_names  # noqa: E402,F401
 
 
 def load_features(prefix, *, dim: int | None = None, mmap: bool = False):
