@@ -237,12 +237,13 @@ def _why(e) -> str:
     return f"{type(e).__name__}: {text[:160]}"
 
 
-def _check(path: Path, known_hash: str) -> None:
+def _check(path: Path, known_hash: str, delete: bool = True) -> None:
     import pooch
     algo, _, want = known_hash.partition(":")
     got = pooch.file_hash(str(path), alg=algo)
     if got != want:
-        path.unlink()
+        if delete:
+            path.unlink()
         raise SourceError(f"served other bytes ({algo} {got}, official {want})")
 
 
@@ -563,9 +564,10 @@ def user_archive(item: Item, root: Path) -> Path:
     """The archive that the user (or an earlier run) put into DATA/.downloads, checked."""
     path = root / DOWNLOADS / item.archive_name
     try:
-        _check(path, item.known_hash)
+        _check(path, item.known_hash, delete=False)   # the user's file: reported, not deleted
     except SourceError as e:
-        raise FetchError(f"{path}: {e}: it was deleted; download it again") from None
+        raise FetchError(f"{path}: {e}: not the official archive (a broken download?): "
+                         f"download it again") from None
     return path
 
 

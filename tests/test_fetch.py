@@ -237,6 +237,7 @@ def test_an_archive_put_into_downloads_by_hand_is_checked_and_unpacked(tmp_path)
     (tmp_path / ".downloads" / "img_align_celeba.zip").write_bytes(z[:-3] + b"xyz")
     report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
     assert "download it again" in report.rows[0][1] and not report.fetched
+    assert (tmp_path / ".downloads" / "img_align_celeba.zip").read_bytes() == z[:-3] + b"xyz"   # not deleted
     (tmp_path / ".downloads" / "img_align_celeba.zip").write_bytes(z)
     report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
     assert [i.name for i in report.fetched] == ["celeba-images"]
