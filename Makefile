@@ -61,8 +61,11 @@ prototxt: $(VENV)/.requirements
 data: $(VENV)/.requirements
 	$(PY) tools/fetch_data.py
 
+# CelebA is optional for the demo (Google Drive may refuse): without it the demo runs its
+# recognition half alone. Only the first 2,000 CelebA images are unpacked (the demo reads those).
 data-demo: $(VENV)/.requirements
-	$(PY) tools/fetch_data.py --group demo
+	$(PY) tools/fetch_data.py --group demo --celeba-limit 2000 \
+	  --optional celeba-attr celeba-identity celeba-partition celeba-images
 
 # make test fetches what it can and goes on: the tests of what is missing skip, with the reason.
 data-test: $(VENV)/.requirements

@@ -230,3 +230,22 @@ def aligned_images(aligned: Path, wanted: list[str]) -> tuple[list[str], list[st
 
 def person(path: str) -> str:
     return path.split("/")[0]
+
+
+# --------------------------------------------------------------------------- data folder
+
+def lfw_photo_folder(data: Path) -> Path:
+    """The LFW photos the demo aligns: the original release (``lfw/lfw``, which ``make data``
+    fetches from its public copies) when it is there, else the deep-funneled one
+    (``lfw/lfw-deepfunneled``, which has no live public source but may be on disk)."""
+    original = Path(data) / "lfw" / "lfw"
+    return original if original.is_dir() else Path(data) / "lfw" / "lfw-deepfunneled"
+
+
+def celeba_missing(data: Path) -> list[str]:
+    """What of CelebA the demo's attribute half needs and ``data`` lacks (empty: all there)."""
+    celeba = Path(data) / "celeba"
+    out = [n for n in ("list_attr_celeba.txt", "identity_CelebA.txt") if not (celeba / n).is_file()]
+    if not any((celeba / d).is_dir() for d in ("img_align_celeba", "img_align_celeba_89x109")):
+        out.append("img_align_celeba/")
+    return out

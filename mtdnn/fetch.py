@@ -1,26 +1,36 @@
 """Fetch the data the demo and the tests read (``make data``, ``tools/fetch_data.py``).
 
 A registry of :class:`Item` records says, for every piece of the data folder, where it comes
-from (URL and checksum, or a licence form the user fills in), how it is unpacked and which
-paths it provides. :func:`fetch` brings a data folder up to date:
+from (an ordered list of sources, each checked against the same checksum, or instructions
+for a download by hand), how it is unpacked and which paths it provides. :func:`fetch`
+brings a data folder up to date and tries every item, whatever happened to the others:
 
-- an item whose paths are all present (single files: with the right SHA-256) is used as it is;
-  checking a complete folder takes milliseconds (a few stats and the hashes of ~8 MB of
-  small files);
-- a downloadable item is fetched with pooch (checksummed; a broken transfer resumes from the
-  bytes already on disk, through HTTP Range requests, with a progress bar) into
-  ``DATA/.downloads/``, unpacked into a temporary folder beside its destination and renamed
-  into place, so a folder appears whole or not at all;
-- an item behind a licence form is listed with what to download, from where and where to put
+- an item whose paths are all present (single files: with the right SHA-256; derived lists:
+  with the content they would be written with) is used as it is; a local file that differs
+  from the official one is reported as such and left alone (it is the user's: never
+  downloaded over);
+- a downloadable item is fetched from its first source that answers with the right bytes:
+  a refused connection, an HTTP error, an HTML page instead of the file, a broken transfer
+  or bytes with another checksum make the source a failed one and the next is tried.
+  Plain URLs go through pooch (checksummed; a broken transfer resumes from the bytes already
+  on disk, through HTTP Range requests, with a progress bar), Google Drive files through
+  gdown (its confirmation page, its refusals); both land in ``DATA/.downloads/``, are
+  checked, unpacked into a temporary folder beside their destination and renamed into
+  place, so a folder appears whole or not at all;
+- an item with no source left is listed with what to download, from where and where to put
   it (:class:`ManualStep`); an archive the user put into ``DATA/.downloads/`` is checked and
   unpacked like a downloaded one;
 - a derived item (the LFW 112x96 image list) is written from what is already there.
+
+The sources of every item can be replaced for a run (a JSON file ``{"item": ["url", ...]}``,
+``--sources`` or ``$MTDNN_FETCH_SOURCES``): the checksums stay the registry's.
 
 Layout and sources: docs/data.md.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tarfile
@@ -33,12 +43,20 @@ from typing import Callable
 from .fileio import atomic_write_text, sha256_file
 
 UMASS = "http://vis-www.cs.umass.edu/lfw/"
+FIGSHARE = "https://ndownloader.figshare.com/files/"
 MTCNN_RAW = "https://raw.githubusercontent.com/kpzhang93/MTCNN_face_detection_alignment/master/"
+DRIVE = "https://drive.google.com/uc?id="
 DOWNLOADS = ".downloads"
+SOURCES_ENV = "MTDNN_FETCH_SOURCES"
 
 
 class FetchError(RuntimeError):
-    """A download or unpack failed (network, checksum, archive): the run stops, exit status 1."""
+    """An item could not be had (every source failed, or its archive is broken): the item is
+    reported as failed and the run goes on with the next one."""
+
+
+class SourceError(RuntimeError):
+    """One source of an item failed (it answered with something other than the file)."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +65,15 @@ class Item:
 
     ``provides`` maps each path it creates (relative to the data folder) to its SHA-256, or to
     None for a folder (checked by ``min_entries`` entries) or a file whose bytes are not pinned.
-    ``url``/``known_hash``: a download (``"md5:..."`` or ``"sha256:..."``, as pooch spells them);
-    ``unpack`` is ``"tgz"``, ``"zip"`` or None (a plain file copied to the one path it provides);
-    ``member``: the archive's top folder that becomes ``provides``' one folder. ``manual``:
-    the instructions when the source needs a licence form (then ``url`` is where the form is).
-    ``derive``: a function(data_root) that writes the item from other items. ``alternative``:
-    another folder that serves the tools as well (CelebA's half-size development subset)."""
+    ``sources``: the download URLs, tried in order (Google Drive ones through gdown), each
+    checked against ``known_hash`` (``"md5:..."`` or ``"sha256:..."``, as pooch spells them);
+    ``url``: the item's home page; ``unpack`` is ``"tgz"``, ``"zip"`` or None (a plain file
+    copied to the one path it provides); ``member``: the archive's top folder that becomes
+    ``provides``' one folder. ``manual``: what to do by hand when no source works (or there is
+    none). ``derive``: a function(data_root) that writes the item from other items, with
+    ``derive_check``: a function(data_root, path) naming what is wrong with a written one.
+    ``alternative``: another folder that serves the tools as well (CelebA's half-size
+    development subset, LFW's deep-funneled release)."""
     name: str
     what: str
     provides: dict
@@ -69,11 +90,13 @@ class Item:
     groups: tuple = ("test", "demo")
     filename: str | None = None
     alternative: str | None = None
+    sources: tuple = ()
+    derive_check: Callable | None = None
 
     @property
     def archive_name(self) -> str:
         """The file name of the download (or of the archive the user puts into .downloads)."""
-        return self.filename or self.url.rsplit("/", 1)[-1]
+        return self.filename or next(iter(self.provides)).rsplit("/", 1)[-1]
 
 
 @dataclass
@@ -90,6 +113,12 @@ class Report:
     fetched: list = field(default_factory=list)
     derived: list = field(default_factory=list)
     manual: list = field(default_factory=list)   # ManualStep
+    failed: list = field(default_factory=list)   # (Item, why)
+    rows: list = field(default_factory=list)     # (item name, state, size) in registry order
+
+    @property
+    def complete(self) -> bool:
+        return not self.manual and not self.failed
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -114,9 +143,21 @@ def missing_paths(item: Item, root: Path) -> list:
         elif path.is_dir():
             if not _enough_entries(path, item.min_entries):
                 out.append(f"{rel} (fewer than {item.min_entries} entries)")
+        elif path.stat().st_size == 0:
+            out.append(f"{rel} (empty)")
+        elif item.derive_check is not None:
+            why = item.derive_check(root, path)
+            if why:
+                out.append(f"{rel} ({why})")
         elif digest is not None and sha256_file(path) != digest:
-            out.append(f"{rel} (SHA-256 differs from the official file's: delete it and rerun)")
+            out.append(f"{rel} (differs from the official file: SHA-256 {sha256_file(path)[:16]}..., "
+                       f"official {digest[:16]}...)")
     return out
+
+
+def local_differs(missing: list) -> list:
+    """Of ``missing_paths``' answers, the files that are there but are not the official ones."""
+    return [m for m in missing if "(differs from the official file" in m]
 
 
 # ---------------------------------------------------------------------------------- download
@@ -124,7 +165,9 @@ def missing_paths(item: Item, root: Path) -> list:
 class ResumingDownloader:
     """A pooch downloader that resumes: the bytes go to ``<final name>.part`` in the downloads
     folder, a rerun asks the server for the rest (``Range: bytes=N-``) and appends. Only a
-    complete transfer is handed to pooch, which checks the checksum before it keeps the file."""
+    complete transfer is handed to pooch, which checks the checksum before it keeps the file.
+    A server that answers with an HTML page (an error or sign-in page with status 200) instead
+    of the file fails at once, before anything is written."""
 
     def __init__(self, part: Path, progress: bool = True, timeout: float = 60.0):
         self.part, self.progress, self.timeout = part, progress, timeout
@@ -141,6 +184,9 @@ class ResumingDownloader:
                 r.close()
             else:
                 r.raise_for_status()
+                kind = r.headers.get("Content-Type", "")
+                if kind.startswith("text/html") and not self.part.name[:-5].endswith((".html", ".htm")):
+                    raise SourceError(f"answered with an HTML page ({kind}), not the file")
                 if have and r.status_code != 206:   # the server ignores Range: start over
                     have = 0
                 total = int(r.headers.get("Content-Length", 0)) + have or None
@@ -153,24 +199,112 @@ class ResumingDownloader:
         shutil.move(str(self.part), str(output_file))
 
 
-def download(item: Item, root: Path, mirror: str | None = None, progress: bool = True) -> Path:
-    """The checksummed archive or file of ``item`` in ``root/.downloads`` (fetched if needed)."""
+def is_drive(url: str) -> bool:
+    """A Google Drive download link (fetched with gdown, which knows Drive's pages)."""
+    from urllib.parse import urlsplit
+    return urlsplit(url).hostname in ("drive.google.com", "docs.google.com")
+
+
+def drive_download(url: str, dest: Path, progress: bool = True) -> None:
+    """One file from Google Drive into ``dest`` with gdown: it follows Drive's confirmation page
+    for large files and resumes a broken transfer (its own ``.part`` beside ``dest``). A
+    refusal (quota exceeded, no access, a page gdown cannot read) raises :class:`SourceError`."""
+    import gdown
+    from gdown.exceptions import FileURLRetrievalError
+
+    dest.unlink(missing_ok=True)
+    try:
+        out = gdown.download(url, str(dest), quiet=not progress, resume=True, use_cookies=False)
+    except FileURLRetrievalError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise SourceError(f"Google Drive refused the file: {' '.join(lines[1:3]) or lines[0]}") from None
+    if out is None or not dest.is_file():
+        raise SourceError(f"gdown left no file (several partial files beside {dest}?)")
+
+
+def _why(e) -> str:
+    """A short reason for a failed request (the full urllib3 chain is a screen long)."""
+    import requests
+    text = str(e)
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return f"HTTP {e.response.status_code} {e.response.reason}"
+    for needle, short in (("Failed to resolve", "host not found (no network?)"),
+                          ("Name or service not known", "host not found (no network?)"),
+                          ("Connection refused", "connection refused"), ("timed out", "timed out"),
+                          ("IncompleteRead", "transfer broke off"), ("Connection broken", "transfer broke off")):
+        if needle in text:
+            return short
+    return f"{type(e).__name__}: {text[:160]}"
+
+
+def _check(path: Path, known_hash: str, delete: bool = True) -> None:
+    import pooch
+    algo, _, want = known_hash.partition(":")
+    got = pooch.file_hash(str(path), alg=algo)
+    if got != want:
+        if delete:
+            path.unlink()
+        raise SourceError(f"served other bytes ({algo} {got}, official {want})")
+
+
+def _from(url: str, item: Item, cache: Path, progress: bool) -> Path:
+    """``item``'s file from one source into ``cache``, checked; raises SourceError."""
     import pooch
     import requests
 
-    pooch.get_logger().setLevel("WARNING")   # our own lines say what is fetched
-    cache = root / DOWNLOADS
-    cache.mkdir(parents=True, exist_ok=True)
-    url = f"{mirror.rstrip('/')}/{item.archive_name}" if mirror else item.url
+    dest = cache / item.archive_name
+    if is_drive(url):
+        try:
+            drive_download(url, dest, progress)
+        except requests.RequestException as e:
+            raise SourceError(_why(e)) from None
+        _check(dest, item.known_hash)
+        return dest
     part = cache / f"{item.archive_name}.part"
     try:
         return Path(pooch.retrieve(url, item.known_hash, fname=item.archive_name, path=cache,
                                    downloader=ResumingDownloader(part, progress), progressbar=False))
     except ValueError as e:   # pooch: the checksum does not match (the file was deleted)
-        raise FetchError(f"{item.name}: {url}: {e}") from None
-    except (requests.RequestException, OSError) as e:
+        raise SourceError("served other bytes (checksum differs from the official one)") from None
+    except requests.RequestException as e:
         kept = f"; {part.stat().st_size} bytes kept in {part}, a rerun resumes" if part.exists() else ""
-        raise FetchError(f"{item.name}: downloading {url} failed: {e}{kept}") from None
+        raise SourceError(f"{_why(e)}{kept}") from None
+
+
+def read_sources(path) -> dict:
+    """``{item name: [url, ...]}`` from a JSON file (``--sources``, ``$MTDNN_FETCH_SOURCES``)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(u, str) for u in v)
+                                             for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object mapping item names to lists of URLs")
+    return data
+
+
+def sources_of(item: Item, mirror: str | None = None, overrides: dict | None = None) -> list:
+    """The URLs to try for ``item``, in order: ``--mirror`` first when given, then the
+    override file's list for it (which replaces the registry's) or the registry's."""
+    listed = list((overrides or {}).get(item.name, item.sources))
+    return ([f"{mirror.rstrip('/')}/{item.archive_name}"] if mirror else []) + listed
+
+
+def download(item: Item, root: Path, mirror: str | None = None, progress: bool = True,
+             overrides: dict | None = None, log=print) -> Path:
+    """The checksummed archive or file of ``item`` in ``root/.downloads``, from its first source
+    that gives the right bytes; FetchError naming every source and why it failed."""
+    import pooch
+
+    pooch.get_logger().setLevel("WARNING")   # our own lines say what is fetched
+    cache = root / DOWNLOADS
+    cache.mkdir(parents=True, exist_ok=True)
+    failures = []
+    urls = sources_of(item, mirror, overrides)
+    for url in urls:
+        try:
+            return _from(url, item, cache, progress)
+        except SourceError as e:
+            failures.append(f"{url}: {e}")
+            log(f"{item.name}: {url} failed ({e})" + ("; trying the next source" if url != urls[-1] else ""))
+    raise FetchError("; ".join(failures) or "no download source")
 
 
 def _safe_members(names, dest: Path):
@@ -181,8 +315,10 @@ def _safe_members(names, dest: Path):
             raise FetchError(f"archive member {name!r} would be written outside {dest}")
 
 
-def unpack(item: Item, archive: Path, root: Path) -> None:
-    """Unpack ``archive`` (or copy a plain file) into the one path ``item`` provides, atomically."""
+def unpack(item: Item, archive: Path, root: Path, limit: int | None = None) -> None:
+    """Unpack ``archive`` (or copy a plain file) into the one path ``item`` provides, atomically.
+    ``limit``: only the first N files of the archive's folder, in name order (the demo needs a
+    few thousand CelebA images of 202,599)."""
     (rel,) = item.provides
     dest = root / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -199,8 +335,11 @@ def unpack(item: Item, archive: Path, root: Path) -> None:
                 tf.extractall(tmp, filter="data")
         elif item.unpack == "zip":
             with zipfile.ZipFile(archive) as zf:
-                _safe_members(zf.namelist(), tmp)
-                zf.extractall(tmp)
+                names = zf.namelist()
+                _safe_members(names, tmp)
+                if limit is not None:
+                    names = sorted(n for n in names if not n.endswith("/"))[:limit]
+                zf.extractall(tmp, members=names)
         else:
             raise ValueError(f"unknown unpack kind {item.unpack!r}")
         top = tmp / (item.member or dest.name)
@@ -217,53 +356,112 @@ def unpack(item: Item, archive: Path, root: Path) -> None:
 
 # ---------------------------------------------------------------------------------- derived
 
+def _lfw_people(folder: Path) -> list:
+    """The person folders of ``folder`` in the list's order (names compared upper-cased)."""
+    with os.scandir(folder) as it:
+        return sorted((e.name for e in it if e.is_dir()), key=str.upper)
+
+
 def write_lfw_list(root: Path) -> None:
     """``lfw/lfw-112x96_list.txt``: ``NAME/NAME_%04d.jpg label`` for every image of
     ``lfw/lfw-112x96``, label = the person's index. The order and CRLF line ends are those of
     the third-party list the project was developed with (names compared upper-cased, as
     Windows does), so the file comes out byte for byte the same."""
     folder = root / "lfw" / "lfw-112x96"
-    people = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=str.upper)
+    people = _lfw_people(folder)
     lines = [f"{name}/{img} {label}\r\n" for label, name in enumerate(people)
              for img in sorted((f.name for f in (folder / name).iterdir() if f.suffix == ".jpg"), key=str.upper)]
     atomic_write_text(root / "lfw" / "lfw-112x96_list.txt", "".join(lines))
 
 
+def check_lfw_list(root: Path, path: Path) -> str | None:
+    """What is wrong with a written ``lfw-112x96_list.txt``: it must name, with their labels,
+    exactly the person folders of ``lfw/lfw-112x96`` (one directory listing, no image reads:
+    an emptied, cut or stale list is caught, a complete folder is still checked in ms)."""
+    folder = root / "lfw" / "lfw-112x96"
+    if not folder.is_dir():
+        return None
+    want = {name: label for label, name in enumerate(_lfw_people(folder))}
+    got = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        img, _, label = line.rpartition(" ")
+        got[img.split("/", 1)[0]] = label
+    if got != {k: str(v) for k, v in want.items()}:
+        return f"names {len(got)} people, {folder.name}/ holds {len(want)}: rewritten"
+    return None
+
+
 # ---------------------------------------------------------------------------------- registry
 
-def _umass(name: str, md5: str, sha: str, size: int) -> Item:
+LFW_LICENCE = "LFW: research use (no licence given by its authors)"
+# A public copy of the two View 1 people lists (the official host is down; scikit-learn's
+# figshare copies hold the pair lists only), pinned to a commit and checked by the official md5.
+PEOPLE_COPY = ("https://raw.githubusercontent.com/peluz/cv-foundations-6/"
+               "e4cc47d988a4d08d3106fb56747f22695b3c3cef/data/")
+# scikit-learn's figshare copies (sklearn/datasets/_lfw.py: ARCHIVE, TARGETS), SHA-256 as it lists them
+FIGSHARE_IDS = {"lfw.tgz": "5976018", "pairsDevTrain.txt": "5976012", "pairsDevTest.txt": "5976009",
+                "pairs.txt": "5976006"}
+
+
+def _lfw_list(name: str, md5: str, sha: str, size: int) -> Item:
+    """An LFW protocol file: scikit-learn's figshare copy (pair lists) or the pinned public copy
+    (people lists) first, the original host last; checked by the official md5 (the SHA-256
+    scikit-learn lists is that of the same bytes)."""
+    first = [FIGSHARE + FIGSHARE_IDS[name]] if name in FIGSHARE_IDS else [PEOPLE_COPY + name]
     return Item(f"lfw-{name.split('.')[0]}", f"LFW protocol file {name}", {f"lfw/{name}": sha},
-                source=UMASS, licence="LFW: research use (no licence given by its authors)",
-                url=UMASS + name, known_hash=f"md5:{md5}", size=size)
+                source=UMASS, licence=LFW_LICENCE, url=UMASS, known_hash=f"md5:{md5}", size=size,
+                sources=(*first, UMASS + name))
 
 
 def _mtcnn(name: str, sha: str, size: int) -> Item:
     sub = "" if name == "LICENSE" else "code/codes/MTCNNv2/model/"
     return Item(f"mtcnn-{name}", f"MTCNN model file {name}", {f"mtcnn/{name}": sha},
                 source="https://github.com/kpzhang93/MTCNN_face_detection_alignment",
-                licence="MIT (Kaipeng Zhang, 2016)", url=MTCNN_RAW + sub + name,
-                known_hash=f"sha256:{sha}", size=size)
+                licence="MIT (Kaipeng Zhang, 2016)", url="https://github.com/kpzhang93/MTCNN_face_detection_alignment",
+                known_hash=f"sha256:{sha}", size=size, sources=(MTCNN_RAW + sub + name,))
 
 
-CELEBA_FORM = ("CelebA is distributed from Google Drive / Baidu after agreeing to its terms "
-               "(http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images' and 'Anno', 'Eval')")
+CELEBA_PAGE = "http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+CELEBA_LICENCE = "CelebA: non-commercial research and educational use only (its agreement)"
+CELEBA_ELSEWHERE = (f"Google Drive refused or is out of reach: the official alternatives are listed on {CELEBA_PAGE} "
+                    "(the 'Google Drive' and 'Baidu Drive' links, after agreeing to its terms)")
+
+
+def _celeba_list(item: str, name: str, folder: str, drive_id: str, md5: str) -> Item:
+    """One official CelebA list from its Google Drive file (ID and md5 as torchvision's
+    CelebA loader lists them). Not pinned by SHA-256 once there: the development copy's lists
+    are cut to its 10,000 images."""
+    return Item(item, f"CelebA {folder}/{name} (official file)",
+                {f"celeba/{name}": None}, source=CELEBA_PAGE, licence=CELEBA_LICENCE, url=CELEBA_PAGE,
+                known_hash=f"md5:{md5}", sources=(DRIVE + drive_id,),
+                manual=f"{CELEBA_ELSEWHERE}. Download {folder}/{name} (md5 {md5}) into DATA/celeba/.")
+
 
 REGISTRY: tuple = (
+    Item("lfw", "LFW, the original release (lfw.tgz): 13,233 250x250 JPEG photos of 5,749 people",
+         {"lfw/lfw": None}, source=UMASS, licence=LFW_LICENCE, url=UMASS,
+         known_hash="sha256:055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0",
+         unpack="tgz", member="lfw", min_entries=5749, filename="lfw.tgz",
+         alternative="lfw/lfw-deepfunneled", groups=("demo",),
+         sources=(FIGSHARE + FIGSHARE_IDS["lfw.tgz"], UMASS + "lfw.tgz")),
     Item("lfw-deepfunneled", "LFW, deep-funneled release: 13,233 250x250 JPEG photos of 5,749 people",
-         {"lfw/lfw-deepfunneled": None}, source=UMASS,
-         licence="LFW: research use (no licence given by its authors)",
-         url=UMASS + "lfw-deepfunneled.tgz", known_hash="md5:68331da3eb755a505a502b5aacb3c201",
-         size=111_000_000, unpack="tgz", member="lfw-deepfunneled", min_entries=5749),
-    _umass("pairs.txt", "9f1ba174e4e1c508ff7cdf10ac338a7d",
-           "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592", 155_335),
-    _umass("pairsDevTrain.txt", "4f27cbf15b2da4a85c1907eb4181ad21",
-           "1d454dada7dfeca0e7eab6f65dc4e97a6312d44cf142207be28d688be92aabfa", 56_579),
-    _umass("pairsDevTest.txt", "5132f7440eb68cf58910c8a45a2ac10b",
-           "7cb06600ea8b2814ac26e946201cdb304296262aad67d046a16a7ec85d0ff87c", 26_002),
-    _umass("peopleDevTrain.txt", "54eaac34beb6d042ed3a7d883e247a21",
-           "2e58df13ba4cc143189336e001cc2c195f1dfa5b29a6475c02857be353c2a2fa", 66_403),
-    _umass("peopleDevTest.txt", "e4bf5be0a43b5dcd9dc5ccfcb8fb19c5",
-           "c3ed1f90499473401542101a56c14c1d82396bb8218c67a356d7460601047555", 28_334),
+         {"lfw/lfw-deepfunneled": None}, source=UMASS, licence=LFW_LICENCE, url=UMASS,
+         known_hash="md5:68331da3eb755a505a502b5aacb3c201",
+         size=111_000_000, unpack="tgz", member="lfw-deepfunneled", min_entries=5749,
+         filename="lfw-deepfunneled.tgz", groups=("test",), sources=(UMASS + "lfw-deepfunneled.tgz",),
+         manual=("No live public copy with a checksum is known (its only host, vis-www.cs.umass.edu, has been "
+                 "down since early 2025). If you have lfw-deepfunneled.tgz (md5 68331da3eb755a505a502b5aacb3c201), "
+                 "put it into DATA/.downloads/ and rerun; the tests that read it skip without it.")),
+    _lfw_list("pairs.txt", "9f1ba174e4e1c508ff7cdf10ac338a7d",
+              "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592", 155_335),
+    _lfw_list("pairsDevTrain.txt", "4f27cbf15b2da4a85c1907eb4181ad21",
+              "1d454dada7dfeca0e7eab6f65dc4e97a6312d44cf142207be28d688be92aabfa", 56_579),
+    _lfw_list("pairsDevTest.txt", "5132f7440eb68cf58910c8a45a2ac10b",
+              "7cb06600ea8b2814ac26e946201cdb304296262aad67d046a16a7ec85d0ff87c", 26_002),
+    _lfw_list("peopleDevTrain.txt", "54eaac34beb6d042ed3a7d883e247a21",
+              "2e58df13ba4cc143189336e001cc2c195f1dfa5b29a6475c02857be353c2a2fa", 66_403),
+    _lfw_list("peopleDevTest.txt", "e4bf5be0a43b5dcd9dc5ccfcb8fb19c5",
+              "c3ed1f90499473401542101a56c14c1d82396bb8218c67a356d7460601047555", 28_334),
     _mtcnn("det1.prototxt", "adc1756d8515d3ca3a6a186c0fadab66fcae04bd8d3c6388e2fe8797a626dde4", 2_353),
     _mtcnn("det1.caffemodel", "d6085e7f48ba7e6b6f1b58964595f6bce5b97bcc4866751f7b4bdc98f920c096", 28_163),
     _mtcnn("det2.prototxt", "077686e89e606354f425366afdb2018777d93c6450b50e2c12301f8a97f6bb47", 3_159),
@@ -273,26 +471,18 @@ REGISTRY: tuple = (
     _mtcnn("det4.prototxt", "a742853593551a25be2a23f4e2d20a7af976ce1dbb581de6d730776ae553b625", 13_509),
     _mtcnn("det4.caffemodel", "23dfa3f889a8dd5d1ffe7429229270892bcb19221ede13aaac8896ea060bfb76", 3_798_152),
     _mtcnn("LICENSE", "3a130527a18c2f5b07d58d7bf1e7bf8af2d5038a3e67e3bacdcff3fd057a5714", 1_070),
-    Item("celeba-lists", "CelebA attribute, identity and split lists (official files)",
-         {"celeba/list_attr_celeba.txt": None, "celeba/identity_CelebA.txt": None,
-          "celeba/list_eval_partition.txt": None},
-         source="http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
-         licence="CelebA: non-commercial research and educational use only (its agreement)",
-         url="http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
-         manual=(f"{CELEBA_FORM}. Download Anno/list_attr_celeba.txt (md5 75e246fa4810816ffd6ee81facbd244c), "
-                 "Anno/identity_CelebA.txt (md5 32bd1bd63d3c78cd57e08160ec5ed1e2) and "
-                 "Eval/list_eval_partition.txt (md5 d32c9cbf5e040fd4025c592c306e6668) into DATA/celeba/.")),
+    _celeba_list("celeba-attr", "list_attr_celeba.txt", "Anno", "0B7EVK8r0v71pblRyaVFSWGxPY0U", "75e246fa4810816ffd6ee81facbd244c"),
+    _celeba_list("celeba-identity", "identity_CelebA.txt", "Anno", "1_ee_0u7vcNLOfNLegJRHmolfH5ICW-XS", "32bd1bd63d3c78cd57e08160ec5ed1e2"),
+    _celeba_list("celeba-partition", "list_eval_partition.txt", "Eval", "0B7EVK8r0v71pY0NSMzRuSXJEVkk", "d32c9cbf5e040fd4025c592c306e6668"),
     Item("celeba-images", "CelebA aligned-and-cropped images (202,599 178x218 JPEG)",
-         {"celeba/img_align_celeba": None}, min_entries=1000,
-         source="http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
-         licence="CelebA: non-commercial research and educational use only (its agreement)",
-         url="http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
-         known_hash="md5:00d2c5bc6d35e252742224ab0c1e8fcb", size=1_443_490_838, unpack="zip",
+         {"celeba/img_align_celeba": None}, min_entries=1000, source=CELEBA_PAGE, licence=CELEBA_LICENCE,
+         url=CELEBA_PAGE, known_hash="md5:00d2c5bc6d35e252742224ab0c1e8fcb", size=1_443_490_838, unpack="zip",
          member="img_align_celeba", filename="img_align_celeba.zip",
-         alternative="celeba/img_align_celeba_89x109",
-         manual=(f"{CELEBA_FORM}. Download Img/img_align_celeba.zip (1.4 GB, md5 "
+         alternative="celeba/img_align_celeba_89x109", sources=(DRIVE + "0B7EVK8r0v71pZjFTYXZWM3FlRnM",),
+         manual=(f"{CELEBA_ELSEWHERE}. Download Img/img_align_celeba.zip (1.4 GB, md5 "
                  "00d2c5bc6d35e252742224ab0c1e8fcb) into DATA/.downloads/ and rerun: it is "
-                 "checked and unpacked into DATA/celeba/img_align_celeba/.")),
+                 "checked and unpacked into DATA/celeba/img_align_celeba/. Without CelebA, the demo "
+                 "runs its recognition half alone.")),
     Item("lfw-112x96", "LFW aligned to 112x96 by the original MTCNN and the SphereFace template "
          "(a third-party reference alignment the tests compare the project's own against)",
          {"lfw/lfw-112x96": None}, min_entries=5749,
@@ -307,7 +497,7 @@ REGISTRY: tuple = (
                  "(then the tests that compare the two alignments compare ours with itself).")),
     Item("lfw-112x96-list", "the image list of lfw/lfw-112x96 (written from the folder)",
          {"lfw/lfw-112x96_list.txt": None}, source="written by make data from lfw/lfw-112x96",
-         licence="-", derive=write_lfw_list, groups=("test",)),
+         licence="-", derive=write_lfw_list, derive_check=check_lfw_list, groups=("test",)),
     Item("blufr", "BLUFR protocol configuration for LFW (Liao et al. 2014)",
          {"lfw/blufr/blufr_lfw_config.mat": "8f99875f50ee8a7b88659a15527f50ae9b8850a84df52b0b13ce32177895d51c"},
          source="http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/",
@@ -360,19 +550,22 @@ def manual_step(item: Item, root: Path, missing: list) -> ManualStep:
 
 
 def plan(chosen, root: Path) -> list:
-    """(item, missing paths, action) for each item: action is present, download, unpack (an
-    archive the user put into .downloads), derive or manual."""
+    """(item, missing paths, action) for each item: action is present, differs (a local file
+    that is not the official one: left alone, reported), download, unpack (an archive the
+    user put into .downloads), derive or manual."""
     out = []
     for item in chosen:
         missing = missing_paths(item, root)
         if not missing:
             action = "present"
+        elif local_differs(missing):
+            action = "differs"
         elif item.derive is not None:
             action = "derive"
-        elif item.manual is None:
-            action = "download"
         elif item.unpack and (root / DOWNLOADS / item.archive_name).exists():
             action = "unpack"
+        elif item.sources:
+            action = "download"
         else:
             action = "manual"
         out.append((item, missing, action))
@@ -380,50 +573,103 @@ def plan(chosen, root: Path) -> list:
 
 
 def user_archive(item: Item, root: Path) -> Path:
-    """The archive of a licence-form item that the user put into DATA/.downloads, checked."""
-    import pooch
-
+    """The archive that the user (or an earlier run) put into DATA/.downloads, checked."""
     path = root / DOWNLOADS / item.archive_name
-    algo, _, want = item.known_hash.partition(":")
-    if pooch.file_hash(str(path), alg=algo) != want:
-        raise FetchError(f"{path}: {algo} differs from the official {want}: download it again")
+    try:
+        _check(path, item.known_hash, delete=False)   # the user's file: reported, not deleted
+    except SourceError as e:
+        raise FetchError(f"{path}: {e}: not the official archive (a broken download?): "
+                         f"download it again") from None
     return path
 
 
+def human_size(n: int | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
+
+
 def fetch(chosen, root: Path, mirror: str | None = None, progress: bool = True,
-          log=print) -> Report:
-    """Bring ``root`` up to date for ``chosen`` items (see the module docstring)."""
+          log=print, overrides: dict | None = None, limits: dict | None = None) -> Report:
+    """Bring ``root`` up to date for ``chosen`` items (see the module docstring). Every item is
+    tried; what failed is in ``report.failed`` (why) or ``report.manual`` (what to do), and
+    ``report.rows`` is the final table. ``limits``: item name -> unpack only the first N
+    files of its archive (the archive is then kept for a later full unpack). A machine
+    fault (disk full, I/O error) is not an item's failure: it propagates."""
     root = Path(root)
     report = Report()
+    state = {}
     pending_derive = []
-    for item, missing, action in plan(chosen, root):
-        if action == "present":
-            report.present.append(item)
-        elif action == "download":
-            t0 = time.time()
-            archive = download(item, root, mirror, progress)
-            unpack(item, archive, root)
-            with contextlib.suppress(FileNotFoundError):
-                archive.unlink()          # unpacked: the archive is not kept
-            still = missing_paths(item, root)
-            if still:
-                raise FetchError(f"{item.name}: after download still {', '.join(still)}")
-            log(f"fetched {item.name} ({time.time() - t0:.1f} s)")
-            report.fetched.append(item)
-        elif action == "unpack":
-            unpack(item, user_archive(item, root), root)
-            log(f"unpacked {item.name}")
-            report.fetched.append(item)
-        elif action == "derive":
-            pending_derive.append((item, missing))
-        else:
-            report.manual.append(manual_step(item, root, missing))
+    steps = plan(chosen, root)
+    todo = [i for i, _, a in steps if a == "download"]
+    if todo:
+        total = sum(i.size or 0 for i in todo)
+        unknown = [i.name for i in todo if not i.size]
+        log(f"to download: {len(todo)} item(s), {human_size(total)}" + (f" + {', '.join(unknown)} (size unknown)" if unknown else "")
+            + f": {', '.join(i.name for i in todo)}")
+    for item, missing, action in steps:
+        limit = (limits or {}).get(item.name)
+        try:
+            if action == "present":
+                report.present.append(item)
+                state[item.name] = "ready"
+            elif action == "differs":
+                why = (f"the local file is not the official one: {'; '.join(local_differs(missing))}; "
+                       f"it was left as it is: move it away and rerun to fetch the official file")
+                report.failed.append((item, why))
+                state[item.name] = f"failed: {why}"
+            elif action in ("download", "unpack"):
+                t0 = time.time()
+                archive = download(item, root, mirror, progress, overrides, log) if action == "download" \
+                    else user_archive(item, root)
+                unpack(item, archive, root, limit)
+                if limit is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        archive.unlink()          # unpacked: the archive is not kept
+                still = missing_paths(item, root)
+                if still:
+                    raise FetchError(f"after unpacking still {', '.join(still)}")
+                part = f" (first {limit} files; the archive is kept in {DOWNLOADS}/)" if limit is not None else ""
+                log(f"{'fetched' if action == 'download' else 'unpacked'} {item.name}{part} ({time.time() - t0:.1f} s)")
+                report.fetched.append(item)
+                state[item.name] = "fetched" + part
+            elif action == "derive":
+                pending_derive.append((item, missing))
+            else:
+                step = manual_step(item, root, missing)
+                report.manual.append(step)
+                state[item.name] = "by hand: " + step.message.split("\n  ", 1)[-1]
+        except FetchError as e:
+            if item.manual:
+                step = manual_step(item, root, missing)
+                step.message = f"{item.name}: every source failed ({e})\n  {step.message.split(chr(10) + '  ', 1)[-1]}"
+                report.manual.append(step)
+                state[item.name] = f"failed: {e}; by hand: {step.message.split(chr(10) + '  ', 1)[-1]}"
+            else:
+                report.failed.append((item, str(e)))
+                state[item.name] = f"failed: {e}"
     for item, missing in pending_derive:   # after the items they read
         sources_missing = any(m.item.name == "lfw-112x96" for m in report.manual)
         if sources_missing:
             report.manual.append(ManualStep(item, missing, f"{item.name}: written once lfw-112x96 is there"))
+            state[item.name] = "by hand: written once lfw-112x96 is there"
             continue
         item.derive(root)
-        log(f"wrote {item.name}")
+        log(f"wrote {item.name} ({', '.join(missing)})")
         report.derived.append(item)
+        state[item.name] = f"written ({', '.join(missing)})"
+    report.rows = [(i.name, state[i.name], human_size(i.size)) for i, _, _ in steps]
     return report
+
+
+def table(report: Report, width: int = 100) -> str:
+    """The final table of a run: item, state (ready / fetched / written / failed: why / by hand:
+    how and where), size. Long states are wrapped under their row."""
+    import textwrap
+    name_w = max([len("item")] + [len(r[0]) for r in report.rows])
+    lines = [f"{'item':{name_w}s}  {'size':>8s}  state", f"{'-' * name_w}  {'-' * 8}  {'-' * 40}"]
+    for name, state, size in report.rows:
+        wrapped = textwrap.wrap(state, max(30, width - name_w - 12), break_on_hyphens=False) or [""]
+        lines.append(f"{name:{name_w}s}  {size:>8s}  {wrapped[0]}")
+        lines += [f"{'':{name_w}s}  {'':8s}  {w}" for w in wrapped[1:]]
+    return "\n".join(lines)

@@ -136,6 +136,9 @@ def test_every_caffe_stage_runs_with_a_fixed_number_of_blas_threads(tmp_path):
     core count unless told: the demo's training and feature extraction pin it, so a machine with
     more cores trains the same net."""
     import runpy
+    (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)   # CelebA there: the stages that read it too
+    for name in ("list_attr_celeba.txt", "identity_CelebA.txt"):
+        (tmp_path / "celeba" / name).write_text("0\n")
     mod = runpy.run_path(str(DEMO))
     d = mod["Demo"](mod["parse_args"](["--work", str(tmp_path), "--data", str(tmp_path)]))
     stages = {s.name: s for s in d.stages()}
@@ -146,3 +149,31 @@ def test_every_caffe_stage_runs_with_a_fixed_number_of_blas_threads(tmp_path):
         assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "1", name
     d3 = mod["Demo"](mod["parse_args"](["--work", str(tmp_path), "--data", str(tmp_path), "--threads", "3"]))
     assert {s.name: s for s in d3.stages()}["extract_lfw"].env["OPENBLAS_NUM_THREADS"] == "3"
+
+
+def test_without_celeba_the_recognition_half_runs_alone(tmp_path):
+    """Issue 20, item 7: a data folder without CelebA (Drive refused, or the user declined it)
+    still gives a trained net and an LFW figure; the demo says so once, leaves out the stages
+    that read CelebA or MOON, trains with lambda1 = 0, and its report marks them skipped."""
+    from mtdnn.paths import data_root
+    src = data_root()
+    if not (src / "lfw" / "lfw-deepfunneled").is_dir() or not (src / "mtcnn" / "det1.caffemodel").is_file():
+        pytest.skip(f"needs LFW and the MTCNN models in {src} (make data)")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("lfw", "mtcnn"):          # everything but celeba/
+        (data / name).symlink_to(src / name)
+    work = tmp_path / "work"
+    out = demo("--quick", "--work", work, "--data", data)
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
+    assert out.stdout.count("the recognition half runs alone") == 1
+    heads = re.findall(r"^== \d\d:\d\d \[\d+/(\d+)\] (\w+): ", out.stdout, re.M)
+    skipped = {"moon", "label", "extract_celeba", "attr_list", "extract_attributes", "eval_identification",
+               "eval_attributes"}
+    assert [h[1] for h in heads] == [s for s in STAGES if s not in skipped]
+    assert re.search(r"tools/train\.py .*--lambda1 0 ", out.stdout)
+    assert json.loads((work / "runs" / "fast_w0.125" / "eval" / "lfw.json").read_text())["view1"]["accuracy"] >= 0
+    assert not (work / "runs" / "moon").exists()
+    report = (work / "report.md").read_text()
+    assert "## Skipped" in report and all(f"| {s} | skipped (no CelebA) |" in report for s in skipped)
+    assert "**LFW View 1**" in report and "lambda1 = 0)" in report

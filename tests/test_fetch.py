@@ -8,7 +8,10 @@ and can break a transfer half way, as a dropped connection does."""
 import dataclasses
 import hashlib
 import io
+import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import tarfile
@@ -28,18 +31,62 @@ TOOL = REPO / "tools" / "fetch_data.py"
 
 class Server:
     """Serves ``files`` (name -> bytes); ``break_after[name] = n`` sends only n bytes of the
-    next full response of that file and drops the connection. ``ranges`` records Range headers."""
+    next full response of that file and drops the connection. ``ranges`` records Range headers,
+    ``requests`` every path asked for. ``html``: names answered with status 200 and an HTML
+    error page. ``drive``: Google Drive file id -> bytes, served to requests for
+    ``http://drive.google.com/uc?id=ID`` that reach this server as a proxy (HTTP_PROXY): first
+    the confirmation page Drive shows for large files, then (``confirm=t``) the file as an
+    attachment; ``drive_refuse`` holds ids answered with Drive's quota page."""
 
     def __init__(self, files):
-        self.files, self.break_after, self.ranges = dict(files), {}, []
+        self.files, self.break_after, self.ranges, self.requests = dict(files), {}, [], []
+        self.html, self.drive, self.drive_refuse = set(), {}, set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
+            def _page(self, text):
+                body = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _drive(self):
+                from urllib.parse import parse_qs, urlsplit
+                q = parse_qs(urlsplit(self.path).query)
+                fid = q.get("id", [""])[0]
+                if fid in server.drive_refuse:
+                    return self._page('<html><head><title>Google Drive - Quota exceeded</title></head><body>\n'
+                                      '<p class="uc-error-subcaption">Too many users have viewed or downloaded this '
+                                      'file recently. Please try accessing the file again later.</p>\n</body></html>')
+                if fid not in server.drive:
+                    self.send_error(404)
+                    return
+                if q.get("confirm") != ["t"]:
+                    return self._page(
+                        '<html><head><title>Google Drive - Virus scan warning</title></head><body>\n'
+                        '<form id="download-form" action="http://drive.google.com/uc" method="get">'
+                        f'<input type="hidden" name="id" value="{fid}"><input type="hidden" name="export" '
+                        'value="download"><input type="hidden" name="confirm" value="t"></form>\n</body></html>')
+                body = server.drive[fid]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Disposition", f'attachment; filename="{fid}.bin"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self):
+                server.requests.append(self.path)
+                if self.path.startswith("http://drive.google.com/"):
+                    return self._drive()
                 name = self.path.lstrip("/")
+                if name in server.html:
+                    return self._page("<html><body><h1>Sorry, this file is unavailable</h1></body></html>")
                 if name not in server.files:
                     self.send_error(404)
                     return
@@ -118,9 +165,9 @@ def _lfw_tgz() -> bytes:
 def _items(server, tgz: bytes, pairs: bytes):
     """Registry items of the real kinds (a tgz folder, a plain checksummed file) for the server."""
     real = {i.name: i for i in fetch.REGISTRY}
-    lfw = dataclasses.replace(real["lfw-deepfunneled"], url=f"{server.url}/lfw-deepfunneled.tgz",
+    lfw = dataclasses.replace(real["lfw-deepfunneled"], sources=(f"{server.url}/lfw-deepfunneled.tgz",),
                               known_hash=_md5(tgz), min_entries=2)
-    txt = dataclasses.replace(real["lfw-pairs"], url=f"{server.url}/pairs.txt", known_hash=_md5(pairs),
+    txt = dataclasses.replace(real["lfw-pairs"], sources=(f"{server.url}/pairs.txt",), known_hash=_md5(pairs),
                               provides={"lfw/pairs.txt": _sha(pairs)})
     return [lfw, txt]
 
@@ -145,14 +192,17 @@ def test_fetch_unpacks_into_the_layout_and_a_rerun_uses_it_as_it_is(server, tmp_
     assert len(again.present) == 2 and not again.fetched
 
 
-def test_a_wrong_checksum_stops_and_leaves_nothing_behind(server, tmp_path):
+def test_a_wrong_checksum_fails_that_item_only_and_leaves_nothing_behind(server, tmp_path):
     tgz, pairs = _lfw_tgz(), b"10\t300\n"
     chosen = _items(server, tgz, pairs)
     bad = bytearray(tgz)
     bad[len(bad) // 2] ^= 0xFF
     server.files.update({"lfw-deepfunneled.tgz": bytes(bad), "pairs.txt": pairs})
-    with pytest.raises(fetch.FetchError, match="lfw-deepfunneled.*(hash|checksum)"):
-        fetch.fetch(chosen, tmp_path, progress=False, log=lambda *_: None)
+    report = fetch.fetch(chosen, tmp_path, progress=False, log=lambda *_: None)
+    state = {name: st for name, st, _ in report.rows}
+    assert state["lfw-deepfunneled"].startswith("failed:") and "served other bytes" in state["lfw-deepfunneled"]
+    assert not report.complete
+    assert [i.name for i in report.fetched] == ["lfw-pairs"]      # the next item was still fetched
     assert not (tmp_path / "lfw" / "lfw-deepfunneled").exists()
     assert [p.name for p in (tmp_path / ".downloads").iterdir()] == []
 
@@ -164,8 +214,8 @@ def test_a_broken_download_resumes_from_the_bytes_on_disk(server, tmp_path):
     chosen = _items(server, tgz, pairs)[:1]
     server.files["lfw-deepfunneled.tgz"] = tgz
     server.break_after["lfw-deepfunneled.tgz"] = len(tgz) // 2 + 100
-    with pytest.raises(fetch.FetchError, match="bytes kept .* a rerun resumes"):
-        fetch.fetch(chosen, tmp_path, progress=False, log=lambda *_: None)
+    report = fetch.fetch(chosen, tmp_path, progress=False, log=lambda *_: None)
+    assert re.search("transfer broke off; .*bytes kept .* a rerun resumes", report.rows[0][1])
     kept = (tmp_path / ".downloads" / "lfw-deepfunneled.tgz.part").stat().st_size
     assert len(tgz) // 4 < kept <= len(tgz) // 2 + 100
     report = fetch.fetch(chosen, tmp_path, progress=False, log=lambda *_: None)
@@ -179,14 +229,15 @@ def test_an_archive_put_into_downloads_by_hand_is_checked_and_unpacked(tmp_path)
     """CelebA's images come from a licence form: the user drops the zip, make data unpacks it."""
     z = _zip({"img_align_celeba/000001.jpg": JPEG, "img_align_celeba/000002.jpg": JPEG[::-1]})
     item = dataclasses.replace({i.name: i for i in fetch.REGISTRY}["celeba-images"],
-                               known_hash=_md5(z), min_entries=2)
+                               known_hash=_md5(z), min_entries=2, sources=())
     report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
     assert [s.item.name for s in report.manual] == ["celeba-images"]
     assert "img_align_celeba.zip" in report.manual[0].message and str(tmp_path / ".downloads") in report.manual[0].message
     (tmp_path / ".downloads").mkdir()
     (tmp_path / ".downloads" / "img_align_celeba.zip").write_bytes(z[:-3] + b"xyz")
-    with pytest.raises(fetch.FetchError, match="download it again"):
-        fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    assert "download it again" in report.rows[0][1] and not report.fetched
+    assert (tmp_path / ".downloads" / "img_align_celeba.zip").read_bytes() == z[:-3] + b"xyz"   # not deleted
     (tmp_path / ".downloads" / "img_align_celeba.zip").write_bytes(z)
     report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
     assert [i.name for i in report.fetched] == ["celeba-images"]
@@ -208,25 +259,34 @@ def test_the_tool_fetches_real_files_by_their_official_checksums(server, tmp_pat
     server.files.update({n: (src / "lfw" / n).read_bytes() for n in names})
     server.files["det1.caffemodel"] = (src / "mtcnn" / "det1.caffemodel").read_bytes()
     only = ["--only", "lfw-pairsDevTest", "lfw-peopleDevTest", "mtcnn-det1.caffemodel"]
-    r = _run("--data", tmp_path, "--mirror", server.url, "--quiet", *only)
+    dead = f"http://127.0.0.1:{_free_port()}"     # nothing listens there: the connection is refused
+    sources = tmp_path / "sources.json"
+    sources.write_text(json.dumps({i: [f"{dead}/{n}", f"{server.url}/gone/{n}", f"{server.url}/{n}"]
+                                   for i, n in zip(only[1:], names + ["det1.caffemodel"])}))
+    r = _run("--data", tmp_path / "d", "--sources", sources, "--quiet", *only)
     assert r.returncode == 0, r.stderr
     assert "all 3 items ready (0 present, 3 fetched" in r.stdout
-    assert (tmp_path / "mtcnn" / "det1.caffemodel").read_bytes() == server.files["det1.caffemodel"]
-    (tmp_path / "lfw" / "peopleDevTest.txt").unlink()
+    assert "failed (connection refused); trying the next source" in r.stdout and "HTTP 404" in r.stdout, r.stdout
+    assert (tmp_path / "d" / "mtcnn" / "det1.caffemodel").read_bytes() == server.files["det1.caffemodel"]
+    (tmp_path / "d" / "lfw" / "peopleDevTest.txt").unlink()
     server.files["peopleDevTest.txt"] = server.files["peopleDevTest.txt"].replace(b"\t1\n", b"\t2\n", 1)
-    r = _run("--data", tmp_path, "--mirror", server.url, "--quiet", *only)
-    assert r.returncode == 1 and "lfw-peopleDevTest" in r.stderr and "hash" in r.stderr.lower()
+    r = _run("--data", tmp_path / "d", "--sources", sources, "--quiet", *only)
+    assert r.returncode == 2 and re.search(r"lfw-peopleDevTest +\S+ +\S+ +failed: .*served other bytes",
+                                             re.sub(r"\n +", " ", r.stdout)), r.stdout
+    assert not (tmp_path / "d" / "lfw" / "peopleDevTest.txt").exists()
 
 
 def test_licence_form_items_say_what_to_download_and_exit_2(tmp_path):
     r = _run("--data", tmp_path, "--only", "blufr", "megaface-noises")
     assert r.returncode == 2
-    assert "http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/" in r.stderr
-    assert f"{tmp_path}/lfw/blufr/" in r.stderr and f"{tmp_path}/megaface/" in r.stderr
+    table = re.sub(r"\n +", " ", r.stdout)     # the table's wrapped lines joined
+    assert "http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/" in table
+    assert f"{tmp_path}/lfw/blufr/" in table and f"{tmp_path}/megaface/" in table
     assert "0 of 2 items ready, 2 missing" in r.stderr
+    assert re.search(r"blufr +\S+ +by hand: Download BLUFR.zip", r.stdout)
     assert not (tmp_path / "lfw").exists()
     r = _run("--data", tmp_path, "--only", "blufr", "--missing-ok")     # make test: go on, tests skip
-    assert r.returncode == 0 and "blufr" in r.stderr
+    assert r.returncode == 0 and "by hand: Download BLUFR.zip" in r.stdout
     r = _run("--data", tmp_path, "--only", "no-such-item")
     assert r.returncode == 2 and "unknown item" in r.stderr
 
@@ -236,7 +296,8 @@ def test_dry_run_and_list_change_nothing(tmp_path):
     assert r.returncode == 0 and "download lfw-deepfunneled from http://127.0.0.1:9/lfw-deepfunneled.tgz" in r.stdout
     assert "manual   blufr" in r.stdout and not (tmp_path / "d").exists()
     r = _run("--list")
-    assert r.returncode == 0 and "MIT" in r.stdout and "licence form" in r.stdout
+    assert r.returncode == 0 and "MIT" in r.stdout and "by hand" in r.stdout
+    assert "https://ndownloader.figshare.com/files/5976018" in r.stdout
 
 
 def test_a_complete_data_folder_is_used_as_it_is_in_well_under_a_second():
@@ -286,9 +347,172 @@ def test_the_slow_marker_selects_exactly_the_listed_tests():
 def test_an_archive_reaching_outside_its_folder_is_refused(tmp_path):
     z = _zip({"img_align_celeba/000001.jpg": JPEG, "../../escaped.txt": b"x"})
     item = dataclasses.replace({i.name: i for i in fetch.REGISTRY}["celeba-images"], known_hash=_md5(z),
-                               min_entries=1)
+                               min_entries=1, sources=())
     (tmp_path / ".downloads").mkdir()
     (tmp_path / ".downloads" / "img_align_celeba.zip").write_bytes(z)
-    with pytest.raises(fetch.FetchError, match="outside"):
-        fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    assert "outside" in report.rows[0][1] and not report.fetched
     assert not (tmp_path.parent / "escaped.txt").exists() and not (tmp_path / "celeba" / "img_align_celeba").exists()
+
+
+# ------------------------------------------------------------------ sources, fall-through, table
+
+def _free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pairs_item(data: bytes, sources) -> fetch.Item:
+    real = {i.name: i for i in fetch.REGISTRY}["lfw-pairs"]
+    return dataclasses.replace(real, sources=tuple(sources), known_hash=_md5(data),
+                               provides={"lfw/pairs.txt": _sha(data)})
+
+
+BAD_SOURCES = ("refused", "404", "html", "truncated", "other-bytes")
+
+
+def _bad_source(server, kind: str, data: bytes) -> str:
+    """A first source that fails in the way ``kind`` names."""
+    if kind == "refused":
+        return f"http://127.0.0.1:{_free_port()}/pairs.txt"
+    if kind == "404":
+        return f"{server.url}/missing/pairs.txt"
+    if kind == "html":
+        server.html.add("html/pairs.txt")
+        return f"{server.url}/html/pairs.txt"
+    if kind == "truncated":
+        server.files["cut/pairs.txt"] = data
+        server.break_after["cut/pairs.txt"] = len(data) // 3
+        return f"{server.url}/cut/pairs.txt"
+    server.files["other/pairs.txt"] = data.replace(b"\t1\t", b"\t3\t")
+    return f"{server.url}/other/pairs.txt"
+
+
+@pytest.mark.parametrize("kind", BAD_SOURCES)
+def test_a_failing_first_source_falls_through_to_the_next(server, tmp_path, kind):
+    """Each way a source can fail makes it a failed source, and the next one is tried; the
+    file kept is the official one (the checksum is the same for every source)."""
+    data = b"10\t300\n" + b"".join(b"Person_%d\t1\t2\n" % i for i in range(2000))
+    server.files["good/pairs.txt"] = data
+    item = _pairs_item(data, [_bad_source(server, kind, data), f"{server.url}/good/pairs.txt"])
+    said = []
+    report = fetch.fetch([item], tmp_path, progress=False, log=said.append)
+    assert [i.name for i in report.fetched] == ["lfw-pairs"] and report.complete, report.rows
+    assert (tmp_path / "lfw" / "pairs.txt").read_bytes() == data
+    why = {"refused": "connection refused", "404": "HTTP 404", "html": "HTML page",
+           "truncated": "transfer broke off", "other-bytes": "served other bytes"}[kind]
+    assert any(why in line and "trying the next source" in line for line in said), said
+    assert list((tmp_path / ".downloads").iterdir()) == []
+
+
+def test_every_source_dead_gives_the_table_exit_2_and_nothing_half_written(server, tmp_path):
+    """The tool tries every item (it never stops at the first failure), prints one table and
+    exits 2; the data folder holds nothing of the failed items (no part file of a download that
+    never began, no temporary folder)."""
+    dead = f"http://127.0.0.1:{_free_port()}"
+    server.html.add("html/lfw.tgz")
+    sources = tmp_path / "sources.json"
+    sources.write_text(json.dumps({"lfw": [f"{dead}/lfw.tgz", f"{server.url}/html/lfw.tgz"],
+                                   "lfw-pairsDevTest": [f"{server.url}/nothing.txt"],
+                                   "mtcnn-LICENSE": [f"{dead}/LICENSE"]}))
+    data = tmp_path / "data"
+    r = _run("--data", data, "--sources", sources, "--quiet", "--only", "lfw", "lfw-pairsDevTest", "mtcnn-LICENSE")
+    assert r.returncode == 2, r.stdout + r.stderr
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+) +\S+(?: \S+)? +(failed: .*)$", r.stdout, re.M)}
+    assert set(rows) == {"lfw", "lfw-pairsDevTest", "mtcnn-LICENSE"}, r.stdout
+    assert "connection refused" in rows["lfw"] and "HTTP 404" in rows["lfw-pairsDevTest"]
+    assert "0 of 3 items ready, 3 missing" in r.stderr and "Traceback" not in r.stderr
+    assert [p.relative_to(data).as_posix() for p in sorted(data.rglob("*"))] == [".downloads"]
+
+
+def test_sources_come_from_the_environment_too_and_a_bad_file_is_refused(server, tmp_path):
+    data = b"10\t300\n"
+    server.files["p.txt"] = data
+    sources = tmp_path / "s.json"
+    sources.write_text(json.dumps({"lfw-pairs": [f"{server.url}/p.txt"]}))
+    r = _run("--data", tmp_path / "d", "--only", "lfw-pairs", "--dry-run", env={fetch.SOURCES_ENV: str(sources)})
+    assert f"download lfw-pairs from {server.url}/p.txt" in r.stdout
+    sources.write_text('{"lfw-pairs": "not a list"}')
+    r = _run("--data", tmp_path / "d", "--only", "lfw-pairs", "--sources", sources)
+    assert r.returncode == 2 and "mapping item names to lists of URLs" in r.stderr
+
+
+# ------------------------------------------------------------------ Google Drive (CelebA)
+
+@pytest.fixture
+def drive_proxy(server, monkeypatch):
+    """Requests for http://drive.google.com/... go to the local server as an HTTP proxy (gdown
+    and requests honour HTTP_PROXY); requests for 127.0.0.1 go direct."""
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("HOME", str(server_home := Path(os.environ.get("TMPDIR", "/tmp")) / "gdown-home"))
+    server_home.mkdir(exist_ok=True)
+    return server
+
+
+def test_a_drive_file_behind_its_confirmation_page_is_fetched_and_checked(drive_proxy, tmp_path):
+    """CelebA's images come from Google Drive: gdown follows the confirmation page that Drive
+    shows for large files; the zip is checked by its md5 and unpacked (only the first N files
+    when a limit is given, the zip then kept for a later full unpack)."""
+    z = _zip({f"img_align_celeba/{i:06d}.jpg": JPEG + bytes([i]) for i in range(1, 6)})
+    drive_proxy.drive["CELEBA_ZIP"] = z
+    item = dataclasses.replace({i.name: i for i in fetch.REGISTRY}["celeba-images"], known_hash=_md5(z),
+                               min_entries=3, sources=("http://drive.google.com/uc?id=CELEBA_ZIP",))
+    report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None, limits={"celeba-images": 3})
+    assert [i.name for i in report.fetched] == ["celeba-images"], report.rows
+    assert sorted(p.name for p in (tmp_path / "celeba" / "img_align_celeba").iterdir()) == \
+        ["000001.jpg", "000002.jpg", "000003.jpg"]
+    assert any("confirm=t" in r for r in drive_proxy.requests), drive_proxy.requests   # the page was followed
+    assert (tmp_path / ".downloads" / "img_align_celeba.zip").read_bytes() == z
+    assert "first 3 files" in report.rows[0][1]
+
+
+def test_a_drive_refusal_names_the_official_alternatives_and_where_to_put_the_files(drive_proxy, tmp_path):
+    drive_proxy.drive_refuse.add("CELEBA_ZIP")
+    item = dataclasses.replace({i.name: i for i in fetch.REGISTRY}["celeba-images"],
+                               sources=("http://drive.google.com/uc?id=CELEBA_ZIP",))
+    report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    state = report.rows[0][1]
+    assert "Google Drive refused the file" in state and "Too many users" in state
+    assert "Baidu" in state and "mmlab.ie.cuhk.edu.hk" in state and f"{tmp_path}/.downloads/" in state
+    assert not (tmp_path / "celeba").exists() and not [p for p in (tmp_path / ".downloads").iterdir()
+                                                       if not p.name.endswith(".part")]
+
+
+# ------------------------------------------------------------------ issue 22 item 8
+
+def test_a_local_file_with_another_checksum_is_reported_as_such_and_left_alone(server, tmp_path):
+    """Not 'a failed download': the file here is not the official one; it is the user's, so it
+    is neither downloaded over nor deleted, and no source is asked."""
+    data = b"10\t300\nAaron_Peirsol\t1\t2\n"
+    server.files["pairs.txt"] = data
+    item = _pairs_item(data, [f"{server.url}/pairs.txt"])
+    (tmp_path / "lfw").mkdir()
+    (tmp_path / "lfw" / "pairs.txt").write_bytes(b"my own edited pairs\n")
+    report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    state = report.rows[0][1]
+    assert state.startswith("failed: the local file is not the official one: lfw/pairs.txt"), state
+    assert "download" not in state.split("rerun")[0] and "move it away and rerun" in state
+    assert (tmp_path / "lfw" / "pairs.txt").read_bytes() == b"my own edited pairs\n"
+    assert server.requests == []
+
+
+def test_an_emptied_or_cut_derived_list_is_rewritten_not_called_ready(tmp_path):
+    folder = tmp_path / "lfw" / "lfw-112x96"
+    for name in ("AJ_Cook", "Aaron_Peirsol", "Zico"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / f"{name}_0001.jpg").write_bytes(JPEG)
+    item = {i.name: i for i in fetch.REGISTRY}["lfw-112x96-list"]
+    listing = tmp_path / "lfw" / "lfw-112x96_list.txt"
+    report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+    assert [i.name for i in report.derived] == ["lfw-112x96-list"]
+    full = listing.read_bytes()
+    assert full.count(b"\r\n") == 3
+    assert fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None).rows[0][1] == "ready"
+    for damaged in (b"", full.split(b"\r\n", 1)[1]):      # emptied; cut to two of the three people
+        listing.write_bytes(damaged)
+        report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
+        assert report.rows[0][1].startswith("written"), report.rows
+        assert listing.read_bytes() == full

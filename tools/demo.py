@@ -86,8 +86,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
-                        lfw_train_people_images, person, subset_pairs)
+from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, celeba_missing,  # noqa: E402
+                        fmt_time, lfw_pair_images, lfw_photo_folder, lfw_train_people_images, person, subset_pairs)
 from mtdnn.fileio import OutputBusy, OutputLock, atomic_write_text  # noqa: E402
 from mtdnn.records import read_names, write_names  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
@@ -140,6 +140,9 @@ def parse_args(argv=None):
                                              "or data/ in the repository; make data fills it)")
     p.add_argument("--redo", metavar="STAGE", help="redo this stage and every stage after it")
     p.add_argument("--quiet-tools", action="store_true", help="hide the tools' standard output (not their errors)")
+    p.add_argument("--no-celeba", action="store_true",
+                   help="run the recognition half alone even when CelebA is there (done anyway without it): "
+                        "no MOON, no attribute labels, no attribute tables (they are marked skipped)")
     g = p.add_argument_group("sizes (default: the full plan above; --quick changes them)")
     for f in Plan.__dataclass_fields__.values():
         flag = "--" + f.name.replace("_", "-")
@@ -175,6 +178,9 @@ class Demo:
         self.features = w / "features"
         self.pretrain_iter = max(1, round(p.iters * 0.7))
         self.finetune_iter = max(1, p.iters - self.pretrain_iter)
+        self.lfw_photos = lfw_photo_folder(self.data)
+        self.celeba_missing = [] if args.no_celeba else celeba_missing(self.data)
+        self.recognition_only = args.no_celeba or bool(self.celeba_missing)
         if p.pairs_per_class:
             self.view1 = (self.lists / "pairsDevTrain_subset.txt", self.lists / "pairsDevTest_subset.txt")
         else:
@@ -183,11 +189,9 @@ class Demo:
     # ----------------------------------------------------------------- checks and glue
 
     def check_inputs(self) -> None:
-        need = [self.data / "lfw" / "lfw-deepfunneled", self.data / "lfw" / "peopleDevTrain.txt",
+        need = [self.lfw_photos, self.data / "lfw" / "peopleDevTrain.txt",
                 self.data / "lfw" / "peopleDevTest.txt", self.data / "lfw" / "pairsDevTrain.txt",
-                self.data / "lfw" / "pairsDevTest.txt",
-                self.data / "celeba" / "list_attr_celeba.txt", self.data / "celeba" / "identity_CelebA.txt",
-                self.data / "mtcnn" / "det1.caffemodel"]
+                self.data / "lfw" / "pairsDevTest.txt", self.data / "mtcnn" / "det1.caffemodel"]
         missing = [str(p) for p in need if not p.exists()]
         if missing:
             raise DemoInputError(f"the data folder {self.data} lacks {', '.join(missing)}: run `make data` "
@@ -215,10 +219,10 @@ class Demo:
         probe_imgs = lfw_train_people_images(lfw / "peopleDevTest.txt", 1, p.probe_people, p.max_per_person) \
             if p.probe_people else []
         images = sorted(set(pair_imgs) | set(train_imgs) | set(probe_imgs))
-        missing = [i for i in images if not (lfw / "lfw-deepfunneled" / i).is_file()]
+        missing = [i for i in images if not (self.lfw_photos / i).is_file()]
         if missing:
             raise DemoInputError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
-                            f"{lfw / 'lfw-deepfunneled'}, e.g. {missing[0]}")
+                            f"{self.lfw_photos}, e.g. {missing[0]}")
         atomic_write_text(self.lists / "lfw_align.txt", "".join(i + "\n" for i in images))
         return (f"{len(images)} LFW photos to align: {len(pair_imgs)} of the View 1 pairs, "
                 f"{len(train_imgs)} of {len({person(i) for i in train_imgs})} training people"
@@ -259,7 +263,7 @@ class Demo:
             eval_lfw.insert(-2, "--no-view2")
         S = lambda name, title, cmd=None, env=None, **kw: Stage(name, title, cmd=cmd, env=env or self.env,  # noqa: E731
                                                                 tool=cmd[1] if cmd else None, **kw)
-        return [
+        stages = [
             S("moon", "Train the MOON attribute classifier on CelebA",
               [PY, tool("train_attributes.py"), "--out", self.moon, "--aligned", self.celeba_aligned,
                "--celeba", self.data / "celeba", "--limit", p.celeba_images, "--iters", p.moon_iters,
@@ -271,7 +275,7 @@ class Demo:
               + (f" and the View 1 subsets {self.view1[0].name}, {self.view1[1].name}" if p.pairs_per_class else ""),
               outputs=(self.lists / "lfw_align.txt",) + (self.view1 if p.pairs_per_class else ())),
             S("align_lfw", "Align the LFW photos (MTCNN + 5 points)",
-              [PY, tool("align_faces.py"), lfw / "lfw-deepfunneled", self.lfw_aligned,
+              [PY, tool("align_faces.py"), self.lfw_photos, self.lfw_aligned,
                "--list", self.lists / "lfw_align.txt", "--workers", p.workers, "--minsize", p.lfw_minsize,
                "--allow-failures"]),
             S("train_list", "List the aligned training images", func=self.write_train_list,
@@ -317,6 +321,35 @@ class Demo:
             S("summary", "Write the demo report", func=self.write_summary,
               describe=f"write {self.work / 'report.md'}"),
         ]
+        return self.without_celeba(stages) if self.recognition_only else stages
+
+    # ----------------------------------------------------------------- without CelebA (issue 20, item 7)
+
+    CELEBA_STAGES = ("moon", "label", "extract_celeba", "attr_list", "extract_attributes", "eval_identification",
+                     "eval_attributes")
+
+    def without_celeba(self, stages: list[Stage]) -> list[Stage]:
+        """The recognition half alone: the stages that read CelebA or MOON are left out (the
+        report lists them as skipped), the net trains with lambda1 = 0 in both phases (its
+        attribute labels stay build_db's placeholders, which a zero weight ignores)."""
+        out = []
+        for s in stages:
+            if s.name in self.CELEBA_STAGES:
+                continue
+            if s.name == "train":
+                cmd = list(s.cmd)
+                cmd[cmd.index("--lambda1") + 1] = 0
+                s = replace(s, cmd=cmd)
+            out.append(s)
+        return out
+
+    def skipped_note(self) -> str:
+        why = "--no-celeba" if not self.celeba_missing else f"CelebA is not in {self.data / 'celeba'} " \
+            f"({', '.join(self.celeba_missing)})"
+        return (f"{why}: the recognition half runs alone. Skipped: {', '.join(self.CELEBA_STAGES)} (MOON, the "
+                f"attribute labels, the identification stand-in whose distractors are CelebA images, the "
+                f"attribute tables); the net trains without the attribute loss (lambda1 = 0). `make data-demo` "
+                f"fetches CelebA (docs/data.md)")
 
     @staticmethod
     def _has_flag(tool: str, flag: str) -> bool:
@@ -350,7 +383,8 @@ class Demo:
             ("training set (peopleDevTrain people with >= %d aligned images)" % p.min_images,
              f"{train_m.get('count', '?')} images, {train_m.get('num_identities', '?')} identities"),
             ("validation (one image per identity)", f"{val_m.get('count', '?')} images"),
-            ("CelebA images for MOON", f"{moon_meta.get('images', {}).get('aligned', '?')} aligned of "
+            ("CelebA images for MOON", "skipped (no CelebA)" if self.recognition_only else
+             f"{moon_meta.get('images', {}).get('aligned', '?')} aligned of "
                                        f"{moon_meta.get('images', {}).get('attribute_file', '?')}; "
                                        f"{moon_meta.get('images', {}).get('train', '?')} train, "
                                        f"{moon_meta.get('images', {}).get('evaluation', '?')} held out "
@@ -358,12 +392,16 @@ class Demo:
             ("View 1 pairs", f"threshold from {self.view1[0].name}, accuracy on {self.view1[1].name}"),
         ]
         lines += ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
-        lines += ["## Models", "",
+        if self.recognition_only:
+            lines += ["## Skipped", "", f"Without CelebA: {self.skipped_note()}.", "",
+                      "| stage | state |", "|---|---|"] + [f"| {n} | skipped (no CelebA) |" for n in self.CELEBA_STAGES] + [""]
+        lines += ["## Models", ""]
+        lines += [] if self.recognition_only else [
                   f"- MOON: Fast trunk at width {p.moon_width}, batch {p.moon_batch}, {p.moon_iters} iterations "
-                  f"(`{rel(self.moon)}`; curves `{rel(self.moon / 'train.png')}`).",
-                  f"- Multi-task net: `{p.model}` at width {p.width}, batch {p.batch}, "
+                  f"(`{rel(self.moon)}`; curves `{rel(self.moon / 'train.png')}`)."]
+        lines += [f"- Multi-task net: `{p.model}` at width {p.width}, batch {p.batch}, "
                   f"{self.pretrain_iter} pre-training (lr {p.pretrain_lr}, lambda1 = 0) + {self.finetune_iter} "
-                  f"fine-tuning iterations (lr {p.finetune_lr}, lambda1 = {p.lambda1}), "
+                  f"fine-tuning iterations (lr {p.finetune_lr}, lambda1 = {0 if self.recognition_only else p.lambda1}), "
                   f"{state.get('identities', '?')} identities (`{rel(self.run)}`).", ""]
 
         lines += ["## Results", ""]
@@ -427,7 +465,10 @@ class Demo:
         stages = self.stages()
         if redo:
             self.runner.forget_from(stages, redo)
-        print(f"demo{' (quick)' if self.quick else ''}: work folder {self.work}, data {self.data}", flush=True)
+        print(f"demo{' (quick)' if self.quick else ''}: work folder {self.work}, data {self.data}, "
+              f"LFW photos {self.lfw_photos.name}/", flush=True)
+        if self.recognition_only:
+            print(f"demo: {self.skipped_note()}", flush=True)
         self.runner.run(stages)
         total = time.time() - self.runner.start
         print(f"demo finished in {fmt_time(total)}: {self.work / 'report.md'}", flush=True)
