@@ -373,3 +373,135 @@ def versions() -> dict:
 
 def model_sha256(model) -> str:
     return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+# --------------------------------------------------------------------------- export with a card
+
+CARD_FORMAT, CARD_VERSION = "mtdnn-onnx-card", 1
+CHECK_IMAGES = 200
+CHECK_CHUNK = 40  # images per forward of the export's check
+
+
+class ExportError(RuntimeError):
+    """The converted model does not give pycaffe's outputs within the bound: nothing is written."""
+
+
+def card_path(onnx_file) -> Path:
+    """The card written beside ``onnx_file``: ``model.onnx`` -> ``model.onnx.json``."""
+    return Path(str(onnx_file) + ".json")
+
+
+def face_input(shape) -> dict | None:
+    """How to feed a face recognition net of input ``shape`` (C, H, W): aligned crops of
+    mtdnn.align, BGR, scaled as in training (mtdnn.features); None for other inputs."""
+    from .features import PIXEL_MEAN, PIXEL_SCALE
+    if tuple(shape) != (3, 112, 96):
+        return None
+    return {"image": "a face aligned to 112 x 96 (H x W) by 5 points on SphereFace's template "
+                     "(tools/align_faces.py, mtdnn.align)",
+            "layout": "NCHW", "channels": "BGR (as cv2.imread gives)",
+            "normalisation": f"(pixel - {PIXEL_MEAN}) * {PIXEL_SCALE}", "mean": PIXEL_MEAN, "scale": PIXEL_SCALE}
+
+
+MTCNN_INPUT = {"image": "MTCNN's input (mtdnn.mtcnn): image pyramid levels (det1) or box crops "
+                        "(det2 24 x 24, det3 48 x 48, det4 five 24 x 24 patches stacked on channels)",
+               "layout": "N x C x W x H: the image TRANSPOSED (the nets were trained from MATLAB)",
+               "channels": "RGB", "normalisation": "(pixel - 127.5) * 0.0078125", "mean": 127.5,
+               "scale": 0.0078125}
+
+
+def seeded_inputs(shape, count: int = CHECK_IMAGES) -> np.ndarray:
+    """``count`` x ``shape`` seeded uniform inputs in [-1, 1] (the range of the preprocessed pixels)."""
+    from .inference import CHECK_SEED
+    return np.random.default_rng(CHECK_SEED).uniform(-1, 1, (count, *shape)).astype(np.float32)
+
+
+def compare(model, net, batch: np.ndarray, outputs: Sequence[str], chunk: int = CHECK_CHUNK) -> dict:
+    """``{blob: max |onnxruntime - pycaffe| / max |pycaffe|}`` over ``batch`` (run in chunks),
+    the rule of :func:`mtdnn.inference.difference`, for ``model`` in ONNX Runtime and the
+    pycaffe ``net``."""
+    from .inference import _caffe_forward
+    sess = session(model)
+    end = max(list(net._layer_names).index(l) for l in (_last_writer(net)[b] for b in outputs))
+    err, scale = dict.fromkeys(outputs, 0.0), dict.fromkeys(outputs, 0.0)
+    for k in range(0, len(batch), chunk):
+        x = np.ascontiguousarray(batch[k:k + chunk], np.float32)
+        want = _caffe_forward(net, x, outputs, end)
+        got = dict(zip(outputs, sess.run(list(outputs), {net.inputs[0]: x})))
+        for b in outputs:
+            if got[b].shape != want[b].shape:
+                raise ExportError(f"blob {b}: ONNX Runtime gives shape {got[b].shape}, pycaffe {want[b].shape}")
+            err[b] = max(err[b], float(np.abs(got[b].astype(np.float64) - want[b]).max()))
+            scale[b] = max(scale[b], float(np.abs(want[b]).max()))
+    return {b: err[b] / scale[b] if scale[b] > 0 else (0.0 if err[b] == 0 else float("inf")) for b in outputs}
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies below it (a run folder's own files), else absolute."""
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def _last_writer(net) -> dict:
+    last = {}
+    for layer, tops in net.top_names.items():
+        for top in tops:
+            last[top] = layer
+    return last
+
+
+def export(deploy, weights, out, *, outputs=None, check_inputs=None, output_info: dict | None = None,
+           input_info: dict | None = None, source: dict | None = None, opset: int = OPSET) -> dict:
+    """Convert ``deploy`` + ``weights`` to ONNX, check it through ONNX Runtime against pycaffe
+    and, when every output is within :data:`mtdnn.inference.RTOL`, write ``out`` and its card
+    (:func:`card_path`) atomically; returns the card. A larger difference raises
+    :class:`ExportError` and writes nothing.
+
+    ``outputs``: the blobs the graph gives, or a function of the net's blob names that picks
+    them (default: the net's final outputs). ``check_inputs``: a function of the input shape
+    (C, H, W) giving (preprocessed N x C x H x W batch, what it is) or None, for which the check
+    uses :data:`CHECK_IMAGES` seeded uniform inputs. The card describes the input (:func:`face_input`
+    for 112 x 96 face nets, ``input_info``), each output (``output_info``) and the ``source``."""
+    from .fileio import atomic_write_bytes, atomic_write_json, sha256_file
+    from .inference import RTOL
+    deploy, weights, out = Path(deploy), Path(weights), Path(out)
+    for path in (deploy, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found")
+    net = _caffe_net(deploy, weights)
+    if callable(outputs):
+        outputs = outputs(list(net.blobs))
+    model = convert(deploy, net=net, outputs=outputs, opset=opset)
+    outputs = [o.name for o in model.graph.output]
+    in_shape = tuple(net.blobs[net.inputs[0]].data.shape[1:])
+    given = check_inputs(in_shape) if check_inputs else None
+    batch, check_source = given if given else (seeded_inputs(in_shape), None)
+    diffs = compare(model, net, batch, outputs)
+    bad = {b: d for b, d in diffs.items() if not d <= RTOL}
+    if bad:
+        raise ExportError("the ONNX model differs from pycaffe beyond the bound " + ", ".join(
+            f"{b} {d:.1e}" for b, d in bad.items()) + f" (bound {RTOL:.0e}); nothing written. This is a "
+            f"conversion fault: please report it with the deploy prototxt")
+    data = model.SerializeToString()
+    dims = lambda vi: [d.dim_param or d.dim_value or None for d in vi.type.tensor_type.shape.dim]  # noqa: E731
+    card = {
+        "format": CARD_FORMAT, "version": CARD_VERSION,
+        "onnx": {"file": out.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                 "opset": opset, "ir_version": model.ir_version, "producer": PRODUCER, **versions()},
+        "source": {"deploy": {"file": _relative(deploy, out.parent), "sha256": sha256_file(deploy)},
+                   "weights": {"file": _relative(weights, out.parent), "sha256": sha256_file(weights)},
+                   **(source or {})},
+        "input": {"name": net.inputs[0], "shape": dims(model.graph.input[0]),
+                  **(face_input(in_shape) or input_info or {})},
+        "outputs": {o.name: {"shape": dims(o), **(output_info or {}).get(o.name, {})} for o in model.graph.output},
+        "check": {"what": check_source or f"{len(batch)} seeded uniform inputs in [-1, 1]",
+                  "inputs": len(batch), "engine": f"onnxruntime {versions()['onnxruntime']} (CPU)",
+                  "rule": "per output blob: max |onnxruntime - pycaffe| / max |pycaffe| over the inputs",
+                  "bound": RTOL, "max_difference": {b: float(f"{d:.3g}") for b, d in diffs.items()}},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, data)
+    atomic_write_json(card_path(out), card)
+    return card
