@@ -97,6 +97,7 @@ class _Builder:
         self.onnx, self.helper = onnx, onnx.helper
         self.nodes, self.inits = [], []
         self.value = {}  # Caffe blob -> the ONNX value it holds now
+        self.inputs = set()  # graph input names: a layer writing in place on one gets a new name
 
     def const(self, name: str, array, dtype=np.float32) -> str:
         self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name))
@@ -158,6 +159,7 @@ def convert(deploy, weights=None, *, net=None, outputs: Sequence[str] | None = N
 
     g = _Builder(onnx)
     g.value[input_name] = input_name
+    g.inputs.add(input_name)
     skip = set()
     for i, (lname, ltype, bottoms, tops) in enumerate(layers):
         if lname in skip or ltype == "Input":
@@ -199,7 +201,7 @@ def _emit(g: _Builder, lp, ltype, bottoms, tops, net, shapes, last_writer, follo
     blobs = [np.asarray(b.data, np.float32) for b in net.params[lname]] if lname in net.params else []
 
     def out(top: str, writer: str = lname) -> str:
-        value = top if last_writer[top] == writer else f"{top}/{writer}"
+        value = top if last_writer[top] == writer and top not in g.inputs else f"{top}/{writer}"
         g.value[top] = value
         return value
 
