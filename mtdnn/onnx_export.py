@@ -433,23 +433,22 @@ def seeded_inputs(shape, count: int = CHECK_IMAGES) -> np.ndarray:
 
 
 def compare(model, net, batch: np.ndarray, outputs: Sequence[str], chunk: int = CHECK_CHUNK) -> dict:
-    """``{blob: max |onnxruntime - pycaffe| / max |pycaffe|}`` over ``batch`` (run in chunks),
-    the rule of :func:`mtdnn.inference.difference`, for ``model`` in ONNX Runtime and the
-    pycaffe ``net``."""
-    from .inference import _caffe_forward
+    """``{blob: max |onnxruntime - pycaffe| / max |pycaffe|}`` over ``batch`` (run in chunks;
+    :func:`mtdnn.inference.difference`), for ``model`` in ONNX Runtime and the pycaffe ``net``."""
+    from .inference import _caffe_forward, difference
     sess = session(model)
-    end = max(list(net._layer_names).index(l) for l in (_last_writer(net)[b] for b in outputs))
-    err, scale = dict.fromkeys(outputs, 0.0), dict.fromkeys(outputs, 0.0)
+    last = {top: layer for layer, tops in net.top_names.items() for top in tops}  # in-place: the last one
+    end = max(list(net._layer_names).index(last[b]) for b in outputs)
+    got, want = {b: [] for b in outputs}, {b: [] for b in outputs}
     for k in range(0, len(batch), chunk):
         x = np.ascontiguousarray(batch[k:k + chunk], np.float32)
-        want = _caffe_forward(net, x, outputs, end)
-        got = dict(zip(outputs, sess.run(list(outputs), {net.inputs[0]: x})))
-        for b in outputs:
-            if got[b].shape != want[b].shape:
-                raise ExportError(f"blob {b}: ONNX Runtime gives shape {got[b].shape}, pycaffe {want[b].shape}")
-            err[b] = max(err[b], float(np.abs(got[b].astype(np.float64) - want[b]).max()))
-            scale[b] = max(scale[b], float(np.abs(want[b]).max()))
-    return {b: err[b] / scale[b] if scale[b] > 0 else (0.0 if err[b] == 0 else float("inf")) for b in outputs}
+        for b, v in _caffe_forward(net, x, outputs, end).items():
+            want[b].append(v)
+        for b, v in zip(outputs, sess.run(list(outputs), {net.inputs[0]: x})):
+            if v.shape != want[b][-1].shape:
+                raise ExportError(f"blob {b}: ONNX Runtime gives shape {v.shape}, pycaffe {want[b][-1].shape}")
+            got[b].append(v)
+    return {b: difference(np.concatenate(got[b]), np.concatenate(want[b])) for b in outputs}
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -458,14 +457,6 @@ def _relative(path: Path, base: Path) -> str:
         return path.resolve().relative_to(base.resolve()).as_posix()
     except ValueError:
         return str(path.resolve())
-
-
-def _last_writer(net) -> dict:
-    last = {}
-    for layer, tops in net.top_names.items():
-        for top in tops:
-            last[top] = layer
-    return last
 
 
 def export(deploy, weights, out, *, outputs=None, check_inputs=None, output_info: dict | None = None,
