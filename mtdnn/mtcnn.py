@@ -1,4 +1,4 @@
-"""MTCNN face detection and 5 landmarks (Zhang et al. 2016) on pycaffe or OpenCV's DNN (``mtdnn.inference``).
+"""MTCNN face detection and 5 landmarks (Zhang et al. 2016) on pycaffe, OpenCV's DNN or ONNX Runtime (``mtdnn.inference``).
 
 A line-by-line port of the authors' MATLAB ``detect_face.m`` (MTCNNv1: P-Net, R-Net, O-Net)
 plus the optional fourth stage of ``detect_face_v2.m`` (det4, the landmark refinement net),
@@ -278,8 +278,8 @@ def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = N
 
 
 class MTCNN:
-    """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe or
-    opencv), pycaffe on GPU ``gpu`` if given.
+    """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe, opencv
+    or onnxruntime), pycaffe on GPU ``gpu`` if given.
 
     >>> det = MTCNN()                        # models from data_path('mtcnn')
     >>> found = det.detect(bgr_image)        # Detections, 0-based
