@@ -46,6 +46,7 @@ Flatten, Identity only add data types).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -387,9 +388,6 @@ def versions() -> dict:
     return {"onnx": _onnx().__version__, "onnxruntime": _ort().__version__}
 
 
-def model_sha256(model) -> str:
-    return hashlib.sha256(model.SerializeToString()).hexdigest()
-
 
 # --------------------------------------------------------------------------- export with a card
 
@@ -491,8 +489,14 @@ def export(deploy, weights, out, *, outputs=None, check_inputs=None, output_info
         raise ExportError("the ONNX model differs from pycaffe beyond the bound " + ", ".join(
             f"{b} {d:.1e}" for b, d in bad.items()) + f" (bound {RTOL:.0e}); nothing written. This is a "
             f"conversion fault: please report it with the deploy prototxt")
-    data = model.SerializeToString()
     dims = lambda vi: [d.dim_param or d.dim_value or None for d in vi.type.tensor_type.shape.dim]  # noqa: E731
+    described = {
+        "input": {"name": net.inputs[0], "shape": dims(model.graph.input[0]),
+                  **(face_input(in_shape) or input_info or {})},
+        "outputs": {o.name: {"shape": dims(o), **(output_info or {}).get(o.name, {})} for o in model.graph.output}}
+    # The model carries how to feed it too, for whoever gets the .onnx without its card.
+    _onnx().helper.set_model_props(model, {f"mtdnn.{k}": json.dumps(v) for k, v in described.items()})
+    data = model.SerializeToString()
     card = {
         "format": CARD_FORMAT, "version": CARD_VERSION,
         "onnx": {"file": out.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
@@ -500,9 +504,7 @@ def export(deploy, weights, out, *, outputs=None, check_inputs=None, output_info
         "source": {"deploy": {"file": _relative(deploy, out.parent), "sha256": sha256_file(deploy)},
                    "weights": {"file": _relative(weights, out.parent), "sha256": sha256_file(weights)},
                    **(source or {})},
-        "input": {"name": net.inputs[0], "shape": dims(model.graph.input[0]),
-                  **(face_input(in_shape) or input_info or {})},
-        "outputs": {o.name: {"shape": dims(o), **(output_info or {}).get(o.name, {})} for o in model.graph.output},
+        **described,
         "check": {"what": check_source or f"{len(batch)} seeded uniform inputs in [-1, 1]",
                   "inputs": len(batch), "engine": f"onnxruntime {versions()['onnxruntime']} (CPU)",
                   "rule": "per output blob: max |onnxruntime - pycaffe| / max |pycaffe| over the inputs",

@@ -152,6 +152,8 @@ def test_export_of_a_run_folder_equals_caffe_on_real_faces(run_folder):
     # The file alone, in plain onnxruntime, on other real crops than the check's, as the card says.
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
+    props = {p.key: json.loads(p.value) for p in model.metadata_props}
+    assert props == {"mtdnn.input": card["input"], "mtdnn.outputs": card["outputs"]}
     paths = list_images(ALIGNED)[7::400][:24]
     images = [cv2.imread(str(ALIGNED / p)) for p in paths]
     x = ((np.stack(images).astype(np.float32) - card["input"]["mean"]) * card["input"]["scale"]).transpose(0, 3, 1, 2)
