@@ -44,7 +44,8 @@ import numpy as np
 ENGINES = ("auto", "caffe", "opencv", "onnxruntime")
 # What ``auto`` tries on the CPU, in this order, before pycaffe: the faster engine first.
 # Measured with bench/bench_engines.py (interleaved, ratios): ONNX Runtime ahead of OpenCV on
-# the Full- and Fast-Model and on MTCNN's nets.
+# the Full- and Fast-Model (2.2x and 2.0x at batch 40) and on MTCNN's R-Net, O-Net and det4;
+# MTCNN's P-Net, many small calls, is the exception (mtdnn.mtcnn.AUTO_ORDERS).
 AUTO_ORDER = ("onnxruntime", "opencv")
 ENGINE_NAMES = {"caffe": "pycaffe", "opencv": "OpenCV", "onnxruntime": "ONNX Runtime"}
 
@@ -284,7 +285,8 @@ def _caffe_forward(net, batch: np.ndarray, blobs, end: int) -> dict[str, np.ndar
 
 def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
          outputs: Sequence[str] | None = None, check_shape: Sequence[int] | None = None,
-         max_shapes: int = 1, log: Callable[[str], None] = _stderr) -> Net:
+         max_shapes: int = 1, log: Callable[[str], None] = _stderr,
+         auto_order: Sequence[str] = AUTO_ORDER) -> Net:
     """A :class:`Net` of ``deploy`` (+ ``weights``; omitted: pycaffe's fillers) on ``engine``.
 
     ``outputs``: the blobs to return and to check (default: the net's final outputs).
@@ -293,7 +295,8 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
     net that fails the check falls back (``auto``: to the next engine of :data:`AUTO_ORDER`,
     at last to pycaffe); ``log`` says why. ``max_shapes``: OpenCV nets kept
     planned for that many input shapes (memory: one copy of the weights each; for small
-    nets fed batches of changing shapes, like MTCNN's).
+    nets fed batches of changing shapes, like MTCNN's). ``auto_order``: the engines ``auto``
+    tries, the fastest for this net first (default :data:`AUTO_ORDER`).
     """
     check_request(engine, gpu, weights is not None)
     caffe = _import_caffe()
@@ -309,7 +312,7 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
         net.note = "pycaffe " + ("on GPU %d" % gpu if gpu is not None else "on the CPU")
         return net
     shape = tuple(check_shape) if check_shape else (CHECK_BATCH, *net.input_shape)
-    tries = AUTO_ORDER if engine == "auto" else (engine,)
+    tries = tuple(auto_order) if engine == "auto" else (engine,)
     for k, name in enumerate(tries):
         then = f"trying {ENGINE_NAMES[tries[k + 1]]}" if k + 1 < len(tries) else "running pycaffe"
         try:

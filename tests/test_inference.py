@@ -64,6 +64,8 @@ def test_auto_picks_onnxruntime_then_opencv(tmp_path, monkeypatch):
     assert re.fullmatch(r"ONNX Runtime, checked against pycaffe: max difference \S+ \(bound 2e-04\)", net.note)
     with pytest.raises(inference.EngineError, match="keeps no pycaffe net"):
         net.caffe_net()
+    det = m.MTCNN(refine_landmarks=True, engine="auto")  # P-Net: OpenCV is the faster there
+    assert [n.engine for n in (det.pnet, det.rnet, det.onet, det.lnet)] == ["opencv"] + ["onnxruntime"] * 3
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     net = inference.load(deploy, weights, outputs=["fc5"], log=said.append)
     assert net.engine == "opencv"
