@@ -91,7 +91,7 @@ def attribute_names(run: Path, state: dict) -> list[str] | None:
     try:
         from generate.render import make_spec
         return list(make_spec(run, state["model"], **state.get("overrides", {}))[0].attributes)
-    except Exception:  # an old or foreign run.json: the card then just says 'attribute scores'
+    except (KeyError, TypeError, ValueError):  # an old or foreign run.json: the card says 'attribute scores' only
         return None
 
 
