@@ -13,9 +13,10 @@
    leaves even with perfect landmarks: a similarity cannot map every face's 5 points onto
    one template).
 
-4. Engines: the alignment rate of MTCNN on pycaffe against OpenCV's DNN (--engine caffe /
-   opencv of tools/align_faces.py) on --rate-photos photos, the runs alternating for --rounds
-   rounds on the same photos (a busy machine slows both alike), and their ratio: end to end,
+4. Engines: the alignment rate of MTCNN on pycaffe against OpenCV's DNN and ONNX Runtime
+   (--engine caffe / opencv / onnxruntime of tools/align_faces.py) on --rate-photos photos,
+   the runs alternating for --rounds rounds on the same photos (a busy machine slows all
+   alike), and their ratios: end to end,
    and the steady rate of a long run (a run of a quarter of the photos is timed too, and
    the rest of the photos are divided by the extra time they take: start-up cancels out).
 
@@ -53,6 +54,7 @@ from mtdnn.datasets import list_images  # noqa: E402
 from mtdnn.paths import data_path  # noqa: E402
 
 CASIA = 494_414
+ENGINES = ("caffe", "opencv", "onnxruntime")
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "align_faces.py"
 _DET = {}
 
@@ -105,20 +107,21 @@ def engine_rates(src: Path, paths, workers: int, rounds: int) -> None:
     (start-up included) on all ``paths``, and the steady rate of a long run (the photos beyond
     the first quarter over the extra time they take: start-up cancels out)."""
     quarter = paths[:max(1, len(paths) // 4)]
-    times = {(e, n): [] for e in ("caffe", "opencv") for n in (len(quarter), len(paths))}
+    times = {(e, n): [] for e in ENGINES for n in (len(quarter), len(paths))}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(rounds):
             for engine, n in times:
                 out = Path(tmp) / f"{engine}{n}_{k}"
                 times[engine, n].append(align_run(src, paths[:n], out, workers, engine))
     t = {key: float(np.median(v)) for key, v in times.items()}
-    whole = {e: len(paths) / t[e, len(paths)] for e in ("caffe", "opencv")}
+    whole = {e: len(paths) / t[e, len(paths)] for e in ENGINES}
     steady = {e: (len(paths) - len(quarter)) / (t[e, len(paths)] - t[e, len(quarter)]) for e in whole}
     print(f"alignment rate by engine ({len(paths)} photos, {workers} worker(s), {rounds} alternating round(s), "
           f"load average {os.getloadavg()[0]:.1f}):")
     for label, r in (("end to end", whole), ("steady (start-up excluded)", steady)):
-        print(f"  {label:<27} pycaffe {r['caffe']:.1f} img/s, opencv {r['opencv']:.1f} img/s, "
-              f"ratio {r['opencv'] / r['caffe']:.2f}x")
+        print(f"  {label:<27} pycaffe {r['caffe']:.1f} img/s, opencv {r['opencv']:.1f} img/s "
+              f"({r['opencv'] / r['caffe']:.2f}x), onnxruntime {r['onnxruntime']:.1f} img/s "
+              f"({r['onnxruntime'] / r['caffe']:.2f}x; {r['onnxruntime'] / r['opencv']:.2f}x opencv's)")
 
 
 def main(argv=None) -> int:

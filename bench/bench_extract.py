@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Images/s of feature extraction (forward up to fc5, batched, real aligned LFW images), with
-pycaffe and with OpenCV's DNN (mtdnn.inference), interleaved in one run, and their ratio.
+pycaffe, OpenCV's DNN and ONNX Runtime (mtdnn.inference), interleaved in one run, and the ratios.
 
     python bench/bench_extract.py                                  # models/full and models/fast
     python bench/bench_extract.py models/full/deploy.prototxt --weights W --mirror concat
@@ -25,7 +25,7 @@ from mtdnn import inference  # noqa: E402
 from mtdnn.features import extract_features, load_net, read_image_list  # noqa: E402
 from mtdnn.paths import REPO, data_path  # noqa: E402
 
-ENGINES = ("caffe", "opencv")
+ENGINES = ("caffe", "opencv", "onnxruntime")
 
 
 def main(argv=None):
@@ -52,10 +52,11 @@ def main(argv=None):
         for deploy in deploys:
             weights = a.weights or inference.save_random_weights(deploy, Path(tmp) / "random.caffemodel")
             nets = {e: load_net(deploy, weights, blob=a.blob, engine=e) for e in ENGINES}
-            if nets["opencv"].engine != "opencv":
-                print(f"{deploy}: OpenCV not usable: {nets['opencv'].note}")
-                continue
-            feats, times = {}, {e: [] for e in ENGINES}
+            for e, net in list(nets.items()):
+                if net.engine != e:
+                    print(f"{deploy}: {e} not usable: {net.note}")
+                    del nets[e]
+            feats, times = {}, {e: [] for e in nets}
             for e, net in nets.items():
                 extract_features(net, warm, root, **kw)
             for _ in range(a.rounds):
@@ -63,11 +64,13 @@ def main(argv=None):
                     t = time.perf_counter()
                     feats[e] = extract_features(net, timed, root, **kw)
                     times[e].append(time.perf_counter() - t)
-            rate = {e: len(timed) / float(np.median(times[e])) for e in ENGINES}
+            rate = {e: len(timed) / float(np.median(times[e])) for e in nets}
             print(f"{deploy}: {len(timed)} images, batch {a.batch_size}, mirror {a.mirror}, "
-                  f"{feats['caffe'].shape[1]}-d: pycaffe {rate['caffe']:.2f} images/s, "
-                  f"opencv {rate['opencv']:.2f} images/s, ratio {rate['opencv'] / rate['caffe']:.2f}x, "
-                  f"max difference {inference.difference(feats['opencv'], feats['caffe']):.1e}", flush=True)
+                  f"{feats['caffe'].shape[1]}-d: pycaffe {rate['caffe']:.2f} images/s, " + ", ".join(
+                      f"{e} {rate[e]:.2f} images/s ({rate[e] / rate['caffe']:.2f}x, max difference "
+                      f"{inference.difference(feats[e], feats['caffe']):.1e})" for e in nets if e != "caffe")
+                  + (f"; onnxruntime/opencv {rate['onnxruntime'] / rate['opencv']:.2f}x"
+                     if "opencv" in rate and "onnxruntime" in rate else ""), flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

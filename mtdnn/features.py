@@ -1,4 +1,4 @@
-"""Batched feature extraction (pycaffe or OpenCV's DNN: ``mtdnn.inference``), streamed to disk and resumable.
+"""Batched feature extraction (pycaffe, OpenCV's DNN or ONNX Runtime: ``mtdnn.inference``), streamed to disk and resumable.
 
 Input: aligned 112x96 BGR images (the net's input blob fixes the size), preprocessed as in
 training: ``(x - 127.5) * 0.0078125`` (= / 128), NCHW float32. Output: the named blob
@@ -99,7 +99,7 @@ def preprocess(images: Sequence[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------------------- network
 def load_net(deploy, weights=None, *, blob: str = "fc5", engine: str = "auto", gpu: int | None = None):
     """The deploy net for extracting ``blob`` (``mtdnn.inference``: engine caffe / opencv /
-    auto, CPU or GPU ``gpu``; weights optional: Caffe's fillers otherwise)."""
+    onnxruntime / auto, CPU or GPU ``gpu``; weights optional: Caffe's fillers otherwise)."""
     from mtdnn import inference
     return inference.load(deploy, weights, engine=engine, gpu=gpu, outputs=[blob])
 

@@ -1,7 +1,7 @@
-"""Inference on a Caffe deploy net with one of two engines, on the CPU or a GPU.
+"""Inference on a Caffe deploy net with one of three engines, on the CPU or a GPU.
 
     >>> net = load("models/full/deploy.prototxt", "w.caffemodel", outputs=["fc5"])  # engine "auto"
-    >>> net.engine                                    # 'opencv' (verified) or 'caffe'
+    >>> net.engine                                    # 'onnxruntime' or 'opencv' (verified) or 'caffe'
     >>> feats = net.forward(batch)["fc5"]             # batch: N x C x H x W float32
 
 Engines:
@@ -11,15 +11,19 @@ Engines:
   (``cv2.dnn.readNetFromCaffe``), CPU only: the pip wheel has no CUDA backend. On this
   project's nets it runs the forward pass 2-4x faster than pycaffe on the CPU
   (``bench/bench_engines.py``).
-- ``auto`` (the default): ``opencv`` on the CPU when it reads the net and passes the check
-  below, else ``caffe``; always ``caffe`` on a GPU and for nets without weights (OpenCV
-  cannot draw Caffe's fillers).
+- ``onnxruntime``: ONNX Runtime (CPU) on the net converted to ONNX in memory by
+  :mod:`mtdnn.onnx_export` (the graph ``tools/export_onnx.py`` writes). On this project's
+  nets it is the fastest of the three on the CPU (``bench/bench_engines.py``).
+- ``auto`` (the default): the first of :data:`AUTO_ORDER` (ONNX Runtime, then OpenCV: the
+  faster first) that reads the net and passes the check below, else ``caffe``; always
+  ``caffe`` on a GPU and for nets without weights (only Caffe draws its fillers).
 
-**Verified for the net.** :func:`load` with ``opencv`` also loads the net in pycaffe and runs
-one small seeded batch (uniform in [-1, 1], the range of the preprocessed pixels) through
-both; every requested output must agree within :data:`RTOL` (:func:`difference`). A layer
-OpenCV cannot read, a failing forward or a larger difference makes :func:`load` fall back
-to pycaffe and say why on stderr: never silently different numbers. ``net.engine`` and
+**Verified for the net.** :func:`load` with ``opencv`` or ``onnxruntime`` also loads the net
+in pycaffe and runs one small seeded batch (uniform in [-1, 1], the range of the preprocessed
+pixels) through both; every requested output must agree within :data:`RTOL`
+(:func:`difference`). A layer the engine cannot read, a failing forward or a larger
+difference makes :func:`load` fall back (``auto``: to the next engine, at last pycaffe) and
+say why on stderr: never silently different numbers. ``net.engine`` and
 ``net.note`` tell what was chosen.
 
 **GPU.** ``gpu=N`` runs pycaffe on GPU N. A Caffe built without CUDA cannot (it would abort
@@ -37,7 +41,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-ENGINES = ("auto", "caffe", "opencv")
+ENGINES = ("auto", "caffe", "opencv", "onnxruntime")
+# What ``auto`` tries on the CPU, in this order, before pycaffe: the faster engine first.
+# Measured with bench/bench_engines.py (interleaved, ratios): ONNX Runtime ahead of OpenCV on
+# the Full- and Fast-Model (2.2x and 2.0x at batch 40) and on MTCNN's R-Net, O-Net and det4;
+# MTCNN's P-Net, many small calls, is the exception (mtdnn.mtcnn.AUTO_ORDERS).
+AUTO_ORDER = ("onnxruntime", "opencv")
+ENGINE_NAMES = {"caffe": "pycaffe", "opencv": "OpenCV", "onnxruntime": "ONNX Runtime"}
 
 # The bound of the engine check (and of tests/test_inference.py): for every output blob,
 # max |opencv - caffe| <= RTOL * max |caffe| over the batch. Why 2e-4: both engines compute
@@ -47,7 +57,12 @@ ENGINES = ("auto", "caffe", "opencv")
 # sqrt(K) * 6e-8 (4e-6 for this project's largest K = 512 * 9) and at worst K * 6e-8
 # (2.8e-4); these errors add up over the depth of the net. Measured here on real LFW crops:
 # 1.5e-6 on the Full- and Fast-Model (random weights, fc5), 2e-5 on MTCNN's P-Net, <= 2e-6
-# on R-, O-Net and det4; issue 13 measured 5e-5 on a trained Full-Model. 2e-4 leaves 4x
+# on R-, O-Net and det4; issue 13 measured 5e-5 on a trained Full-Model. ONNX Runtime does
+# the same kind of reordering (its own GEMM, BatchNorm folded into the convolutions, NCHWc
+# blocked layouts), so the same bound applies; measured on the same inputs: 1.2e-6 (fc5) and
+# 2e-6 (attr_pred) on the Full- and Fast-Model, <= 1.8e-6 on MTCNN's four nets; on 200 LFW
+# crops (tools/export_onnx.py) 9.2e-7 (fc5) and 5.4e-7 (attr_pred) on the demo's trained
+# Fast-Model (OpenCV: 9.0e-7, 6.3e-7), 6.8e-7 on its trained MOON net. 2e-4 leaves 4x
 # room above the largest of these, and it stays far below what a layer computed differently
 # gives (a misread BatchNorm epsilon, PReLU slope, pooling rounding or weight layout moves
 # outputs by 1e-2 and more of their scale).
@@ -121,8 +136,16 @@ def check_request(engine: str, gpu: int | None, weights: bool = True) -> None:
     if gpu is not None and engine == "opencv":
         raise EngineError("--engine opencv runs on the CPU only (OpenCV's pip wheel has no CUDA "
                           "backend); use --engine caffe (the default with --gpu) or leave out --gpu")
-    if not weights and engine == "opencv":
-        raise EngineError("--engine opencv needs weights (a caffemodel): only Caffe draws its fillers")
+    if gpu is not None and engine == "onnxruntime":
+        raise EngineError("--engine onnxruntime runs on the CPU only (the onnxruntime wheel has no CUDA "
+                          "provider); use --engine caffe (the default with --gpu) or leave out --gpu")
+    if not weights and engine in ("opencv", "onnxruntime"):
+        raise EngineError(f"--engine {engine} needs weights (a caffemodel): only Caffe draws its fillers")
+    if engine == "onnxruntime":
+        from . import onnx_export
+        missing = onnx_export.available()
+        if missing:
+            raise EngineError(f"--engine onnxruntime: {missing}; or use --engine auto")
     require_gpu_build(gpu)
 
 
@@ -152,8 +175,9 @@ def save_random_weights(deploy, out, seed: int = 1) -> Path:
 def add_arguments(parser, subject: str = "the net") -> None:
     """The tools' --engine and --gpu options (check them with :func:`check_arguments`)."""
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help=f"inference engine of {subject}: opencv (CPU, checked against pycaffe on load), "
-                             f"caffe, or auto (default: opencv when its check passes, else caffe; caffe with --gpu)")
+                        help=f"inference engine of {subject}: onnxruntime or opencv (CPU, checked against pycaffe "
+                             f"on load), caffe, or auto (default: onnxruntime, else opencv, whichever passes its "
+                             f"check first, else caffe; caffe with --gpu)")
     parser.add_argument("--gpu", type=int, help=f"run {subject} with pycaffe on this GPU (needs a GPU build "
                                                 f"of Caffe: CAFFE_GPU=1 make setup)")
 
@@ -178,7 +202,7 @@ def difference(got: np.ndarray, ref: np.ndarray) -> float:
 class Net:
     """A deploy net ready for inference; build it with :func:`load`.
 
-    ``engine``: 'caffe' or 'opencv'; ``note``: why (the check's largest difference, or the
+    ``engine``: 'caffe', 'opencv' or 'onnxruntime'; ``note``: why (the check's largest difference, or the
     reason for falling back); ``input_shape``: C x H x W of the deploy's input;
     ``outputs``: the blobs :meth:`forward` returns by default.
     """
@@ -201,6 +225,7 @@ class Net:
         # OpenCV re-plans a net for every new input shape (tens of ms for MTCNN's R-Net):
         # up to max_shapes nets of the same files are kept, one per input shape.
         self.max_shapes, self._weights, self._cv = 1, None, OrderedDict()
+        self._ort = None  # the ONNX Runtime session (engine 'onnxruntime')
 
     def blob_shape(self, name: str) -> tuple:
         """Shape of blob ``name`` per input (without the batch axis) at the deploy's input size."""
@@ -216,11 +241,15 @@ class Net:
         for name in blobs:
             self.blob_shape(name)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.engine == "opencv":
+        if self.engine != "caffe":
             missing = [b for b in blobs if b not in self.outputs]
             if missing:
-                raise KeyError(f"blob(s) {', '.join(missing)} were not checked on the OpenCV engine; "
+                raise KeyError(f"blob(s) {', '.join(missing)} were not checked on the "
+                               f"{ENGINE_NAMES[self.engine]} engine; "
                                f"load the net with outputs={list(self.outputs) + missing}")
+        if self.engine == "onnxruntime":
+            return dict(zip(blobs, self._ort.run(list(blobs), {self.input_name: batch})))
+        if self.engine == "opencv":
             cv_net = self._opencv_for(batch.shape)
             cv_net.setInput(batch)
             return dict(zip(blobs, cv_net.forward([self._last_writer[b] for b in blobs])))
@@ -242,7 +271,7 @@ class Net:
     def caffe_net(self):
         """The pycaffe net (Caffe engine only), e.g. to save its weights."""
         if self._caffe is None:
-            raise EngineError("the OpenCV engine keeps no pycaffe net")
+            raise EngineError(f"the {ENGINE_NAMES[self.engine]} engine keeps no pycaffe net")
         return self._caffe
 
 
@@ -258,15 +287,18 @@ def _caffe_forward(net, batch: np.ndarray, blobs, end: int) -> dict[str, np.ndar
 
 def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
          outputs: Sequence[str] | None = None, check_shape: Sequence[int] | None = None,
-         max_shapes: int = 1, log: Callable[[str], None] = _stderr) -> Net:
+         max_shapes: int = 1, log: Callable[[str], None] = _stderr,
+         auto_order: Sequence[str] = AUTO_ORDER) -> Net:
     """A :class:`Net` of ``deploy`` (+ ``weights``; omitted: pycaffe's fillers) on ``engine``.
 
     ``outputs``: the blobs to return and to check (default: the net's final outputs).
     ``check_shape``: N x C x H x W of the engine check's batch (default: CHECK_BATCH of the
-    deploy's input). ``gpu``: pycaffe on that GPU (engine 'caffe'). An OpenCV net that fails
-    the check falls back to pycaffe; ``log`` says why. ``max_shapes``: OpenCV nets kept
+    deploy's input). ``gpu``: pycaffe on that GPU (engine 'caffe'). An OpenCV or ONNX Runtime
+    net that fails the check falls back (``auto``: to the next engine of :data:`AUTO_ORDER`,
+    at last to pycaffe); ``log`` says why. ``max_shapes``: OpenCV nets kept
     planned for that many input shapes (memory: one copy of the weights each; for small
-    nets fed batches of changing shapes, like MTCNN's).
+    nets fed batches of changing shapes, like MTCNN's). ``auto_order``: the engines ``auto``
+    tries, the fastest for this net first (default :data:`AUTO_ORDER`).
     """
     check_request(engine, gpu, weights is not None)
     caffe = _import_caffe()
@@ -289,15 +321,19 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
         net.note = "pycaffe " + ("on GPU %d" % gpu if gpu is not None else "on the CPU")
         return net
     shape = tuple(check_shape) if check_shape else (CHECK_BATCH, *net.input_shape)
-    try:
-        cv_net, worst = _checked_opencv(net, Path(weights), shape)
-    except _Mismatch as e:
-        net.note = f"OpenCV not used for {deploy.name}: {e}; running pycaffe"
-        log(f"inference: {net.note}")
+    tries = tuple(auto_order) if engine == "auto" else (engine,)
+    for k, name in enumerate(tries):
+        then = f"trying {ENGINE_NAMES[tries[k + 1]]}" if k + 1 < len(tries) else "running pycaffe"
+        try:
+            worst = _CHECKED[name](net, Path(weights), shape)
+        except _Mismatch as e:
+            net.note = f"{ENGINE_NAMES[name]} not used for {deploy.name}: {e}; {then}"
+            log(f"inference: {net.note}")
+            continue
+        net.engine, net._caffe = name, None
+        net.note = (f"{'OpenCV DNN' if name == 'opencv' else ENGINE_NAMES[name]}, checked against pycaffe: "
+                    f"max difference {worst:.1e} (bound {RTOL:.0e})")
         return net
-    net.engine, net._caffe, net._weights = "opencv", None, Path(weights)
-    net._cv[shape] = cv_net
-    net.note = f"OpenCV DNN, checked against pycaffe: max difference {worst:.1e} (bound {RTOL:.0e})"
     return net
 
 
@@ -320,26 +356,67 @@ def _read_opencv(deploy: Path, weights: Path):
     return cv_net
 
 
-def _checked_opencv(net: Net, weights: Path, shape):
-    """(OpenCV net, largest difference) after the check; raises _Mismatch with the reason."""
+def _check_batch(net: Net, shape) -> tuple[np.ndarray, dict]:
+    """The check's seeded batch and pycaffe's outputs for it (the net is still on Caffe)."""
+    x = np.random.default_rng(CHECK_SEED).uniform(-1, 1, shape).astype(np.float32)
+    return x, net.forward(x)
+
+
+def _compare(engine: str, got: dict, want: dict) -> float:
+    """The largest difference over the outputs; raises _Mismatch past :data:`RTOL`."""
+    worst = 0.0
+    for name, ref in want.items():
+        if got[name].shape != ref.shape:
+            raise _Mismatch(f"blob {name}: {ENGINE_NAMES[engine]} gives shape {got[name].shape}, "
+                            f"pycaffe {ref.shape}")
+        d = difference(got[name], ref)
+        if not d <= RTOL:
+            raise _Mismatch(f"blob {name} differs from pycaffe's by {d:.1e} of its scale (bound {RTOL:.0e})")
+        worst = max(worst, d)
+    return worst
+
+
+def _checked_opencv(net: Net, weights: Path, shape) -> float:
+    """Put ``net`` on OpenCV after the check (its largest difference); raises _Mismatch with the reason."""
     import cv2
     try:
         cv_net = _read_opencv(net.deploy, weights)
     except cv2.error as e:
         raise _Mismatch(f"OpenCV cannot read it ({_cv_reason(e)})") from None
-    x = np.random.default_rng(CHECK_SEED).uniform(-1, 1, shape).astype(np.float32)
-    want = net.forward(x)  # still the Caffe engine
+    x, want = _check_batch(net, shape)
     try:
         cv_net.setInput(x)
         got = dict(zip(net.outputs, cv_net.forward([net._last_writer[b] for b in net.outputs])))
     except cv2.error as e:
         raise _Mismatch(f"OpenCV cannot run it ({_cv_reason(e)})") from None
-    worst = 0.0
-    for name in net.outputs:
-        if got[name].shape != want[name].shape:
-            raise _Mismatch(f"blob {name}: OpenCV gives shape {got[name].shape}, pycaffe {want[name].shape}")
-        d = difference(got[name], want[name])
-        if not d <= RTOL:
-            raise _Mismatch(f"blob {name} differs from pycaffe's by {d:.1e} of its scale (bound {RTOL:.0e})")
-        worst = max(worst, d)
-    return cv_net, worst
+    worst = _compare("opencv", got, want)
+    net._weights = weights
+    net._cv[tuple(shape)] = cv_net
+    return worst
+
+
+def _checked_onnxruntime(net: Net, weights: Path, shape) -> float:
+    """Put ``net`` on ONNX Runtime after the check (its largest difference); raises _Mismatch
+    with the reason: onnx/onnxruntime missing, a layer without conversion, a failing forward."""
+    from . import onnx_export
+    missing = onnx_export.available()
+    if missing:
+        raise _Mismatch(missing)
+    try:
+        model = onnx_export.convert(net.deploy, net=net._caffe, outputs=net.outputs)
+    except onnx_export.UnsupportedLayer as e:
+        raise _Mismatch(f"cannot convert it to ONNX ({e})") from None
+    x, want = _check_batch(net, shape)
+    try:
+        sess = onnx_export.session(model)
+        got = dict(zip(net.outputs, sess.run(list(net.outputs), {net.input_name: x})))
+    except Exception as e:  # onnxruntime's own error types (Fail, InvalidGraph, RuntimeException, ...)
+        if type(e).__module__.split(".")[0] != "onnxruntime":
+            raise
+        raise _Mismatch(f"ONNX Runtime cannot run it ({' '.join(str(e).split())[:300]})") from None
+    worst = _compare("onnxruntime", got, want)
+    net._ort = sess
+    return worst
+
+
+_CHECKED = {"opencv": _checked_opencv, "onnxruntime": _checked_onnxruntime}

@@ -1,4 +1,4 @@
-"""MTCNN face detection and 5 landmarks (Zhang et al. 2016) on pycaffe or OpenCV's DNN (``mtdnn.inference``).
+"""MTCNN face detection and 5 landmarks (Zhang et al. 2016) on pycaffe, OpenCV's DNN or ONNX Runtime (``mtdnn.inference``).
 
 A line-by-line port of the authors' MATLAB ``detect_face.m`` (MTCNNv1: P-Net, R-Net, O-Net)
 plus the optional fourth stage of ``detect_face_v2.m`` (det4, the landmark refinement net),
@@ -259,6 +259,12 @@ CHECK_SHAPES = {"det1": (1, 3, 64, 48), "det2": (4, 3, 24, 24), "det3": (4, 3, 4
 # PAD_BATCH, then to a multiple of PAD_BATCH, and each net keeps up to KEEP_SHAPES planned
 # shapes (pyramid levels and padded batch sizes).
 PAD_BATCH, KEEP_SHAPES = 16, 32
+# The engines --engine auto tries per net, the fastest first (inference.AUTO_ORDER for the
+# others). P-Net runs hundreds of small calls per photo, where OpenCV was a little faster than
+# ONNX Runtime (0.73x-0.97x in interleaved runs of bench/bench_engines.py and of the recorded
+# P-Net calls of 20 LFW photos, one and two threads); ONNX Runtime was 1.2-2.6x OpenCV on
+# R-Net and 1.7-1.9x on O-Net.
+AUTO_ORDERS = {"det1": ("opencv", "onnxruntime")}
 
 
 def padded_size(n: int) -> int:
@@ -274,12 +280,12 @@ def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = N
             raise FileNotFoundError(f"{path}: MTCNN model file missing (expected det1..det4 "
                                     f".prototxt/.caffemodel in {folder})")
     return inference.load(proto, model, engine=engine, gpu=gpu, check_shape=CHECK_SHAPES[name],
-                          max_shapes=KEEP_SHAPES)
+                          max_shapes=KEEP_SHAPES, auto_order=AUTO_ORDERS.get(name, inference.AUTO_ORDER))
 
 
 class MTCNN:
-    """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe or
-    opencv), pycaffe on GPU ``gpu`` if given.
+    """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe, opencv
+    or onnxruntime), pycaffe on GPU ``gpu`` if given.
 
     >>> det = MTCNN()                        # models from data_path('mtcnn')
     >>> found = det.detect(bgr_image)        # Detections, 0-based

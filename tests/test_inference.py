@@ -1,7 +1,8 @@
-"""mtdnn.inference: OpenCV's DNN and pycaffe give the same outputs (within inference.RTOL) on
-real faces for the Full- and Fast-Model (seeded random weights saved by pycaffe) and for
-MTCNN's four released nets; the engine check falls back to pycaffe, saying why, for a layer
-OpenCV cannot run and for one it computes differently; a CPU-only Caffe refuses --gpu in
+"""mtdnn.inference: OpenCV's DNN, ONNX Runtime and pycaffe give the same outputs (within
+inference.RTOL) on real faces for the Full- and Fast-Model (seeded random weights saved by
+pycaffe) and for MTCNN's four released nets; auto picks ONNX Runtime; the engine check falls
+back (auto: ONNX Runtime, OpenCV, pycaffe), saying why, for a layer an engine cannot run, for
+one it computes differently and for a missing onnxruntime; a CPU-only Caffe refuses --gpu in
 every tool with the command that builds the GPU one."""
 import re
 import subprocess
@@ -29,35 +30,63 @@ def crops():
     return preprocess([cv2.imread(str(ALIGNED / p)) for p in paths])
 
 
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
 @pytest.mark.parametrize("variant", ["full", "fast"])
-def test_opencv_equals_caffe_on_recognition_nets(variant, crops, tmp_path):
+def test_engine_equals_caffe_on_recognition_nets(variant, engine, crops, tmp_path):
     render_model(tmp_path, variant, width=0.25, check_paths=False)
     deploy = tmp_path / "deploy.prototxt"
     weights = inference.save_random_weights(deploy, tmp_path / "w.caffemodel")
-    ref = inference.load(deploy, weights, engine="caffe", outputs=["fc5"])
-    net = inference.load(deploy, weights, engine="auto", outputs=["fc5"])
-    assert (ref.engine, net.engine) == ("caffe", "opencv"), net.note
-    want, got = ref.forward(crops)["fc5"], net.forward(crops)["fc5"]
-    assert want.shape == got.shape == (len(crops), *ref.blob_shape("fc5"))
-    assert np.abs(want).max() > 1  # not a degenerate net
-    d = inference.difference(got, want)
-    assert d <= inference.RTOL
-    print(f"{variant}: fc5 difference {d:.1e}")
+    blobs = ["fc5", "attr_pred"]  # the feature and the attribute scores
+    ref = inference.load(deploy, weights, engine="caffe", outputs=blobs)
+    net = inference.load(deploy, weights, engine=engine, outputs=blobs)
+    assert (ref.engine, net.engine) == ("caffe", engine), net.note
+    want, got = ref.forward(crops), net.forward(crops)
+    for blob in blobs:
+        assert want[blob].shape == got[blob].shape == (len(crops), *ref.blob_shape(blob))
+        assert np.abs(want[blob]).max() > 0.1  # not a degenerate net
+        d = inference.difference(got[blob], want[blob])
+        assert d <= inference.RTOL
+        print(f"{variant} {engine}: {blob} difference {d:.1e}")
     # The bound is not vacuous: the features of two different faces differ far more.
-    assert inference.difference(got[1:], want[:-1]) > 100 * inference.RTOL
+    assert inference.difference(got["fc5"][1:], want["fc5"][:-1]) > 100 * inference.RTOL
 
 
-def test_opencv_equals_caffe_on_mtcnn(tmp_path):
+def test_auto_picks_onnxruntime_then_opencv(tmp_path, monkeypatch):
+    """auto takes the first engine of AUTO_ORDER that passes; without onnxruntime it says so
+    (with the install command) and takes OpenCV; asked for explicitly, a missing onnxruntime is
+    a usage error."""
+    render_model(tmp_path, "fast", width=0.125, check_paths=False)
+    deploy = tmp_path / "deploy.prototxt"
+    weights = inference.save_random_weights(deploy, tmp_path / "w.caffemodel")
+    said = []
+    net = inference.load(deploy, weights, outputs=["fc5"], log=said.append)
+    assert net.engine == "onnxruntime" and not said
+    assert re.fullmatch(r"ONNX Runtime, checked against pycaffe: max difference \S+ \(bound 2e-04\)", net.note)
+    with pytest.raises(inference.EngineError, match="keeps no pycaffe net"):
+        net.caffe_net()
+    det = m.MTCNN(refine_landmarks=True, engine="auto")  # P-Net: OpenCV is the faster there
+    assert [n.engine for n in (det.pnet, det.rnet, det.onet, det.lnet)] == ["opencv"] + ["onnxruntime"] * 3
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    net = inference.load(deploy, weights, outputs=["fc5"], log=said.append)
+    assert net.engine == "opencv"
+    assert "ONNX Runtime not used for deploy.prototxt: onnxruntime is not installed: pip install" in said[0]
+    assert said[0].endswith("; trying OpenCV")
+    with pytest.raises(inference.EngineError, match="onnxruntime is not installed: pip install onnx==1.22.0"):
+        inference.load(deploy, weights, engine="onnxruntime")
+
+
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
+def test_engine_equals_caffe_on_mtcnn(engine, tmp_path):
     photos = [PHOTOS / p for p in list_images(PHOTOS)[::1700][:6]]
     images = [cv2.imread(str(p)) for p in photos]
     ref = m.MTCNN(engine="caffe", refine_landmarks=True)
     ref.recorded = {}  # every batch sent to each net: the real inputs
-    fast = m.MTCNN(engine="auto", refine_landmarks=True)
+    fast = m.MTCNN(engine=engine, refine_landmarks=True)
     names = ("det1", "det2", "det3", "det4")
     ref_nets = (ref.pnet, ref.rnet, ref.onet, ref.lnet)
     fast_nets = (fast.pnet, fast.rnet, fast.onet, fast.lnet)
     assert [n.engine for n in ref_nets] == ["caffe"] * 4
-    assert [n.engine for n in fast_nets] == ["opencv"] * 4, [n.note for n in fast_nets]
+    assert [n.engine for n in fast_nets] == [engine] * 4, [n.note for n in fast_nets]
     found = [(ref.detect(im), fast.detect(im)) for im in images]
     # Every net on every real input it got: equal outputs within the bound.
     for name, a, b in zip(names, ref_nets, fast_nets):
@@ -89,11 +118,16 @@ def one_layer_net(tmp_path, layer: str):
 ])
 def test_unsupported_or_different_layer_falls_back_to_caffe(tmp_path, layer, reason):
     deploy, weights = one_layer_net(tmp_path, layer)
+    kind = re.search(r'type: "(\w+)"', layer).group(1)
+    onnx_reason = f"ONNX Runtime not used for net.prototxt: cannot convert it to ONNX .*layer out \\(type {kind}\\)"
     said = []
-    for engine in ("auto", "opencv"):
+    for engine in ("auto", "opencv", "onnxruntime"):
         net = inference.load(deploy, weights, engine=engine, log=said.append)
         assert net.engine == "caffe"
-        assert re.search(reason, said[-1]) and "running pycaffe" in said[-1]
+        assert "running pycaffe" in said[-1]
+        assert re.search(onnx_reason if engine == "onnxruntime" else reason, said[-1]), said[-1]
+        if engine == "auto":  # ONNX Runtime first, then OpenCV
+            assert re.search(onnx_reason, said[-2]) and said[-2].endswith("trying OpenCV")
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
     assert net.forward(x)["out"].shape[0] == 2  # and pycaffe runs it
 
@@ -106,7 +140,10 @@ def test_mismatch_beyond_the_bound_falls_back(tmp_path, crops, monkeypatch):
     monkeypatch.setattr(inference, "RTOL", 0.0)
     said = []
     net = inference.load(deploy, weights, outputs=["fc5"], log=said.append)
-    assert net.engine == "caffe" and "blob fc5 differs from pycaffe's" in said[0]
+    assert net.engine == "caffe" and len(said) == 2
+    for text, engine, then in zip(said, ("ONNX Runtime", "OpenCV"), ("trying OpenCV", "running pycaffe")):
+        assert text.startswith(f"inference: {engine} not used for deploy.prototxt: blob fc5 differs from pycaffe's")
+        assert text.endswith(then)
 
 
 def test_opencv_nets_kept_per_input_shape(tmp_path):
@@ -127,14 +164,16 @@ def test_requests_no_engine_can_serve(tmp_path):
     deploy, weights = one_layer_net(tmp_path, 'type: "ReLU"')
     with pytest.raises(inference.EngineError, match="engine must be one of"):
         inference.load(deploy, weights, engine="torch")
-    with pytest.raises(inference.EngineError, match="CPU only"):
-        inference.load(deploy, weights, engine="opencv", gpu=0)
-    with pytest.raises(inference.EngineError, match="needs weights"):
-        inference.load(deploy, None, engine="opencv")
+    for engine in ("opencv", "onnxruntime"):
+        with pytest.raises(inference.EngineError, match="CPU only"):
+            inference.load(deploy, weights, engine=engine, gpu=0)
+        with pytest.raises(inference.EngineError, match="needs weights"):
+            inference.load(deploy, None, engine=engine)
     assert inference.load(deploy).engine == "caffe"  # fillers: pycaffe
-    net = inference.load(deploy, weights, engine="opencv")
-    with pytest.raises(KeyError, match="data were not checked on the OpenCV engine"):
-        net.forward(np.zeros((1, 3, 8, 8), np.float32), ["out", "data"])
+    for engine, name in (("opencv", "OpenCV"), ("onnxruntime", "ONNX Runtime")):
+        net = inference.load(deploy, weights, engine=engine)
+        with pytest.raises(KeyError, match=f"data were not checked on the {name} engine"):
+            net.forward(np.zeros((1, 3, 8, 8), np.float32), ["out", "data"])
 
 
 # --------------------------------------------------------------------------- GPU requests

@@ -222,6 +222,8 @@ def init_worker(config: dict) -> None:
     """Load this process's own nets."""
     import cv2
     cv2.setNumThreads(1)
+    from mtdnn import onnx_export
+    onnx_export.set_num_threads(1)  # likewise for ONNX Runtime (--engine onnxruntime / auto)
     from mtdnn.mtcnn import MTCNN
     _STATE["config"] = config
     _STATE["detector"] = MTCNN(config["models"], minsize=config["minsize"], thresholds=config["thresholds"],
