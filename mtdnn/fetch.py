@@ -669,7 +669,8 @@ def table(report: Report, width: int = 100) -> str:
     name_w = max([len("item")] + [len(r[0]) for r in report.rows])
     lines = [f"{'item':{name_w}s}  {'size':>8s}  state", f"{'-' * name_w}  {'-' * 8}  {'-' * 40}"]
     for name, state, size in report.rows:
-        wrapped = textwrap.wrap(state, max(30, width - name_w - 12), break_on_hyphens=False) or [""]
+        wrapped = textwrap.wrap(state, max(30, width - name_w - 12), break_on_hyphens=False,
+                                break_long_words=False) or [""]
         lines.append(f"{name:{name_w}s}  {size:>8s}  {wrapped[0]}")
         lines += [f"{'':{name_w}s}  {'':8s}  {w}" for w in wrapped[1:]]
     return "\n".join(lines)

@@ -49,7 +49,7 @@ def cases(t):
         "eval_attributes": (["eval_attributes.py", "--predictions", t / "f", "--out", t / "eval"],
                             t / "eval" / "attributes"),
         "report": (["report.py", t / "runs"], t / "runs" / "report.md"),
-        "fetch_data": (["fetch_data.py", "--data", t / "data", "--only", "celeba-lists"], t / "data"),
+        "fetch_data": (["fetch_data.py", "--data", t / "data", "--only", "celeba-partition"], t / "data"),
         "demo": (["demo.py", "--work", t / "work", "--data", t / "none"], t / "work"),
     }
 
