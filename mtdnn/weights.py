@@ -30,7 +30,9 @@ def blob_dims(blob) -> list[int]:
     """A ``BlobProto``'s shape: ``shape.dim``, or the legacy num, channels, height, width."""
     if blob.HasField("shape"):
         return list(blob.shape.dim)
-    return [blob.num, blob.channels, blob.height, blob.width]
+    if _legacy(blob):
+        return [blob.num, blob.channels, blob.height, blob.width]
+    return []  # a 0-axis blob (one value, e.g. a channel-shared PReLU slope): Caffe writes no shape
 
 
 def _legacy(blob) -> bool:
