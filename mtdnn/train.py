@@ -802,6 +802,8 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
             state["weights"] = fine.final_weights.name
             state["deploy"] = "deploy.prototxt"
             _write_state(run_dir, state)
+            from .card import write_card  # the model card (docs/model_card.md): how to use these weights
+            log(f"model card: {write_card(run_dir, state, database.attribute_names)}")
         return state
 
 
