@@ -19,6 +19,8 @@ A *run folder* (default ``runs/<model>``) holds everything of one training run:
     pretrain.log, finetune.log      the stderr of `caffe train` (appended to on resume)
     <phase>.train.csv, <phase>.test.csv, <phase>.png   the logs as tables and curves
     pretrain_iter_N.caffemodel/.solverstate, finetune_iter_N...   the snapshots
+    model_card.json                 written when the run finishes: how to use the final weights
+                                    (mtdnn.card, docs/model_card.md; the evaluators add to it)
 
 Phases: pre-training (``solver_pretrain.prototxt``, lambda1 = 0), then fine-tuning
 (``solver_finetune.prototxt``) from the last pre-training weights (``-weights``).
