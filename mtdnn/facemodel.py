@@ -37,6 +37,22 @@ class NoFace(ValueError):
     """A photo in which MTCNN finds no face (or too small to hold one)."""
 
 
+def photo_errors() -> tuple:
+    """The problems of one photo (no face, unreadable): reported for that photo, the rest goes on."""
+    from .images import ImageError
+    return NoFace, ImageError
+
+
+def add_arguments(parser, subject: str = "the model and MTCNN") -> None:
+    """The photo tools' shared options: --select, --aligned, --engine, --gpu."""
+    from . import inference
+    parser.add_argument("--select", choices=("center", "largest"), default="center",
+                        help="which face of a photo with several: nearest the centre (default) or the largest")
+    parser.add_argument("--aligned", action="store_true",
+                        help="the photos are aligned 112x96 crops already (no detection)")
+    inference.add_arguments(parser, subject)
+
+
 @dataclass
 class Face:
     """The face of a photo that was used: its aligned crop, where it was, how many there were."""

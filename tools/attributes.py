@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtdnn import inference  # noqa: E402
+from mtdnn import facemodel, inference  # noqa: E402
 from mtdnn.cli import BAD_INPUT, run_tool  # noqa: E402
-from mtdnn.facemodel import ATTRIBUTE_RULE, FaceModel, MoonModel, NoFace  # noqa: E402
-from mtdnn.images import ImageError  # noqa: E402
+from mtdnn.facemodel import ATTRIBUTE_RULE, FaceModel, MoonModel  # noqa: E402
 
 
 def main(argv=None):
@@ -33,11 +32,8 @@ def main(argv=None):
     ap.add_argument("photos", nargs="+", type=Path, help="photos (any size; the face is detected and aligned)")
     ap.add_argument("--run", type=Path, help="multi-task run folder with a model card (its attribute head)")
     ap.add_argument("--moon", type=Path, help="MOON run folder (tools/train_attributes.py --out)")
-    ap.add_argument("--select", choices=("center", "largest"), default="center",
-                    help="which face of a photo with several: nearest the centre (default) or the largest")
-    ap.add_argument("--aligned", action="store_true", help="the photos are aligned 112x96 crops already (no detection)")
     ap.add_argument("--json", action="store_true", help="print one JSON object per photo instead of tables")
-    inference.add_arguments(ap, "the models and MTCNN")
+    facemodel.add_arguments(ap, "the models and MTCNN")
     a = ap.parse_args(argv)
     inference.check_arguments(ap, a)
     if not (a.run or a.moon):
@@ -55,7 +51,7 @@ def main(argv=None):
         try:
             face = models[0][1].face(photo, a.aligned)
             scores = {name: m.attributes(face) for name, m in models}
-        except (NoFace, ImageError) as e:
+        except facemodel.photo_errors() as e:
             errors += 1
             print(json.dumps({"photo": str(photo), "error": str(e)}) if a.json else f"\n{e}", flush=True)
             continue

@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from mtdnn import inference  # noqa: E402
+from mtdnn import facemodel, inference  # noqa: E402
 from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.evaluation.features_io import feature_paths, write_names  # noqa: E402
-from mtdnn.facemodel import FaceModel, NoFace  # noqa: E402
+from mtdnn.facemodel import FaceModel  # noqa: E402
 from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, escape_field  # noqa: E402
-from mtdnn.images import ImageError  # noqa: E402
 
 
 def main(argv=None):
@@ -40,13 +39,10 @@ def main(argv=None):
     ap.add_argument("--root", type=Path, help="folder the --list paths are relative to (default: the list's folder)")
     ap.add_argument("--run", required=True, type=Path, help="trained run folder with a model card (model_card.json)")
     ap.add_argument("--out", required=True, help="output prefix (OUT.npy, OUT.names.txt, OUT.faces.tsv, OUT.meta.json)")
-    ap.add_argument("--select", choices=("center", "largest"), default="center",
-                    help="which face of a photo with several: nearest the centre (default) or the largest")
-    ap.add_argument("--aligned", action="store_true", help="the photos are aligned 112x96 crops already (no detection)")
     ap.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     ap.add_argument("--allow-failures", action="store_true", help="exit 0 even when some photos had no face")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    inference.add_arguments(ap, "the model and MTCNN")
+    facemodel.add_arguments(ap, "the model and MTCNN")
     a = ap.parse_args(argv)
     inference.check_arguments(ap, a)
     photos = [str(p) for p in a.photos]
@@ -62,7 +58,7 @@ def main(argv=None):
     for p in tqdm(photos, unit="photo", desc="detect + align", disable=a.quiet):
         try:
             faces.append(model.face(p, a.aligned))
-        except (NoFace, ImageError) as e:
+        except facemodel.photo_errors() as e:
             failed.append((p, str(e)))
     if not faces:
         raise ValueError(f"none of the {len(photos)} photo(s) has a usable face (e.g. {failed[0][1]}); nothing written")

@@ -27,10 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtdnn import inference  # noqa: E402
+from mtdnn import facemodel, inference  # noqa: E402
 from mtdnn.cli import BAD_INPUT, run_tool  # noqa: E402
-from mtdnn.facemodel import FaceModel, NoFace  # noqa: E402
-from mtdnn.images import ImageError  # noqa: E402
+from mtdnn.facemodel import FaceModel  # noqa: E402
 
 SAME, DIFFERENT = 0, 3
 
@@ -56,10 +55,7 @@ def main(argv=None):
     ap.add_argument("--run", required=True, type=Path, help="trained run folder with a model card (model_card.json)")
     ap.add_argument("--pairs", type=Path, help="a file of pairs, two paths per line, instead of two photos")
     ap.add_argument("--root", type=Path, help="folder the --pairs paths are relative to (default: the file's folder)")
-    ap.add_argument("--select", choices=("center", "largest"), default="center",
-                    help="which face of a photo with several: nearest the centre (default) or the largest")
-    ap.add_argument("--aligned", action="store_true", help="the photos are aligned 112x96 crops already (no detection)")
-    inference.add_arguments(ap, "the model and MTCNN")
+    facemodel.add_arguments(ap, "the model and MTCNN")
     a = ap.parse_args(argv)
     inference.check_arguments(ap, a)
     if (a.pairs is None) == (len(a.photos) != 2):
@@ -83,7 +79,7 @@ def main(argv=None):
     for pa, pb in pairs:
         try:
             c = model.compare(pa, pb, aligned=a.aligned)
-        except (NoFace, ImageError) as e:
+        except facemodel.photo_errors() as e:
             errors += 1
             print(f"error\t-\t{pa}\t{pb}\t{e}", flush=True)
             continue
