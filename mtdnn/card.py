@@ -160,7 +160,7 @@ def _locked(run: Path, wait: float = 60.0):
     from .fileio import LockHeld
     end = time.time() + wait
     while True:
-        lock = exclusive_lock(run / (CARD_FILE + ".lock"))
+        lock = exclusive_lock(run / ".model_card.lock")
         try:
             lock.__enter__()
             break
