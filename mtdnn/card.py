@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import MIRROR_MODES, PIXEL_MEAN, PIXEL_SCALE
+from .features import PIXEL_MEAN, PIXEL_SCALE
 from .fileio import atomic_write, atomic_write_json, exclusive_lock, sha256_file
 
 CARD_FILE = "model_card.json"
@@ -217,10 +217,8 @@ def record_evaluation(prefix, kind: str, summary: dict, *, verification: dict | 
         card.setdefault("evaluations", {})[kind] = {**summary, "features": str(prefix),
                                                     "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if verification is not None:
-            if settings.get("mirror") not in MIRROR_MODES:
-                return f"{prefix}.meta.json has no mirror mode: the verification threshold is not recorded"
             card["features"] = {"blob": settings.get("blob", FEATURE_BLOB), "dim": settings.get("dim"),
-                                "mirror": settings["mirror"], "l2norm": bool(settings.get("l2norm")),
+                                "mirror": settings.get("mirror", "none"), "l2norm": bool(settings.get("l2norm")),
                                 "set_by": f"tools/eval_lfw.py on {prefix}"}
             if mean is not None:
                 with atomic_write(run / MEAN_FILE, "wb") as f:
