@@ -96,19 +96,19 @@ def _deploy_facts(deploy: Path) -> dict:
     """Input shape and output sizes from the deploy prototxt (pycaffe's protobuf)."""
     from .prototxt import read_net
     net = read_net(deploy)
-    shape = None
+    shape, name = None, "data"
     for layer in net.layer:
         if layer.type == "Input":
-            shape = list(layer.input_param.shape[0].dim)[1:]
+            shape, name = list(layer.input_param.shape[0].dim)[1:], layer.top[0]
             break
     if shape is None and net.input_shape:
-        shape = list(net.input_shape[0].dim)[1:]
+        shape, name = list(net.input_shape[0].dim)[1:], net.input[0]
     sizes = {}
     for layer in net.layer:
         if layer.type == "InnerProduct":
             for top in layer.top:
                 sizes[top] = layer.inner_product_param.num_output
-    return {"input_shape": shape, "sizes": sizes}
+    return {"input": name, "input_shape": shape, "sizes": sizes}
 
 
 def _dim(size, mirror: str):
@@ -134,12 +134,12 @@ def write_card(run, state: dict, attributes=None) -> Path:
                            "train_images": state.get("train_images")},
             "deploy": {"file": state["deploy"], "sha256": sha256_file(deploy)},
             "weights": {"file": state["weights"], "sha256": w_sha, "bytes": weights.stat().st_size},
-            "input": {"blob": "data", "shape_chw": facts["input_shape"], "color": "BGR", "layout": "NCHW",
+            "input": {"blob": facts["input"], "shape_chw": facts["input_shape"], "color": "BGR", "layout": "NCHW",
                       "normalisation": f"(pixel - {PIXEL_MEAN}) * {PIXEL_SCALE}",
                       "pixel_mean": PIXEL_MEAN, "pixel_scale": PIXEL_SCALE, **DETECTION},
             "features": (old.get("features") if same and old.get("features") else
-                         {"blob": FEATURE_BLOB, "dim": _dim(facts["sizes"].get(FEATURE_BLOB), DEFAULT_MIRROR), "mirror": DEFAULT_MIRROR,
-                          "l2norm": False, "set_by": "training (default until tools/eval_lfw.py records "
+                         {"blob": FEATURE_BLOB, "dim": _dim(facts["sizes"].get(FEATURE_BLOB), DEFAULT_MIRROR),
+                          "mirror": DEFAULT_MIRROR, "l2norm": False, "set_by": "training (default until tools/eval_lfw.py records "
                                                     "the features its threshold was chosen on)"}),
             "attributes": ({"blob": ATTRIBUTE_BLOB, "names": list(attributes or []),
                             "rule": "score > 0 predicts the attribute present (+1), otherwise absent (-1)"}
