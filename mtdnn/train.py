@@ -19,6 +19,8 @@ A *run folder* (default ``runs/<model>``) holds everything of one training run:
     pretrain.log, finetune.log      the stderr of `caffe train` (appended to on resume)
     <phase>.train.csv, <phase>.test.csv, <phase>.png   the logs as tables and curves
     pretrain_iter_N.caffemodel/.solverstate, finetune_iter_N...   the snapshots
+    model_card.json                 written when the run finishes: how to use the final weights
+                                    (mtdnn.card, docs/model_card.md; the evaluators add to it)
 
 Phases: pre-training (``solver_pretrain.prototxt``, lambda1 = 0), then fine-tuning
 (``solver_finetune.prototxt``) from the last pre-training weights (``-weights``).
@@ -803,6 +805,8 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
             state["weights"] = fine.final_weights.name
             state["deploy"] = "deploy.prototxt"
             _write_state(run_dir, state)
+            from .card import write_card  # the model card (docs/model_card.md): how to use these weights
+            log(f"model card: {write_card(run_dir, state, database.attribute_names)}")
         return state
 
 

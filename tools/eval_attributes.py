@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from generate.attributes import parse_attributes
+from mtdnn.card import record_evaluation
 from mtdnn.cli import run_tool
 from mtdnn.evaluation.attributes import (attribute_accuracy, format_table, read_celeba_attributes,
                                          read_labelled_subset)
@@ -80,6 +81,10 @@ def main(argv=None):
     atomic_write_json(a.out / "attributes.json", res, indent=1)
     print(format_table(res))
     print(f"-> {a.out / 'attributes.json'}")
+    print("model card: " + record_evaluation(a.predictions, "attributes", {
+        "file": str(a.out / "attributes.json"), "n_images": len(pnames),
+        "accuracy": {r["name"]: r["accuracy"] for r in res["attributes"]},
+        "balanced_accuracy": {r["name"]: r["balanced_accuracy"] for r in res["attributes"]}}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Writes OUT/blufr.json and OUT/blufr_roc.png.
 import argparse
 from pathlib import Path
 
+from mtdnn.card import record_evaluation
 from mtdnn.cli import run_tool
 from mtdnn.evaluation.blufr import evaluate_blufr
 from mtdnn.evaluation.features_io import load_features
@@ -64,6 +65,10 @@ def main(argv=None):
     print(f"BLUFR open-set DIR @ FAR {a.osi_far:g}, rank {a.rank}: {100 * o['dir_mean_minus_std']:.2f} % "
           f"(mean - std; mean {100 * o['dir_mean']:.2f}, std {100 * o['dir_std']:.2f})")
     print(f"-> {a.out / 'blufr.json'}")
+    print("model card: " + record_evaluation(a.features, "blufr", {
+        "file": str(a.out / "blufr.json"), "standard": res["standard"],
+        "verification_tar_mean_minus_std": v["tar_mean_minus_std"], "veri_far": a.veri_far,
+        "open_set_dir_mean_minus_std": o["dir_mean_minus_std"], "osi_far": a.osi_far, "rank": a.rank}))
 
 
 if __name__ == "__main__":

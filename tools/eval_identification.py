@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdnn.card import record_evaluation
 from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.features_io import check_distinct_sets, check_features, check_same_making, load_features, name_index
 from mtdnn.evaluation.lfw import lfw_person, read_people
@@ -106,6 +107,9 @@ def main(argv=None):
         print(f"  {s['distractors']:>7,} distractors: rank-1 {100 * s['rank1']:6.2f} %   "
               f"TAR@FAR {t['far']:g} {100 * t['tar']:6.2f} %")
     print(f"-> {a.out / 'identification.json'}")
+    print("model card: " + record_evaluation(a.lfw, "identification", {
+        "file": str(a.out / "identification.json"), "protocol": res["protocol"], "n_probes": res["n_probes"],
+        "rank1": {str(s["distractors"]): s["rank1"] for s in res["results"]}}))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ the 9 training folds subtracted, cosine, threshold grid -1:1e-4:1, ties -> mean 
 or insightface (L2-normalised, squared euclidean distance, thresholds 0:0.01:4).
 Images are matched by file name (Name_0001). A pair whose image has no feature is an error
 naming it, or with --missing wrong an error in its fold, reported in the JSON.
-Writes OUT/lfw.json and OUT/lfw_roc.png.
+Writes OUT/lfw.json and OUT/lfw_roc.png. When the features were extracted with the final weights
+of a run folder that has a model card (RUN/model_card.json, docs/model_card.md), the figures and
+the View 1 threshold with its feature mean are recorded there (--no-card: not).
 """
 import argparse
 from pathlib import Path
 
+from mtdnn.card import record_lfw
 from mtdnn.cli import run_tool
 from mtdnn.evaluation.features_io import load_features
 from mtdnn.evaluation.lfw import RULES, evaluate_lfw
@@ -35,6 +38,9 @@ def main(argv=None):
     ap.add_argument("--far", type=float, nargs="+", default=[1e-3], help="FARs for TAR (default 1e-3)")
     ap.add_argument("--label", default=None, help="curve label in the plot")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("--no-card", action="store_true",
+                    help="do not record the figures and the View 1 threshold in the model card of the run "
+                         "whose weights made the features (docs/model_card.md)")
     a = ap.parse_args(argv)
     lock = OutputLock(a.out / "lfw")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
@@ -47,6 +53,7 @@ def main(argv=None):
     res = evaluate_lfw(feats, names, pairs, rule=a.rule, missing=a.missing, view1=view1,
                        fars=a.far)
     res["features"] = str(a.features)
+    mean = res.get("view1", {}).pop("feature_mean", None)
     atomic_write_json(a.out / "lfw.json", res, indent=1)
     # the ROC of View 2's held-out fold scores, or of View 1's pairsDevTest when View 2 is skipped
     roc, title, which = ((res, "LFW View 2 ROC (held-out fold scores)", "") if pairs is not None
@@ -60,6 +67,8 @@ def main(argv=None):
     if "view1" in res:
         print(f"LFW View 1: {100 * res['view1']['accuracy']:.2f} % (threshold {res['view1']['threshold']:.4f} from DevTrain)")
     print(f"-> {a.out / 'lfw.json'}")
+    if not a.no_card:
+        print("model card: " + record_lfw(a.features, res, mean, a.out / "lfw.json"))
 
 
 if __name__ == "__main__":

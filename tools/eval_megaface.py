@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdnn.card import record_evaluation
 from mtdnn.cli import bad_input, run_tool
 from mtdnn.evaluation.features_io import (check_distinct_sets, check_same_making, load_features, lookup, name_index,
                                          read_bin_features)
@@ -132,6 +133,9 @@ def main(argv=None):
             print(f"  {s['distractors']:>9,} distractors: rank-1 {100 * s['rank1']:6.2f} %   "
                   f"TAR@FAR {t['far']:g} {100 * t['tar']:6.2f} %")
     print(f"-> {a.out / 'megaface.json'}")
+    print("model card: " + record_evaluation(a.probes, "megaface", {
+        "file": str(a.out / "megaface.json"), "distractors": str(a.distractors),
+        "rank1": {key: {str(s["distractors"]): s["rank1"] for s in r["results"]} for key, r in runs.items()}}))
 
 
 if __name__ == "__main__":

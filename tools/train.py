@@ -15,7 +15,9 @@ The run folder (--run, default runs/<model>) receives the model rendered for thi
 (generate.render_model: train_val*.prototxt, deploy.prototxt, the two solvers, readme.md),
 run.json (model, options, data, net fingerprints, finished phases), each phase's log
 (pretrain.log, finetune.log: Caffe's stderr) with its curves (<phase>.train.csv, .test.csv,
-.png), and the snapshots pretrain_iter_N / finetune_iter_N (.caffemodel, .solverstate).
+.png), the snapshots pretrain_iter_N / finetune_iter_N (.caffemodel, .solverstate), and when the
+run finishes its model card model_card.json (docs/model_card.md: what tools/verify.py and
+mtdnn.FaceModel read).
 
   1. pre-training:  caffe train -solver solver_pretrain.prototxt                  (lambda1 = 0)
   2. fine-tuning:   caffe train -solver solver_finetune.prototxt -weights pretrain_iter_<last>.caffemodel

@@ -127,14 +127,18 @@ def _accuracies(scores, same, thr, mode):
     return right / scores.size
 
 
+def training_mean(feats, r1, r2, train):
+    """The sphereface rule's feature mean: over both images of every pair in ``train``."""
+    return np.concatenate([feats[r1[train]], feats[r2[train]]]).mean(axis=0)
+
+
 def _fold_scores(feats, r1, r2, present, train, rule):
     """Scores of all present pairs with the statistics of the training pairs ``train``."""
     f1 = np.zeros((len(r1), feats.shape[1]))
     f2 = np.zeros_like(f1)
     f1[present], f2[present] = feats[r1[present]], feats[r2[present]]
     if rule == "sphereface":
-        t = train & present
-        mean = np.concatenate([f1[t], f2[t]]).mean(axis=0)
+        mean = training_mean(feats, r1, r2, train & present)
         s = np.full(len(r1), np.nan)
         s[present] = sphereface_scores(f1[present], f2[present], mean)
         return s
@@ -200,7 +204,10 @@ def view1_accuracy(features, train, test, rule="sphereface", fars=None):
     thr = _choose(v[t], same[t], rule)
     out = {"rule": rule, "threshold": thr,
            "train_accuracy": float(np.mean(_right(v[is_train], same[is_train], thr, rule))),
-           "accuracy": float(np.mean(_right(v[~is_train], same[~is_train], thr, rule)))}
+           "accuracy": float(np.mean(_right(v[~is_train], same[~is_train], thr, rule))),
+           "n_train_pairs": int(t.sum()), "n_test_pairs": int((~is_train).sum())}
+    if rule == "sphereface":  # what a new pair's features need before the threshold applies (model card)
+        out["feature_mean"] = training_mean(feats, r1, r2, t)
     if fars is not None:  # similarities: cosine, or minus the squared distance (insightface)
         out.update(verification_roc(v[~is_train] if rule == "sphereface" else -v[~is_train], same[~is_train], fars))
     return out
