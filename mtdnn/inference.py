@@ -308,12 +308,13 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: not found")
     from .prototxt import read_net
-    from .weights import check_weights
+    from .weights import check_weights, layers_feeding
     read_net(deploy)  # a syntax error named here, not Caffe's abort
     ref = caffe.Net(str(deploy), caffe.TEST)
     if weights is not None:  # checked against the net in Python first: Caffe aborts on a mismatch
+        needed = layers_feeding(ref.top_names, ref.bottom_names, outputs or ref.outputs)
         check_weights(weights, {name: [b.data.shape for b in blobs] for name, blobs in ref.params.items()},
-                      f"the net {deploy}")
+                      f"the net {deploy}", required=needed)
         ref.copy_from(str(weights))
     net = Net(ref, deploy, outputs)
     net.max_shapes = max(1, max_shapes)

@@ -81,9 +81,13 @@ def _fits(net_shape, blob) -> bool:
     return shape == list(blob.shape.dim)
 
 
-def check_weights(weights, net_params: dict, net_name: str = "the net") -> None:
+def check_weights(weights, net_params: dict, net_name: str = "the net", required=None) -> None:
     """Raise :class:`WeightsError` unless ``weights`` loads into a net whose learned blobs are
-    ``net_params`` (``{layer name: [shape, ...]}``, e.g. from pycaffe's ``net.params``)."""
+    ``net_params`` (``{layer name: [shape, ...]}``, e.g. from pycaffe's ``net.params``).
+    ``required``: the layers the weights must hold (default: all of ``net_params``); a layer
+    left out may be missing (it keeps its filler values: e.g. the attribute head when only fc5
+    is asked of a pre-training snapshot), but where the weights hold it, its shapes must fit
+    (Caffe copies every layer it finds by name and aborts on a mismatch)."""
     weights = Path(weights)
     if not weights.is_file():
         raise WeightsError(f"{weights}: not found")
@@ -92,12 +96,14 @@ def check_weights(weights, net_params: dict, net_name: str = "the net") -> None:
     if problem:
         raise WeightsError(f"{weights}: {problem}")
     have = weights_layers(net)
-    missing = [name for name in net_params if name not in have]
+    missing = [name for name in net_params if name not in have and (required is None or name in required)]
     if missing:
         raise WeightsError(f"{weights} has no weights for {len(missing)} layer(s) of {net_name}, e.g. "
                            f"{', '.join(repr(m) for m in missing[:3])}: they would keep random filler values. "
                            f"Are these the weights of this net (same model, width, layer names)?")
     for name, shapes in net_params.items():
+        if name not in have:
+            continue
         blobs = have[name]
         if len(blobs) != len(shapes):
             raise WeightsError(f"{weights}: layer {name!r} holds {len(blobs)} blob(s), {net_name} has {len(shapes)}: "
@@ -107,3 +113,15 @@ def check_weights(weights, net_params: dict, net_name: str = "the net") -> None:
                 raise WeightsError(f"{weights}: layer {name!r} blob {j} has shape {blob_dims(blob)}, {net_name} "
                                    f"expects {list(shape)}: weights of another net (model, width, classes or "
                                    f"input size)?")
+
+
+def layers_feeding(top_names: dict, bottom_names: dict, outputs) -> set:
+    """The layers whose results reach the blobs ``outputs``, from pycaffe's ``net.top_names`` /
+    ``net.bottom_names`` (layer name -> blob names, in the net's order)."""
+    wanted, layers = set(outputs), set()
+    for name in reversed(list(top_names)):
+        if wanted & set(top_names[name]):
+            layers.add(name)
+            wanted |= set(bottom_names.get(name, ()))
+    return layers
+

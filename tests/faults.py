@@ -54,3 +54,10 @@ def fill(folder: Path, leave: int = 0) -> Path:
         if leave:
             os.ftruncate(f.fileno(), max(0, os.fstat(f.fileno()).st_size - leave))
     return filler
+
+
+def nothing_written(out) -> bool:
+    """No result in the output folder ``out`` of a refused run: at most the tool's own lock
+    (``.NAME.lock``, mtdnn.fileio.OutputLock), which is left in place after every run."""
+    out = Path(out)
+    return not out.exists() or [p.name for p in out.iterdir() if not p.name.endswith(".lock")] == []

@@ -14,6 +14,7 @@ from mtdnn.evaluation.features_io import write_bin, write_names
 from mtdnn.evaluation.lfw import read_people
 from mtdnn.evaluation.megaface import read_noise_list
 from mtdnn.paths import REPO, data_path
+from faults import nothing_written
 
 TOOLS = ["extract_features", "eval_lfw", "eval_megaface", "eval_blufr", "eval_identification",
          "eval_attributes", "report"]
@@ -291,12 +292,6 @@ def test_eval_attributes_on_a_labelled_facescrub_subset(tmp_path):
 
 
 # ---------------------------------------------------------------------------- what is compared
-def nothing_written(out: Path) -> bool:
-    """No result in ``out``: at most the evaluator's own lock (mtdnn.fileio.OutputLock), which
-    stays after a run."""
-    return not out.exists() or [p.name for p in out.iterdir() if not p.name.endswith(".lock")] == []
-
-
 def _feature_set(prefix, feats, names, labels=None, **settings):
     """A feature set as tools/extract_features.py writes it: .npy, .names.txt, .meta.json (its
     "settings" block; the values default to one model's, ``settings`` changes some)."""
