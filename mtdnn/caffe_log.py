@@ -83,7 +83,8 @@ def _scale_note(ax, values) -> str:
         return ""
     if v.max() > 100 * np.median(v):
         ax.set_yscale("log")
-        return f"\n(log scale: max {v.max():,.4g} vs median {np.median(v):,.4g})"
+        fmt = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.3g}"  # noqa: E731
+        return f"\n(log scale: max {fmt(v.max())} vs median {fmt(np.median(v))})"
     return ""
 
 

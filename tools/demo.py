@@ -88,11 +88,26 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs)
+from mtdnn.evaluation.roc import tar_text  # noqa: E402
 from mtdnn.fileio import atomic_write_text  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
 
 TOOLS = REPO / "tools"
+
+
+def _attr_figures(a: dict) -> str:
+    """Accuracy (balanced accuracy), flagged *chance* when the balanced accuracy is <= 50 %."""
+    return (f"{100 * a['accuracy']:.2f} ({100 * a['balanced_accuracy']:.2f})"
+            + (" *chance*" if a["balanced_accuracy"] <= 0.5 else ""))
+
+
+def _attr_extra(a: dict | None, key: str) -> str:
+    ex = (a or {}).get("extra") or {}
+    if key == "auc":
+        return "-" if ex.get("auc") is None else f"{ex['auc']:.3f}"
+    v = (ex.get("val_threshold") or {}).get("accuracy")
+    return "-" if v is None else f"{100 * v:.2f}"
 PY = sys.executable
 
 
@@ -379,19 +394,28 @@ class Demo:
                       "|---|---|" + "---|" * len(ident["results"][0]["tar_at_far"])]
             for s in ident["results"]:
                 lines.append(f"| {s['distractors']:,} | {100 * s['rank1']:.2f} | " +
-                             " | ".join(f"{100 * t['tar']:.2f}" for t in s["tar_at_far"]) + " |")
-            lines.append("")
+                             " | ".join(tar_text(t, s.get("n_impostor_pairs")) for t in s["tar_at_far"]) + " |")
+            lines += ["", "A TAR at a FAR below 1 / (impostor pairs) cannot be measured on this many pairs "
+                      "(not one false accept is allowed): such cells say *out of range*.", ""]
         if attr.get("attributes"):
             moon_by = {a["name"]: a for a in moon_attr.get("attributes", [])}
             lines += [f"**Attributes** on {attr['attributes'][0].get('n', '?')} held-out CelebA images "
-                      f"(score > 0 predicts +1; balanced accuracy in brackets):", "",
-                      "| attribute | multi-task net | MOON (its teacher) | majority class |", "|---|---|---|---|"]
+                      f"(the paper's rule, score > 0 predicts +1; balanced accuracy in brackets, *chance* when it "
+                      f"is <= 50 %). The columns marked *extra* are not the paper's figures: AUC of the scores, "
+                      f"and accuracy with a threshold chosen on the other half of the images instead of 0:", "",
+                      "| attribute | multi-task net | MOON (its teacher) | majority class | net AUC (extra) | "
+                      "MOON AUC (extra) | net acc. at val. threshold (extra) | MOON acc. at val. threshold (extra) |",
+                      "|---|---|---|---|---|---|---|---|"]
             for a in attr["attributes"]:
                 m = moon_by.get(a["name"])
-                lines.append(f"| {a['name']} | {100 * a['accuracy']:.2f} ({100 * a['balanced_accuracy']:.2f}) | "
-                             + (f"{100 * m['accuracy']:.2f} ({100 * m['balanced_accuracy']:.2f})" if m else "-")
-                             + f" | {100 * a['majority_baseline']:.2f} |")
+                lines.append(f"| {a['name']} | {_attr_figures(a)} | " + (_attr_figures(m) if m else "-")
+                             + f" | {100 * a['majority_baseline']:.2f} | "
+                             + " | ".join(_attr_extra(x, k) for k in ("auc", "val_threshold") for x in (a, m)) + " |")
             lines.append("")
+            faces = self.write_faces()
+            if faces:
+                lines += [f"**Faces**: input photos, their aligned crops and the multi-task net's attribute "
+                          f"scores (decision / true label):", "", f"![{rel(faces)}]({rel(faces)})", ""]
 
         plots = sorted(p for p in w.joinpath("runs").rglob("*.png"))
         lines += ["## Plots", ""] + [f"![{rel(q)}]({rel(q)})" for q in plots] + [""]
@@ -416,6 +440,18 @@ class Demo:
         atomic_write_text(w / "report.md", "\n".join(lines) + "\n")
         atomic_write_text(w / "timings.json", json.dumps(timings, indent=1) + "\n")
         return f"report: {w / 'report.md'}"
+
+    def write_faces(self) -> Path | None:
+        """WORK/faces.png: held-out CelebA photos, their crops and the net's predicted attributes."""
+        from mtdnn.demo import attribute_faces
+        from mtdnn.evaluation.plots import plot_face_montage
+        pred = self.features / "celeba_heldout_attr"
+        photos = self.data / "celeba" / "img_align_celeba_89x109"
+        if not Path(f"{pred}.npy").is_file() or not photos.is_dir():
+            return None
+        faces = attribute_faces(pred, self.data / "celeba" / "list_attr_celeba.txt", photos,
+                                self.celeba_aligned, count=8)
+        return plot_face_montage(faces, self.work / "faces.png")
 
     # ----------------------------------------------------------------- main
 

@@ -9,7 +9,12 @@ Predictions are matched to CelebA's list_attr_celeba.txt by file name; column j 
 predictions is attribute j of --attributes (default the paper's 7 in the order of Tab. 4,
 which is the order of the attr_pred outputs). A score > 0 predicts +1. Prints accuracy,
 balanced accuracy and the majority-class baseline next to MOON and the paper, and writes
-OUT/attributes.json.
+OUT/attributes.json. An attribute whose balanced accuracy is <= 50 % is flagged (chance).
+
+Extra columns, marked as not the paper's: the AUC of the scores and the accuracy with a
+threshold per attribute chosen on validation data -- --val-predictions (images labelled in the
+same label file, none of them evaluated), else each half of the evaluated images (even/odd
+rows) decided with the threshold chosen on the other half.
 """
 import argparse
 from pathlib import Path
@@ -31,6 +36,9 @@ def main(argv=None):
     ap.add_argument("--attributes", default="all",
                     help="names of the prediction columns, comma-separated, or a group (default all)")
     ap.add_argument("--out", required=True, type=Path, help="output folder (OUT/attributes.json)")
+    ap.add_argument("--val-predictions", help="predictions of validation images (same format) on which the "
+                                              "extra column's thresholds are chosen (default: the other half "
+                                              "of the evaluated images)")
     a = ap.parse_args(argv)
 
     names = parse_attributes(a.attributes)
@@ -40,8 +48,19 @@ def main(argv=None):
     name_index(pnames, f"{a.predictions}.names.txt")  # an image predicted twice is an error, as elsewhere
     rows = lookup(name_index(images, "CelebA labels"), [image_key(n) for n in pnames],
                   "predicted images among the CelebA labels")
-    res = attribute_accuracy(np.asarray(scores), labels[rows][:, cols], names)
-    res.update({"predictions": str(a.predictions), "n_images": len(pnames)})
+    val = None
+    if a.val_predictions:
+        vscores, vnames, _ = load_features(a.val_predictions)
+        overlap = set(map(image_key, vnames)) & set(map(image_key, pnames))
+        if overlap:
+            raise ValueError(f"{len(overlap)} image(s) of --val-predictions are also evaluated, e.g. "
+                             f"{sorted(overlap)[0]}: validation images must be others")
+        vrows = lookup(name_index(images, "CelebA labels"), [image_key(n) for n in vnames],
+                       "validation images among the CelebA labels")
+        val = (np.asarray(vscores), labels[vrows][:, cols])
+    res = attribute_accuracy(np.asarray(scores), labels[rows][:, cols], names, val=val)
+    res.update({"predictions": str(a.predictions), "n_images": len(pnames),
+                "val_predictions": a.val_predictions})
     atomic_write_json(a.out / "attributes.json", res, indent=1)
     print(format_table(res))
     print(f"-> {a.out / 'attributes.json'}")
