@@ -172,7 +172,11 @@ class Watch:
     # ---- set up: snapshots at least every `every` iterations
     def attach(self, run_dir: Path, phases: list) -> list:
         """Make each phase's solver snapshot at gcd(its interval, every) iterations; returns
-        the phases as read again from the solvers."""
+        the phases as read again from the solvers, with the run's own snapshot interval for
+        the disk-space estimate (the checks' snapshots are deleted as they are checked: at
+        most two more pairs on disk at a time)."""
+        from dataclasses import replace
+
         from mtdnn.prototxt import read_solver, write_prototxt
         from mtdnn.train import read_phases
         self.run_dir = Path(run_dir)
@@ -183,7 +187,7 @@ class Watch:
                 solver = read_solver(p.solver)
                 solver.snapshot = want
                 write_prototxt(solver, p.solver)
-        return read_phases(self.run_dir)
+        return [replace(p, snapshot=self._own_snapshots[p.name]) for p in read_phases(self.run_dir)]
 
     def wanted(self, phase, iteration: int) -> bool:
         return iteration % self.every == 0 or iteration == phase.max_iter
