@@ -279,14 +279,17 @@ class Watch:
             pass
 
     def _prune(self, phase, keep_newest: bool) -> None:
-        """Delete checked snapshot pairs that Caffe wrote only for the watch, except the newest."""
+        """Delete the snapshot pairs that Caffe wrote only for the watch (not on the run's own
+        interval, not the last of the phase) once checked, or at once when no check wants them
+        (the gcd of the two intervals makes some), except the newest pair."""
         own = self._own_snapshots.get(phase.name, 0)
         snaps = phase.snapshots()
         newest = snaps[0][0] if snaps else None
         for it, state in snaps:
             if keep_newest and it == newest:
                 continue
-            if (phase.name, it) in self._checked and it != phase.max_iter and not (own and it % own == 0):
+            done = (phase.name, it) in self._checked or not self.wanted(phase, it)
+            if done and it != phase.max_iter and not (own and it % own == 0):
                 for p in (state, state.with_suffix(".caffemodel")):
                     if p.is_file():
                         p.unlink()

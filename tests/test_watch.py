@@ -79,6 +79,19 @@ def test_checks_write_their_rows_and_curves_on_a_tiny_run(small, tmp_path):
     assert "2 verification checks" in plot.stdout and (run / "finetune.png").stat().st_size > 0
 
 
+def test_intervals_that_do_not_divide_each_other(small, tmp_path):
+    """Own snapshots every 4, a check every 3: Caffe snapshots every 1 (the gcd); only the
+    run's own snapshots (4, and the last, 6) stay, the checks are at 3 and 6."""
+    run = tmp_path / "run"
+    out = train(*SMALL, "--data", small / "db", "--run", run, "--pretrain-iter", 6, "--finetune-iter", 1,
+                "--snapshot", 4, "--watch", 3, "--watch-pairs", small / "pairs.txt",
+                "--watch-images", data_path("lfw", "lfw-112x96"), "--phase", "pretrain")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert phase_curve(run, "pretrain")[0] == [3, 6]
+    assert sorted(p.name for p in run.glob("pretrain_iter_*.caffemodel")) == ["pretrain_iter_4.caffemodel",
+                                                                             "pretrain_iter_6.caffemodel"]
+
+
 def test_a_failing_check_is_recorded_and_training_goes_on(small, tmp_path):
     """Crops of another size than the net's input: the check fails, the run does not."""
     crops = tmp_path / "crops"

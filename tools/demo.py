@@ -57,6 +57,9 @@ Caffe leaves to the LFW alignment. This machine has run twice as slow on other d
   otherwise take from the machine. One thread is also the faster here: this thin net's
   GEMMs are small, and a second OpenBLAS thread gave an erratic 1.4-3.1 it/s against a
   steady 2.6-2.9 with one (120 pre-training iterations, twice each, 2026-12-03).
+- Watched (--watch 350; 0: off): at iterations 350 and 700 of pre-training and 300 of
+  fine-tuning, the snapshot's 10-fold accuracy on pairsDevTest, computed beside Caffe on the
+  other core (tools/train.py --watch, docs/watch.md); in the report and the curves.
 - Features: fc5 of the image and of its mirror image, concatenated (--mirror concat, as
   SphereFace does; 'none' takes half the time).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
@@ -89,6 +92,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, fmt_time, lfw_pair_images,  # noqa: E402
                         lfw_train_people_images, person, subset_pairs)
 from mtdnn.evaluation.roc import tar_text  # noqa: E402
+from mtdnn.watch import read_rows as watch_rows  # noqa: E402
 from mtdnn.fileio import atomic_write_text  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
@@ -136,13 +140,14 @@ class Plan:
     threads: int = 1                # BLAS threads of the multi-task net's Caffe and of the feature extraction
     snapshot: int = 100
     test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
+    watch: int = 350                # a verification check on pairsDevTest every N iterations (train.py --watch; 0: none)
     workers: int = 2
 
 
 FULL = Plan()
 QUICK = Plan(lfw_min_images=30, max_people=8, max_per_person=10, pairs_per_class=15, probe_people=4, min_images=4,
              celeba_images=300, moon_iters=40, moon_batch=16, batch=16, iters=45, mirror="none", snapshot=20,
-             test_interval=15)
+             test_interval=15, watch=0)
 
 
 def parse_args(argv=None):
@@ -305,7 +310,9 @@ class Demo:
                "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--threads", p.threads,
                "--snapshot", p.snapshot,
                "--test-interval", p.test_interval,
-               "--display", max(1, min(20, p.iters // 30))],
+               "--display", max(1, min(20, p.iters // 30))]
+              + (["--watch", p.watch, "--watch-pairs", self.view1[1], "--watch-images", self.lfw_aligned]
+                 if p.watch else []),
               restart_flag="--restart"),  # other sizes or data: train afresh, not on from old snapshots
             S("extract_lfw", "Extract LFW features (fc5)",
               extract + ["--list", self.lists / "lfw_features.txt", "--root", self.lfw_aligned,
@@ -417,6 +424,12 @@ class Demo:
                 lines += [f"**Faces**: input photos, their aligned crops and the multi-task net's attribute "
                           f"scores (decision / true label):", "", f"![{rel(faces)}]({rel(faces)})", ""]
 
+        checks = [r for r in watch_rows(self.run) if r.get("accuracy")]
+        if checks:
+            lines += [f"**Watched training** (`tools/train.py --watch {p.watch}`): accuracy on "
+                      f"{self.view1[1].name} (10-fold) of the snapshots while the net trained: "
+                      + ", ".join(f"{r['phase']} {r['iteration']}: {100 * float(r['accuracy']):.2f} %" for r in checks)
+                      + f" (`{rel(self.run / 'verification.csv')}`; the fourth panel of the curves).", ""]
         plots = sorted(p for p in w.joinpath("runs").rglob("*.png"))
         lines += ["## Plots", ""] + [f"![{rel(q)}]({rel(q)})" for q in plots] + [""]
 
