@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.evaluation.attributes import attribute_accuracy, read_celeba_attributes  # noqa: E402
-from mtdnn.evaluation.features_io import image_key, load_features, lookup, name_index  # noqa: E402
+from mtdnn.evaluation.features_io import image_key, load_features, lookup, name_index, read_names  # noqa: E402
 from mtdnn.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from mtdnn.paths import REPO, data_path  # noqa: E402
 
@@ -70,9 +70,7 @@ def train_variant(out: Path, run: Path, state: dict, db: Path, iters: int, lambd
     from mtdnn.train import caffe_binary, find_database, prepare, run_caffe
     overrides = {**state["overrides"], "finetune_iter": iters, "lambda1": lambda1, "random_seed": seed}
     _, phases = prepare(out, state["model"], find_database(db), overrides, restart=True, log=lambda *_: None)
-    fine = next(p for p in phases if p.name == "finetune")
-    if fine.final_weights.is_file():
-        return fine.final_weights
+    fine = next(p for p in phases if p.name == "finetune")  # (restart: an interrupted variant starts over)
     pre = run / state["phases"]["pretrain"]["weights"]
     cmd = [caffe_binary(), "train", "-solver", fine.solver.name, "-weights", str(pre.resolve())]
     t0 = time.time()
@@ -187,8 +185,11 @@ def main(argv=None) -> int:
     variants = [(v.split(":")[0], int(v.split(":")[1]), float(v.split(":")[2])) for v in a.variant]
     seeds = [int(s) for s in a.seeds.split(",")]
     labels_file = data_path("celeba", "list_attr_celeba.txt")
-    heldout = demo / "lists" / "celeba_heldout.txt"
-    names = heldout.read_text().split()
+    # MOON's held-out CelebA images (what the demo's attr_list stage lists), in the study folder
+    names = read_names(demo / "runs" / "moon" / "eval" / "heldout_scores.names.txt")
+    heldout = out / "celeba_heldout.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(heldout, "".join(n + "\n" for n in names))
     attributes = [n for n in json.loads((demo / "lfw-db" / "train_manifest.json").read_text())["attribute_names"]]
     moon_scores, moon_names, _ = load_features(demo / "runs" / "moon" / "eval" / "heldout_scores")
     moon = score(np.asarray(moon_scores), list(moon_names), labels_file, attributes)
@@ -204,6 +205,11 @@ def main(argv=None) -> int:
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             own = (iters == ov.get("finetune_iter") and lam == ov.get("lambda1") and s == ov.get("random_seed"))
+            if own and not state.get("phases", {}).get("finetune", {}).get("done"):
+                state = json.loads((run / "run.json").read_text())  # the demo may have finished it since
+                if not state.get("phases", {}).get("finetune", {}).get("done"):
+                    print(f"{name} seed {s}: the demo's own fine-tuning is not finished yet: skipped", flush=True)
+                    continue
             t0 = time.time()
             if own:  # the demo's own fine-tuning: score its weights
                 weights, deploy = run / state["phases"]["finetune"]["weights"], run / "deploy.prototxt"
