@@ -66,13 +66,13 @@ def score(scores: np.ndarray, names: list, labels_file: Path, attributes: list) 
 
 
 def train_variant(out: Path, run: Path, state: dict, db: Path, iters: int, lambda1: float, seed: int,
-                  threads: int) -> Path:
+                  threads: int, pretrained: Path | None = None) -> Path:
     """Fine-tune one variant from the demo's pre-trained weights; returns the final weights."""
     from mtdnn.train import caffe_binary, find_database, prepare, run_caffe
     overrides = {**state["overrides"], "finetune_iter": iters, "lambda1": lambda1, "random_seed": seed}
     _, phases = prepare(out, state["model"], find_database(db), overrides, restart=True, log=lambda *_: None)
     fine = next(p for p in phases if p.name == "finetune")  # (restart: an interrupted variant starts over)
-    pre = run / state["phases"]["pretrain"]["weights"]
+    pre = pretrained or run / state["phases"]["pretrain"]["weights"]
     cmd = [caffe_binary(), "train", "-solver", fine.solver.name, "-weights", str(pre.resolve())]
     t0 = time.time()
     rc, text = run_caffe(cmd, out, fine.log, fine, 0, threads, progress=False)
@@ -92,6 +92,16 @@ def extract(deploy: Path, weights: Path, names_file: Path, root: Path, prefix: P
     r = subprocess.run(cmd, env={**os.environ, **blas_threads_env(threads)}, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"extraction failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+
+
+def verify(demo: Path, weights: Path, own: bool, folder: Path, run: Path) -> dict:
+    """The recognition side: 10-fold accuracy on LFW View 1's pairsDevTest with the demo's own
+    crops (mtdnn.watch.check: fc5 of image and mirror, sphereface rule)."""
+    from mtdnn.watch import check
+    deploy = (run if own else folder) / "deploy.prototxt"
+    res = check(deploy, weights, data_path("lfw", "pairsDevTest.txt"), demo / "lfw-112x96")
+    res.pop("missing_images", None)
+    return res
 
 
 def label_balance(demo: Path, labels_file: Path, attributes: list, moon_heldout) -> list[dict]:
@@ -122,7 +132,8 @@ def summarise(results: dict, variants: list, seeds: list) -> list[dict]:
                "auc": stat(lambda r: np.mean([a["extra"]["auc"] for a in r["attributes"]])),
                "val_threshold_accuracy": stat(lambda r: np.mean([a["extra"]["val_threshold"]["accuracy"]
                                                                  for a in r["attributes"]])),
-               "chance_attributes": stat(lambda r: sum(a["chance"] for a in r["attributes"]))}
+               "chance_attributes": stat(lambda r: sum(a["chance"] for a in r["attributes"])),
+               "lfw_devtest": stat(lambda r: (r.get("verification") or {}).get("accuracy", np.nan))}
         for attr in SHOWN:
             row[f"{attr}_predicted_positive"] = stat(
                 lambda r: next(a for a in r["attributes"] if a["name"] == attr)["predicted_positive_rate"])
@@ -158,13 +169,13 @@ def markdown(summary: list, moon: dict, balance: list, n_images: int) -> str:
              "Mean ± std over the seeds of the mean over the 7 attributes; sign = the paper's rule (score > 0); "
              "AUC and the validation threshold are extra figures, not the paper's.", "",
              "| variant | fine-tuning iters | lambda1 | seeds | sign accuracy % | balanced % | AUC | "
-             "acc. at val. threshold % (extra) | attributes at chance | " +
+             "acc. at val. threshold % (extra) | attributes at chance | LFW pairsDevTest 10-fold % | " +
              " | ".join(f"{a} predicted positive %" for a in SHOWN) + " | Male median score of women |",
-             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(SHOWN) + "---|"]
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(SHOWN) + "---|"]
     for r in summary:
         lines.append(f"| {r['variant']} | {r['finetune_iter']} | {r['lambda1']:g} | {','.join(map(str, r['seeds']))} | "
                      f"{pm(r['sign_accuracy'])} | {pm(r['balanced_accuracy'])} | {pm(r['auc'], 3, 1)} | "
-                     f"{pm(r['val_threshold_accuracy'])} | {pm(r['chance_attributes'], 1, 1)} | "
+                     f"{pm(r['val_threshold_accuracy'])} | {pm(r['chance_attributes'], 1, 1)} | {pm(r['lfw_devtest'])} | "
                      + " | ".join(pm(r[f"{a}_predicted_positive"], 1) for a in SHOWN)
                      + f" | {pm(r['Male_median_score_women'], 2, 1)} |")
     ma = moon["attributes"]
@@ -172,7 +183,7 @@ def markdown(summary: list, moon: dict, balance: list, n_images: int) -> str:
                  f"{100 * np.mean([a['balanced_accuracy'] for a in ma]):.2f} | "
                  f"{np.mean([a['extra']['auc'] for a in ma]):.3f} | "
                  f"{100 * np.mean([a['extra']['val_threshold']['accuracy'] for a in ma]):.2f} | "
-                 f"{sum(a['chance'] for a in ma)} | "
+                 f"{sum(a['chance'] for a in ma)} | - | "
                  + " | ".join(f"{100 * next(a for a in ma if a['name'] == s)['predicted_positive_rate']:.1f}"
                               for s in SHOWN)
                  + f" | {next(a for a in ma if a['name'] == 'Male')['median_score_negatives']:.2f} |")
@@ -196,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="1,2,3", help="solver seeds of the fine-tuning (default %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1, as the demo)")
     ap.add_argument("--data", type=Path, help="data folder (default $MTDNN_DATA or data/)")
+    ap.add_argument("--pretrained", type=Path, help="a copy of the demo's pre-trained weights (default: "
+                                                     "the demo run folder's pretrain_iter_N.caffemodel)")
     ap.add_argument("--only-summary", action="store_true", help="write the tables from the finished runs only")
     a = ap.parse_args(argv)
     if a.data:
@@ -220,7 +233,11 @@ def main(argv=None) -> int:
         for s in seeds:
             folder = out / f"{name}_s{s}"
             if (folder / "result.json").is_file():
-                results[(name, s)] = json.loads((folder / "result.json").read_text())
+                res = json.loads((folder / "result.json").read_text())
+                if "verification" not in res and not a.only_summary:  # results of before it was measured
+                    res["verification"] = verify(demo, Path(res["weights"]), res["reused_demo_weights"], folder, run)
+                    atomic_write_json(folder / "result.json", res, indent=1)
+                results[(name, s)] = res
                 continue
             if a.only_summary:
                 continue
@@ -235,13 +252,15 @@ def main(argv=None) -> int:
             if own:  # the demo's own fine-tuning: score its weights
                 weights, deploy = run / state["phases"]["finetune"]["weights"], run / "deploy.prototxt"
             else:
-                weights = train_variant(folder, run, state, demo / "lfw-db", iters, lam, s, a.threads)
+                weights = train_variant(folder, run, state, demo / "lfw-db", iters, lam, s, a.threads,
+                                        a.pretrained.resolve() if a.pretrained else None)
                 deploy = folder / "deploy.prototxt"
             extract(deploy, weights, heldout, demo / "celeba-112x96", folder / "heldout_attr", a.threads)
             sc, nm, _ = load_features(folder / "heldout_attr")
             res = score(np.asarray(sc), list(nm), labels_file, attributes)
             res.update({"variant": name, "finetune_iter": iters, "lambda1": lam, "seed": s, "weights": str(weights),
-                        "reused_demo_weights": own, "seconds": round(time.time() - t0, 1)})
+                        "reused_demo_weights": own, "seconds": round(time.time() - t0, 1),
+                        "verification": verify(demo, weights, own, folder, run)})
             atomic_write_json(folder / "result.json", res, indent=1)
             results[(name, s)] = res
             print(f"{name} seed {s}: sign {100 * res['mean_accuracy']:.2f} %, "
