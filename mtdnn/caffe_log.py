@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .fileio import atomic_write
 
 _ITER_LOSS = re.compile(r"Iteration (\d+) .*?, loss = ([-+\w.]+)")
@@ -73,22 +75,47 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return Path(path)
 
 
-def plot_curves(log: CaffeLog, path: Path, title: str = "") -> Path:
-    """One PNG: training losses (total and each task), test outputs, learning rate."""
+def _scale_note(ax, values) -> str:
+    """A log y axis when a few large values (e.g. the loss of an untrained net at iteration 0,
+    70,000 against 10 after) would flatten the rest of a panel; returns what the title says."""
+    v = np.asarray([x for x in values if np.isfinite(x)], float)
+    if v.size < 3 or (v > 0).sum() < v.size:
+        return ""
+    if v.max() > 100 * np.median(v):
+        ax.set_yscale("log")
+        fmt = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.3g}"  # noqa: E731
+        return f"\n(log scale: max {fmt(v.max())} vs median {fmt(np.median(v))})"
+    return ""
+
+
+def plot_curves(log: CaffeLog, path: Path, title: str = "", verification=None) -> Path:
+    """One PNG: training losses (total and each task), test outputs, learning rate, and with
+    ``verification`` = (iterations, accuracies) of the watch (mtdnn.watch) a fourth panel.
+    A panel whose largest values would flatten the others is drawn on a log axis, said in its title."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = 4 if verification and verification[0] else 3
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    values = []
     for name in log.names():
         if name != "lr":
             axes[0].plot(*log.column(name), label=name)
-    axes[0].set(title="training loss", xlabel="iteration")
+            values += log.column(name)[1]
+    axes[0].set(title="training loss" + _scale_note(axes[0], values), xlabel="iteration")
+    values = []
     for name in log.names(test=True):
         axes[1].plot(*log.column(name, test=True), marker="o", label=name)
-    axes[1].set(title="test outputs", xlabel="iteration")
+        values += log.column(name, test=True)[1]
+    axes[1].set(title="test outputs" + _scale_note(axes[1], values), xlabel="iteration")
     axes[2].plot(*log.column("lr"))
     axes[2].set(title="learning rate", xlabel="iteration", yscale="log" if log.column("lr")[1] else "linear")
+    if panels == 4:
+        its, acc = verification
+        axes[3].plot(its, [100 * a for a in acc], marker="o", color="C3")
+        axes[3].set(title="verification accuracy (watch, %)", xlabel="iteration", ylabel="%")
+        axes[3].grid(True, alpha=0.3)
     for ax in axes[:2]:
         if ax.lines:
             ax.legend(fontsize=8)

@@ -249,3 +249,38 @@ def celeba_missing(data: Path) -> list[str]:
     if not any((celeba / d).is_dir() for d in ("img_align_celeba", "img_align_celeba_89x109")):
         out.append("img_align_celeba/")
     return out
+
+
+# --------------------------------------------------------------------------- the report's figure of faces
+
+def attribute_faces(predictions, labels_file, photo_root, crop_root, count: int = 8,
+                    attributes=None) -> list[dict]:
+    """The first ``count`` images of an attribute prediction file (tools/extract_features.py
+    --blob attr_pred) as faces for :func:`mtdnn.evaluation.plots.plot_face_montage`: the input
+    photo (``photo_root``/name), the aligned crop (``crop_root``/name) and per attribute the
+    net's score with its decision (score > 0: +) next to the true label ('ok' when they agree).
+    ``attributes``: the names of the prediction columns (default the paper's 7, as
+    tools/eval_attributes.py)."""
+    from .evaluation.attributes import read_celeba_attributes
+    from .evaluation.features_io import image_key, load_features, lookup, name_index
+    scores, names, _ = load_features(predictions)
+    images, attrs, labels = read_celeba_attributes(labels_file)
+    if attributes is None:  # the prediction columns: the model's attributes, as tools/eval_attributes.py reads them
+        from generate.attributes import parse_attributes
+        attributes = parse_attributes("all")
+    attributes = list(attributes)
+    if len(attributes) != scores.shape[1]:
+        raise ValueError(f"{predictions}: {scores.shape[1]} prediction columns for {len(attributes)} attributes")
+    cols = [attrs.index(a) for a in attributes]
+    rows = lookup(name_index(images, "attribute labels"), [image_key(n) for n in names[:count]],
+                  "predicted images among the labels")
+    faces = []
+    for i, (name, r) in enumerate(zip(names[:count], rows)):
+        text = [f"{name}"]
+        for j, (a, c) in enumerate(zip(attributes, cols)):
+            s, y = float(scores[i, j]), int(labels[r, c])
+            pred = 1 if s > 0 else -1
+            text.append(f"{a[:12]:<13}{s:+.2f} {'+' if pred > 0 else '-'}/{'+' if y > 0 else '-'}"
+                        f"{' ok' if pred == y else ''}")
+        faces.append({"photo": Path(photo_root) / name, "crop": Path(crop_root) / name, "text": "\n".join(text)})
+    return faces

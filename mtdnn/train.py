@@ -469,7 +469,7 @@ def blas_threads_env(threads: int) -> dict[str, str]:
 
 
 def run_caffe(cmd: list[str], cwd: Path, log_path: Path, phase: Phase, start_iter: int,
-              threads: int | None = None, progress: bool = True) -> tuple[int, str]:
+              threads: int | None = None, progress: bool = True, on_line=None) -> tuple[int, str]:
     """Run `caffe train`, appending its stderr to ``log_path`` and drawing a progress bar of
     the iterations; returns (exit status, the text it wrote this time). SIGINT/SIGTERM are
     passed on to Caffe, which snapshots and stops (``-sigint_effect stop``)."""
@@ -500,6 +500,8 @@ def run_caffe(cmd: list[str], cwd: Path, log_path: Path, phase: Phase, start_ite
             for line in proc.stdout:
                 logf.write(line)
                 written.append(line)
+                if on_line is not None:
+                    on_line(line)
                 if m := pattern.search(line):
                     bar.update(max(0, int(m[1]) - bar.n))
                     bar.set_postfix(loss=m[2])
@@ -535,7 +537,9 @@ def write_curves(phase: Phase) -> None:
     write_csv(log.train, stem.with_suffix(".train.csv"))
     write_csv(log.test, stem.with_suffix(".test.csv"))
     if log.train:
-        plot_curves(log, stem.with_suffix(".png"), title=f"{phase.log.parent.name}: {phase.name}")
+        from .watch import phase_curve
+        plot_curves(log, stem.with_suffix(".png"), title=f"{phase.log.parent.name}: {phase.name}",
+                    verification=phase_curve(phase.log.parent, phase.name))
 
 
 # --------------------------------------------------------------------------- the run
@@ -710,9 +714,10 @@ def phase_done(state: dict, phase: Phase, log=print) -> bool:
 
 def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str | None = None,
           restart: bool = False, phases=PHASES, caffe: str | None = None, threads: int | None = None,
-          min_free: int = 0, progress: bool = True, log=print) -> dict:
+          min_free: int = 0, progress: bool = True, log=print, watch=None) -> dict:
     """Train (or continue training) ``model`` in ``run_dir`` on the database ``data``.
-    Returns the run's state (``run.json``): ``weights`` is the final fine-tuned caffemodel."""
+    Returns the run's state (``run.json``): ``weights`` is the final fine-tuned caffemodel.
+    ``watch``: an :class:`mtdnn.watch.Watch` that checks snapshots on a pair list while Caffe runs."""
     from generate import ALIASES, VARIANTS
     overrides = dict(overrides or {})
     if model not in VARIANTS and model not in ALIASES:
@@ -729,6 +734,8 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         state, all_phases = prepare(run_dir, model, database, overrides, restart, log=log)
+        if watch is not None:  # snapshots at least every watch.every iterations
+            all_phases = watch.attach(run_dir, all_phases)
         log(f"run folder {run_dir}: model {model} ({_describe(state['overrides'])}), "
             f"{database.train_count} training / {database.val_count} validation images of "
             f"{database.identities} identities from {database.root}")
@@ -769,8 +776,13 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
             log(f"  (cd {run_dir} && {' '.join(cmd)})")
             t0 = time.time()
             try:
-                rc, text = run_caffe(cmd, run_dir, phase.log, phase, starts[phase.name], threads, progress)
+                rc, text = run_caffe(cmd, run_dir, phase.log, phase, starts[phase.name], threads, progress,
+                                     on_line=(lambda line, ph=phase: watch.on_line(ph, line)) if watch else None)
+                if watch is not None and rc == 0:
+                    watch.finish_phase(phase)  # the last snapshot's check too
             finally:
+                if watch is not None:
+                    watch.close()  # a check still running when Caffe failed or was interrupted
                 try:
                     write_curves(phase)
                 except Exception as e:  # noqa: BLE001 - curves must not hide the real outcome

@@ -68,11 +68,16 @@ def test_quick_demo_report_has_the_tables(quick):
     assert "| distractors | rank-1 (%) |" in report
     assert "| attribute | multi-task net | MOON (its teacher) | majority class |" in report
     for name in ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin", "High_Cheekbones", "Male"):
-        assert re.search(rf"^\| {name} \| \d+\.\d\d \(\d+\.\d\d\) \| \d+\.\d\d", report, re.M), name
+        assert re.search(rf"^\| {name} \| \d+\.\d\d \(\d+\.\d\d\)( \*chance\*)? \| \d+\.\d\d", report, re.M), name
+    # extra columns marked as such, the figure of faces, TAR cells beyond the pairs out of range
+    assert "| net AUC (extra) | MOON AUC (extra) |" in report
+    assert "![faces.png](faces.png)" in report and (work / "faces.png").stat().st_size > 10_000
+    assert "out of range (FAR < 1/" in report
     assert "| 8 | train |" in report and "tools/train.py --model fast" in report
     # the paper's tables from tools/report.py, ours beside them
     assert "Tab. 2: MegaFace rank-1" in report and "Tab. 4: attribute prediction accuracy" in report
-    assert "**ours: Fast-Model** (fast_w0.125)" in report
+    # toy scale: never in bold in the paper's columns, the scale on the row
+    assert "**ours" not in report and "ours: Fast-Model (fast_w0.125)" in report and "(toy scale)" in report
     assert "![runs/fast_w0.125/pretrain.png](runs/fast_w0.125/pretrain.png)" in report
     results = json.loads((work / "runs" / "fast_w0.125" / "eval" / "identification.json").read_text())
     assert results["n_probes"] >= 8  # the quick plan aligns some peopleDevTest people as probes

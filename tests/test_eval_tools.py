@@ -1,5 +1,6 @@
 """The evaluation CLIs end to end on small inputs: files in, JSON and PNG out, report."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -177,7 +178,7 @@ def test_eval_attributes_cli_and_report(lfw_feats, tmp_path):
     tool("report", tmp_path / "runs")
     md = (tmp_path / "runs" / "report.md").read_text()
     assert "Tab. 4" in md and "| Narrow_Eyes | 83.40 | 85.60 | 90.00" in md
-    assert "full (CelebA: stand-in)" in md and "three annotators, majority vote" in md
+    assert re.search(r"full \([\d,]+ images, CelebA: stand-in\)", md) and "three annotators, majority vote" in md
     assert "| Full-Block | 77.74 | 98.15 | - |" in md and "[lfw_roc.png](full/lfw_roc.png)" in md
 
 
@@ -285,7 +286,7 @@ def test_eval_attributes_on_a_labelled_facescrub_subset(tmp_path):
     assert acc["Chubby"] == pytest.approx(2 / 3) and acc["Male"] == 1.0
     assert "hand-labelled FaceScrub images (the paper's Tab. 4 protocol)" in r.stdout
     tool("report", tmp_path / "runs")
-    assert "full (hand-labelled FaceScrub)" in (tmp_path / "runs" / "report.md").read_text()
+    assert "full (3 images, hand-labelled FaceScrub)" in (tmp_path / "runs" / "report.md").read_text()
     r = tool("eval_attributes", "--predictions", tmp_path / "attr", "--facescrub-labels", tmp_path / "nothing.tsv",
              "--out", run, ok=False)
     assert r.returncode == 2 and "nothing.tsv" in r.stderr

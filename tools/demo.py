@@ -57,6 +57,9 @@ Caffe leaves to the LFW alignment. This machine has run twice as slow on other d
   otherwise take from the machine. One thread is also the faster here: this thin net's
   GEMMs are small, and a second OpenBLAS thread gave an erratic 1.4-3.1 it/s against a
   steady 2.6-2.9 with one (120 pre-training iterations, twice each, 2026-12-03).
+- Watched (--watch 350; 0: off): at iterations 350 and 700 of pre-training and 300 of
+  fine-tuning, the snapshot's 10-fold accuracy on pairsDevTest, computed beside Caffe on the
+  other core (tools/train.py --watch, docs/watch.md); in the report and the curves.
 - Features: fc5 of the image and of its mirror image, concatenated (--mirror concat, as
   SphereFace does; 'none' takes half the time).
 - Identification stand-in: probes are the peopleDevTest people with >= 4 aligned images,
@@ -88,12 +91,28 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.demo import (DemoError, DemoInputError, Runner, Stage, aligned_images, celeba_missing,  # noqa: E402
                         fmt_time, lfw_pair_images, lfw_photo_folder, lfw_train_people_images, person, subset_pairs)
+from mtdnn.evaluation.roc import tar_text  # noqa: E402
+from mtdnn.watch import read_rows as watch_rows  # noqa: E402
 from mtdnn.fileio import OutputBusy, OutputLock, atomic_write_text  # noqa: E402
 from mtdnn.records import read_names, write_names  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
 from mtdnn.train import blas_threads_env  # noqa: E402
 
 TOOLS = REPO / "tools"
+
+
+def _attr_figures(a: dict) -> str:
+    """Accuracy (balanced accuracy), flagged *chance* when the balanced accuracy is <= 50 %."""
+    return (f"{100 * a['accuracy']:.2f} ({100 * a['balanced_accuracy']:.2f})"
+            + (" *chance*" if a["balanced_accuracy"] <= 0.5 else ""))
+
+
+def _attr_extra(a: dict | None, key: str) -> str:
+    ex = (a or {}).get("extra") or {}
+    if key == "auc":
+        return "-" if ex.get("auc") is None else f"{ex['auc']:.3f}"
+    v = (ex.get("val_threshold") or {}).get("accuracy")
+    return "-" if v is None else f"{100 * v:.2f}"
 PY = sys.executable
 
 
@@ -122,13 +141,14 @@ class Plan:
     threads: int = 1                # BLAS threads of the multi-task net's Caffe and of the feature extraction
     snapshot: int = 100
     test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
+    watch: int = 350                # a verification check on pairsDevTest every N iterations (train.py --watch; 0: none)
     workers: int = 2
 
 
 FULL = Plan()
 QUICK = Plan(lfw_min_images=30, max_people=8, max_per_person=10, pairs_per_class=15, probe_people=4, min_images=4,
              celeba_images=300, moon_iters=40, moon_batch=16, batch=16, iters=45, mirror="none", snapshot=20,
-             test_interval=15)
+             test_interval=15, watch=0)
 
 
 def parse_args(argv=None):
@@ -296,7 +316,9 @@ class Demo:
                "--finetune-lr", p.finetune_lr, "--lambda1", p.lambda1, "--seed", p.seed, "--threads", p.threads,
                "--snapshot", p.snapshot,
                "--test-interval", p.test_interval,
-               "--display", max(1, min(20, p.iters // 30))],
+               "--display", max(1, min(20, p.iters // 30))]
+              + (["--watch", p.watch, "--watch-pairs", self.view1[1], "--watch-images", self.lfw_aligned]
+                 if p.watch else []),
               restart_flag="--restart"),  # other sizes or data: train afresh, not on from old snapshots
             S("extract_lfw", "Extract LFW features (fc5)",
               extract + ["--list", self.lists / "lfw_features.txt", "--root", self.lfw_aligned,
@@ -419,20 +441,35 @@ class Demo:
                       "|---|---|" + "---|" * len(ident["results"][0]["tar_at_far"])]
             for s in ident["results"]:
                 lines.append(f"| {s['distractors']:,} | {100 * s['rank1']:.2f} | " +
-                             " | ".join(f"{100 * t['tar']:.2f}" for t in s["tar_at_far"]) + " |")
-            lines.append("")
+                             " | ".join(tar_text(t, s.get("n_impostor_pairs")) for t in s["tar_at_far"]) + " |")
+            lines += ["", "A TAR at a FAR below 1 / (impostor pairs) cannot be measured on this many pairs "
+                      "(not one false accept is allowed): such cells say *out of range*.", ""]
         if attr.get("attributes"):
             moon_by = {a["name"]: a for a in moon_attr.get("attributes", [])}
             lines += [f"**Attributes** on {attr['attributes'][0].get('n', '?')} held-out CelebA images "
-                      f"(score > 0 predicts +1; balanced accuracy in brackets):", "",
-                      "| attribute | multi-task net | MOON (its teacher) | majority class |", "|---|---|---|---|"]
+                      f"(the paper's rule, score > 0 predicts +1; balanced accuracy in brackets, *chance* when it "
+                      f"is <= 50 %). The columns marked *extra* are not the paper's figures: AUC of the scores, "
+                      f"and accuracy with a threshold chosen on the other half of the images instead of 0:", "",
+                      "| attribute | multi-task net | MOON (its teacher) | majority class | net AUC (extra) | "
+                      "MOON AUC (extra) | net acc. at val. threshold (extra) | MOON acc. at val. threshold (extra) |",
+                      "|---|---|---|---|---|---|---|---|"]
             for a in attr["attributes"]:
                 m = moon_by.get(a["name"])
-                lines.append(f"| {a['name']} | {100 * a['accuracy']:.2f} ({100 * a['balanced_accuracy']:.2f}) | "
-                             + (f"{100 * m['accuracy']:.2f} ({100 * m['balanced_accuracy']:.2f})" if m else "-")
-                             + f" | {100 * a['majority_baseline']:.2f} |")
+                lines.append(f"| {a['name']} | {_attr_figures(a)} | " + (_attr_figures(m) if m else "-")
+                             + f" | {100 * a['majority_baseline']:.2f} | "
+                             + " | ".join(_attr_extra(x, k) for k in ("auc", "val_threshold") for x in (a, m)) + " |")
             lines.append("")
+            faces = self.write_faces()
+            if faces:
+                lines += [f"**Faces**: input photos, their aligned crops and the multi-task net's attribute "
+                          "scores (decision / true label):", "", f"![{rel(faces)}]({rel(faces)})", ""]
 
+        checks = [r for r in watch_rows(self.run) if r.get("accuracy")]
+        if checks:
+            lines += [f"**Watched training** (`tools/train.py --watch {p.watch}`): accuracy on "
+                      f"{self.view1[1].name} (10-fold) of the snapshots while the net trained: "
+                      + ", ".join(f"{r['phase']} {r['iteration']}: {100 * float(r['accuracy']):.2f} %" for r in checks)
+                      + f" (`{rel(self.run / 'verification.csv')}`; the fourth panel of the curves).", ""]
         plots = sorted(p for p in w.joinpath("runs").rglob("*.png"))
         lines += ["## Plots", ""] + [f"![{rel(q)}]({rel(q)})" for q in plots] + [""]
 
@@ -456,6 +493,18 @@ class Demo:
         atomic_write_text(w / "report.md", "\n".join(lines) + "\n")
         atomic_write_text(w / "timings.json", json.dumps(timings, indent=1) + "\n")
         return f"report: {w / 'report.md'}"
+
+    def write_faces(self) -> Path | None:
+        """WORK/faces.png: held-out CelebA photos, their crops and the net's predicted attributes."""
+        from mtdnn.demo import attribute_faces
+        from mtdnn.evaluation.plots import plot_face_montage
+        pred = self.features / "celeba_heldout_attr"
+        photos = self.data / "celeba" / "img_align_celeba_89x109"
+        if not Path(f"{pred}.npy").is_file() or not photos.is_dir():
+            return None
+        faces = attribute_faces(pred, self.data / "celeba" / "list_attr_celeba.txt", photos,
+                                self.celeba_aligned, count=8)
+        return plot_face_montage(faces, self.work / "faces.png")
 
     # ----------------------------------------------------------------- main
 

@@ -16,7 +16,12 @@ Predictions are matched to the labels by file name; column j of the
 predictions is attribute j of --attributes (default the paper's 7 in the order of Tab. 4,
 which is the order of the attr_pred outputs). A score > 0 predicts +1. Prints accuracy,
 balanced accuracy and the majority-class baseline next to MOON and the paper, and writes
-OUT/attributes.json.
+OUT/attributes.json. An attribute whose balanced accuracy is <= 50 % is flagged (chance).
+
+Extra columns, marked as not the paper's: the AUC of the scores and the accuracy with a
+threshold per attribute chosen on validation data -- --val-predictions (images labelled in the
+same label file, none of them evaluated), else each half of the evaluated images (even/odd
+rows) decided with the threshold chosen on the other half.
 """
 import argparse
 import sys
@@ -44,6 +49,9 @@ def main(argv=None):
     ap.add_argument("--attributes", default="all",
                     help="names of the prediction columns, comma-separated, or a group (default all)")
     ap.add_argument("--out", required=True, type=Path, help="output folder (OUT/attributes.json)")
+    ap.add_argument("--val-predictions", help="predictions of validation images (same format) on which the "
+                                              "extra column's thresholds are chosen (default: the other half "
+                                              "of the evaluated images)")
     a = ap.parse_args(argv)
     lock = OutputLock(a.out / "attributes")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
@@ -74,10 +82,19 @@ def main(argv=None):
         if missing:
             print(f"warning: {missing} labelled image(s) have no prediction", file=sys.stderr)
     rows = lookup(index, keys, f"predicted images among the {source}")
-    res = attribute_accuracy(np.asarray(scores), labels[rows][:, cols], names)
+    val = None
+    if a.val_predictions:
+        vscores, vnames, _ = load_features(a.val_predictions)
+        overlap = set(map(image_key, vnames)) & set(keys)
+        if overlap:
+            raise ValueError(f"{len(overlap)} image(s) of --val-predictions are also evaluated, e.g. "
+                             f"{sorted(overlap)[0]}: validation images must be others")
+        vrows = lookup(index, [image_key(n) for n in vnames], f"validation images among the {source}")
+        val = (np.asarray(vscores), labels[vrows][:, cols])
+    res = attribute_accuracy(np.asarray(scores), labels[rows][:, cols], names, val=val)
     res.update({"predictions": str(a.predictions), "n_images": len(keys), "protocol": protocol,
                 "labels": str(a.facescrub_labels or label_file),
-                "stand_in": not a.facescrub_labels})
+                "stand_in": not a.facescrub_labels, "val_predictions": a.val_predictions})
     atomic_write_json(a.out / "attributes.json", res, indent=1)
     print(format_table(res))
     print(f"-> {a.out / 'attributes.json'}")

@@ -4,7 +4,9 @@
     python tools/plot_log.py runs/fast/pretrain.log                 # writes beside the log
     python tools/plot_log.py runs/fast/pretrain.log --follow 30     # redraw every 30 s while training runs
 
-Outputs: LOG.train.csv, LOG.test.csv and LOG.png (or in --out).
+Outputs: LOG.train.csv, LOG.test.csv and LOG.png (or in --out). When the log's folder holds
+verification.csv (tools/train.py --watch-every: a pair-list check of the snapshots), the
+accuracy of the log's phase is drawn in a fourth panel.
 """
 import argparse
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from mtdnn.cli import bad_input
 from mtdnn.caffe_log import parse_caffe_log, plot_curves, write_csv
+from mtdnn.watch import phase_curve
 
 
 def render(log_path: Path, out: Path) -> str:
@@ -20,10 +23,14 @@ def render(log_path: Path, out: Path) -> str:
     stem = out / log_path.stem
     write_csv(log.train, stem.with_suffix(".train.csv"))
     write_csv(log.test, stem.with_suffix(".test.csv"))
-    plot_curves(log, stem.with_suffix(".png"), title=log_path.name)
+    # the watch's checks (tools/train.py --watch-every) of this phase, from the run folder
+    verification = phase_curve(log_path.parent, log_path.stem)
+    plot_curves(log, stem.with_suffix(".png"), title=log_path.name, verification=verification)
     last = log.train[-1] if log.train else {}
+    checks = f", {len(verification[0])} verification checks (last {100 * verification[1][-1]:.2f} %)" \
+        if verification[0] else ""
     return f"{len(log.train)} training rows (last iteration {last.get('iteration', '-')}, " \
-           f"loss {last.get('loss', '-')}), {len(log.test)} test rows -> {stem}.png"
+           f"loss {last.get('loss', '-')}), {len(log.test)} test rows{checks} -> {stem}.png"
 
 
 def main(argv=None):

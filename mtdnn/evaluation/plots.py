@@ -94,3 +94,33 @@ def plot_megaface(result: dict, out_dir, prefix: str = "megaface", label: str = 
                      [r["rank1"] for r in result["results"]])},
             Path(out_dir) / f"{prefix}_rank1.png"),
     ]
+
+
+def plot_face_montage(faces: list, path, title: str = "Input photos, aligned crops, predicted attributes"):
+    """A figure of faces: per face (a column) the input photo, its aligned crop and a text
+    block. ``faces`` = [{"photo": path, "crop": path, "text": str}] (a missing image is drawn
+    as an empty box saying so)."""
+    from mtdnn.images import load_image
+    plt = _plt()
+    n = len(faces)
+    if n == 0:
+        raise ValueError("no faces to draw")
+    fig, axes = plt.subplots(3, n, figsize=(2.1 * n, 6.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 1, 1.15]})
+    for j, face in enumerate(faces):
+        for i, key in enumerate(("photo", "crop")):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            try:
+                ax.imshow(load_image(face[key])[:, :, ::-1])  # BGR -> RGB
+            except (OSError, ValueError) as e:
+                ax.text(0.5, 0.5, f"no {key}:\n{type(e).__name__}", ha="center", va="center", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("input photo" if key == "photo" else "aligned 112x96", fontsize=8)
+        ax = axes[2][j]
+        ax.axis("off")
+        ax.text(0, 1, face.get("text", ""), va="top", ha="left", fontsize=6.5, family="monospace",
+                transform=ax.transAxes)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 
 from .attributes import PAPER_TABLE4
+from .roc import tar_text
+
+PAPER_SCALE = 1_000_000  # MegaFace's distractors in the paper's Tab. 2, 3, 5-7
 
 # Tab. 2 and 3: method -> (released, protocol, rank-1 %, TAR@1e-6 % or None)
 PAPER_MEGAFACE = {
@@ -139,20 +142,41 @@ def _lfw_accuracy(lfw: dict) -> tuple:
 
 
 def _megaface_figures(run):
-    """(rank-1, TAR@first FAR, note) of a run's largest distractor set: MegaFace if there,
-    else the stand-in (noted)."""
+    """(rank-1, TAR@first FAR as a cell, scale, full) of a run's largest distractor set:
+    MegaFace if there, else the stand-in. ``scale`` says it on every row; ``full`` is True
+    only for MegaFace at the paper's 1M distractors (only such a figure may stand in bold
+    in the paper's columns). A TAR at a FAR below 1/(impostor pairs) is *out of range*."""
     mf = run["results"].get("megaface")
     if mf:
         r = mf["runs"].get("original") or mf["runs"].get("cleaned") or mf["runs"].get("noise_removed")
         last = r["results"][-1]
-        note = "" if last["distractors"] >= 1_000_000 else f"{last['distractors']:,} distractors"
+        full = last["distractors"] >= PAPER_SCALE
+        note = f"MegaFace, {last['distractors']:,} distractors" + ("" if full else " (toy scale)")
     elif "identification" in run["results"]:
         last = run["results"]["identification"]["results"][-1]
-        note = f"stand-in, {last['distractors']:,} distractors"
+        full = False
+        note = f"stand-in, {last['distractors']:,} distractors (toy scale)"
     else:
-        return None, None, ""
-    tar = last["tar_at_far"][0]["tar"] if last["tar_at_far"] else None
-    return last["rank1"], tar, note
+        return None, None, "", False
+    tar = tar_text(last["tar_at_far"][0], last.get("n_impostor_pairs")) if last["tar_at_far"] else "-"
+    return last["rank1"], tar, note, full
+
+
+def _attr_scale(run) -> str:
+    """The size of a run's attribute evaluation, for its column's head."""
+    res = run["results"]["attributes"]
+    n = res.get("n_images") or (res.get("attributes") or [{}])[0].get("n")
+    return f"{n:,} images" if n else "size unknown"
+
+
+def _attr_cell(acc) -> str:
+    """Accuracy (majority baseline), flagged when the balanced accuracy is <= 50 %."""
+    if not acc:
+        return "-"
+    cell = _pct(acc["accuracy"]) + f" (maj. {_pct(acc['majority_baseline'])})"
+    if acc.get("balanced_accuracy") is not None and acc["balanced_accuracy"] <= 0.5:
+        cell += f" *chance: bal. acc. {_pct(acc['balanced_accuracy'])}*"
+    return cell
 
 
 def _blufr(bl, part, key) -> str:
@@ -194,33 +218,43 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             v = r1_paper if key == "2" else tar_paper
             if v is not None:
                 rows.append([m, rel, proto, f"{v:.2f}", "paper" + (" (text)" if m.startswith("Google")
-                                                                    and key == "3" else "")])
+                                                                    and key == "3" else "")
+                             + f", MegaFace, {PAPER_SCALE:,} distractors"])
         for run in runs:
-            r1, tar, note = _megaface_figures(run)
+            r1, tar, note, full = _megaface_figures(run)
             if r1 is None:
                 continue
             label = run["rows"].get("2", run["name"])
-            rows.append([f"**ours: {label}** ({run['name']})", "yes", "Small",
-                         _pct(r1 if key == "2" else tar), note])
-        lines += [f"## {title}", "", _table(["Method", "Released", "Protocol", "%", "note"], rows), ""]
+            label = f"**ours: {label}**" if full else f"ours: {label}"  # toy scale never in bold
+            rows.append([f"{label} ({run['name']})", "yes", "Small", _pct(r1) if key == "2" else tar, note])
+        lines += [f"## {title}", "", _table(["Method", "Released", "Protocol", "%", "scale"], rows), ""]
 
     # Tab. 4
     att_runs = [r for r in runs if "attributes" in r["results"]]
     head = ["Attribute", "MOON (paper)", "Ours (paper)"] + [
-        r["name"] + (" (CelebA: stand-in)" if r["results"]["attributes"].get("stand_in", True)
-                     else " (hand-labelled FaceScrub)") for r in att_runs]
+        f"{r['name']} ({_attr_scale(r)}, "
+        + ("CelebA: stand-in)" if r["results"]["attributes"].get("stand_in", True) else "hand-labelled FaceScrub)")
+        for r in att_runs]
+    head += [f"{r['name']}: {x} (extra)" for r in att_runs for x in ("AUC", "acc. at val. threshold")]
     rows = []
     for name, (moon, paper) in PAPER_TABLE4.items():
-        ours = []
+        ours, extra = [], []
         for r in att_runs:
             acc = {a["name"]: a for a in r["results"]["attributes"]["attributes"]}.get(name)
-            ours.append(_pct(acc["accuracy"]) + f" (maj. {_pct(acc['majority_baseline'])})" if acc else "-")
-        rows.append([name, f"{moon:.2f}", f"{paper:.2f}"] + ours)
+            ours.append(_attr_cell(acc))
+            ex = (acc or {}).get("extra") or {}
+            vt = (ex.get("val_threshold") or {}).get("accuracy")
+            extra += [f"{ex['auc']:.3f}" if ex.get("auc") is not None else "-", _pct(vt)]
+        rows.append([name, f"{moon:.2f}", f"{paper:.2f}"] + ours + extra)
     lines += ["## Tab. 4: attribute prediction accuracy (%)", "",
               "Ours (majority-class baseline in brackets): CelebA's own labels on CelebA images, a "
               "stand-in, unless a column says FaceScrub (tools/eval_attributes.py --facescrub-labels). "
               "The paper's protocol: 1,000 FaceScrub images labelled by three annotators, majority "
-              "vote (Sec. 4.3).", "", _table(head, rows), ""]
+              "vote (Sec. 4.3).", "",
+              "Our columns use the paper's rule (score > 0 predicts +1). An attribute whose balanced "
+              "accuracy is at or below 50 % is flagged *chance*: its accuracy comes from the label balance. "
+              "Columns marked *(extra)* are not the paper's figures: the AUC of the scores, and the "
+              "accuracy with a threshold chosen on validation data instead of 0.", "", _table(head, rows), ""]
 
     # Tab. 5-7
     for key, (title, prow) in PAPER_ABLATION.items():
@@ -230,12 +264,13 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             if not matched:
                 rows.append([row, f"{mf:.2f}", f"{lfw:.2f}", "-", "-", ""])
             for r in matched:
-                r1, _, note = _megaface_figures(r)
+                r1, _, note, _ = _megaface_figures(r)
                 acc, which = _lfw_accuracy(r["results"].get("lfw", {}))
                 rows.append([row, f"{mf:.2f}", f"{lfw:.2f}", _pct(r1), _pct(acc) + which,
-                             f"{r['name']} {note}".strip()])
+                             f"{r['name']}" + (f"; {note}" if note else "")])
         lines += [f"## Tab. {key}: {title}", "",
-                  _table(["Method", "MegaFace paper", "LFW paper", "MegaFace ours", "LFW ours", "run"], rows), ""]
+                  _table(["Method", f"MegaFace paper ({PAPER_SCALE:,} distractors)", "LFW paper (View 2)",
+                          "MegaFace ours", "LFW ours", "run; scale"], rows), ""]
 
     # LFW and BLUFR of every run
     rows = []
@@ -248,7 +283,7 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                      f"{_pct(lfw['accuracy'])} ± {_pct(lfw['std'])}" if lfw and "accuracy" in lfw else "-",
                      lfw["rule"] if lfw else "-",
                      _pct(lfw["view1"]["accuracy"]) if lfw and "view1" in lfw else "-",
-                     f"{_pct(tar['tar'])} @ {tar['far']:g}" if tar else "-",
+                     f"{tar_text(tar)} @ {tar['far']:g}" if tar else "-",
                      str(lfw["n_missing_pairs"]) if lfw and "n_missing_pairs" in lfw else "-",
                      _blufr(bl, "verification", "tar"), _blufr(bl, "open_set", "dir"), _blufr_people(bl)])
     if rows:
@@ -269,7 +304,7 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             sets = res["runs"] if kind == "megaface" else {"stand-in": res}
             for tag, rr in sets.items():
                 rows = [[f"{s['distractors']:,}", _pct(s["rank1"])] +
-                        [_pct(t["tar"]) for t in s["tar_at_far"]] for s in rr["results"]]
+                        [tar_text(t, s.get("n_impostor_pairs")) for t in s["tar_at_far"]] for s in rr["results"]]
                 fars = [f"TAR @ {t['far']:g} ({t['rule']})" for t in rr["results"][0]["tar_at_far"]]
                 lines += [f"### {r['name']}: {kind} ({tag}), {rr['n_probes']} probes of "
                           f"{rr['n_identities']} identities", "",

@@ -87,7 +87,8 @@ def tar_at_far(genuine, impostor_top, n_impostor: int, far: float, rule: str = "
             tar = count_ge(gen, thr) / gen.size
             achieved = count_ge(top, thr) / n_impostor
         return {"far": far, "tar": float(tar), "threshold": float(thr),
-                "far_achieved": float(achieved), "rule": rule}
+                "far_achieved": float(achieved), "rule": rule, "n_impostor": int(n_impostor),
+                "in_range": far_in_range(far, n_impostor)}
     # interp: the exact ROC restricted to the kept impostors
     thr = np.unique(top)[::-1]
     fars = np.r_[0.0, count_ge(top, thr) / n_impostor]
@@ -95,7 +96,26 @@ def tar_at_far(genuine, impostor_top, n_impostor: int, far: float, rule: str = "
     if far > fars[-1] and top.size < n_impostor:
         raise ValueError(f"FAR {far:g} is beyond the {top.size} kept impostor scores")
     return {"far": far, "tar": float(np.interp(far, fars, tars)), "threshold": None,
-            "far_achieved": far, "rule": rule}
+            "far_achieved": far, "rule": rule, "n_impostor": int(n_impostor),
+            "in_range": far_in_range(far, n_impostor)}
+
+
+def far_in_range(far: float, n_impostor: int) -> bool:
+    """Whether a FAR can be measured with ``n_impostor`` impostor pairs: below 1 / n_impostor
+    not one false accept is allowed, so a "TAR at that FAR" is TAR at FAR 0 under another
+    name (the demo's 1e-6 with 2,597 x 22 impostor pairs)."""
+    return far * n_impostor >= 1
+
+
+def tar_text(t: dict, n_impostor: int | None = None, digits: int = 2) -> str:
+    """A TAR-at-FAR result (:func:`tar_at_far`) as a table cell: the TAR in %, or *out of
+    range* when its FAR is below 1 / (number of impostor pairs) (``n_impostor`` from the
+    result, else the given one; results written before it was recorded with neither are
+    printed as they are)."""
+    n = t.get("n_impostor", n_impostor)
+    if n and not far_in_range(t["far"], n):
+        return f"out of range (FAR < 1/{n:,})"
+    return f"{100 * t['tar']:.{digits}f}"
 
 
 def thin_roc(far, tar, n_points: int = 400, far_min: float | None = None):
