@@ -9,6 +9,7 @@
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
 #   CAFFE_GPU=1 make setup   Caffe with CUDA + cuDNN 9 + NCCL; the route (CAFFE_CUDA=13|11.8) from the GPU (README "GPU")
 #   make ci-gpu     the GPU build (one architecture) + Caffe's CPU gtests of our layers + make test
+#   make ci-titan-build  the TITAN route (CUDA 11.8, sm_61) in .venv-titan + the same gtests
 #   make gpu-check  on a machine with an NVIDIA GPU: tests, GPU-vs-CPU check, speed -> docs/gpu/
 #   make caffe-bundle  a relocatable tarball of the built caffe tools and their libraries
 #
@@ -23,10 +24,10 @@ CAFFE       := $(VENV)/caffe/.stamp
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup check-host data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build gpu-check caffe-bundle FORCE
+.PHONY: setup check-host data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build ci-titan-build gpu-check caffe-bundle FORCE
 
 help:
-	@sed -n '3,15p' Makefile
+	@sed -n '3,16p' Makefile
 
 # CAFFE_GPU=1: CUDA + cuDNN + NCCL (docker/build_caffe.sh says how CUDA is found); unset keeps the
 # kind of Caffe already built, CAFFE_GPU=0 rebuilds CPU-only. CUDA_ARCH_BIN, USE_CUDNN, CUDA_HOME,
@@ -121,6 +122,12 @@ ci-gpu-build:
 
 ci-gpu: ci-gpu-build
 	$(MAKE) test # the stamp keeps the GPU build
+
+# CI's TITAN route: CUDA 11.8 from Debian 12 (root), compiled for the TITAN Xp's sm_61 in a venv of
+# its own, and the same CPU gtests. The images are not built in CI (docker/build_images.sh; README "CI").
+TITAN_VENV ?= .venv-titan
+ci-titan-build:
+	$(MAKE) ci-gpu-build VENV=$(TITAN_VENV) CAFFE_CUDA=11.8 CI_GPU_ARCH=61
 
 # On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
 gpu-check: $(VENV)/.requirements
