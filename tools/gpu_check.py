@@ -387,7 +387,9 @@ def caffe_build() -> str:
     if " gpu=1 " not in text:
         return "CPU-only"
     arch = re.search(r" arch=([0-9 ]*) cudnn=(\d)", text)
-    return f"GPU build (arch {arch.group(1)}, cuDNN {'on' if arch.group(2) == '1' else 'off'})" if arch else "GPU build"
+    route = re.search(r" route=([0-9.]+)$", text.strip())
+    cuda = f"CUDA {route.group(1)}, " if route else ""
+    return f"GPU build ({cuda}arch {arch.group(1)}, cuDNN {'on' if arch.group(2) == '1' else 'off'})" if arch else "GPU build"
 
 
 def main(argv=None) -> int:
