@@ -39,7 +39,7 @@ export CUDA_ARCH_BIN USE_CUDNN CUDA_HOME JOBS CAFFE_TESTS CUDA_HOST_COMPILER
 # (the TITAN route: Debian 12's CUDA 11.8 + the cu11 wheels, 5.2 to 9.0). Not given, it is picked
 # from nvidia-smi's compute capability by mtdnn/cuda_route.py, which says why (13 with no GPU).
 ifeq ($(CAFFE_GPU),1)
-ifeq ($(origin CAFFE_CUDA),undefined)
+ifeq ($(strip $(CAFFE_CUDA)),)
 CAFFE_CUDA := $(shell $(PYTHON_BASE) -m mtdnn.cuda_route)
 $(if $(CAFFE_CUDA),,$(error no CUDA route for this machine's GPUs (above); set CAFFE_CUDA=13 or 11.8))
 endif
