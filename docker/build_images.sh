@@ -84,6 +84,7 @@ printf 'image\tbuild_seconds\tsize_bytes\tchecks\n' >"$WORK/report.tsv.new"
 failed=()
 for i in "${IMAGES[@]}"; do
   args=()
+  podman image rm -f "mtdnn-$i" >/dev/null 2>&1 || true # a failed build must not find the last one
   case $i in
     cpu) file=docker/Dockerfile.cpu ;;
     gpu) file=docker/Dockerfile.gpu; args=(--build-arg "CUDA_ARCH_BIN=$GPU_ARCH") ;;
@@ -92,7 +93,7 @@ for i in "${IMAGES[@]}"; do
   echo "[build_images] mtdnn-$i from $file (log: $WORK/$i.log)"
   start=$(date +%s)
   if ! podman build --isolation chroot --pull=never "${MOUNTS[@]}" "${args[@]}" -f "$file" -t "mtdnn-$i" . \
-    >"$WORK/$i.log" 2>&1; then
+    >"$WORK/$i.log" 2>&1 || ! podman image exists "mtdnn-$i"; then
     tail -30 "$WORK/$i.log"
     printf '%s\t%s\t\tbuild failed\n' "$i" "$(($(date +%s) - start))" >>"$WORK/report.tsv.new"
     failed+=("$i (build)")
