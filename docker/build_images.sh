@@ -64,6 +64,10 @@ fi
 FORWARD='import caffe, numpy as np
 caffe.set_mode_cpu()
 net = caffe.Net("models/fast/deploy.prototxt", caffe.TEST)
+for layer in net.layers:  # untrained: BatchNorm statistics of variance 1 (all zero gives NaN)
+    if layer.type == "BatchNorm":
+        layer.blobs[1].data[...] = 1
+        layer.blobs[2].data[...] = 1
 net.blobs["data"].data[...] = np.random.default_rng(0).standard_normal(net.blobs["data"].data.shape)
 out = net.forward()
 blob = net.blobs["fc5"].data
