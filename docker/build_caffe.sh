@@ -225,8 +225,8 @@ assemble_cuda() {
   [[ $USE_CUDNN == 1 ]] && need+=(include/cudnn.h lib64/libcudnn.so)
   for f in "${need[@]}"; do [[ -e $new/$f ]] || missing+=("$f"); done
   ((${#missing[@]} == 0)) || die "CUDA $CUDA_MAJOR from ${CUDA_SOURCES[*]} lacks: ${missing[*]}
-  (the wheels of requirements-gpu.txt are CUDA 13: they complete a CUDA 13 CUDA_HOME only; USE_CUDNN=0
-  builds without cuDNN)"
+  (the wheels complete a CUDA_HOME of their own CUDA major only: requirements-gpu.txt CUDA 13,
+  requirements-gpu-cu11.txt cuDNN and NCCL for CUDA 11; USE_CUDNN=0 builds without cuDNN)"
   rm -rf "$CUDA_DIR"
   mv "$new" "$CUDA_DIR"
 }
