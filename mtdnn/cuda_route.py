@@ -57,8 +57,8 @@ def choose_route(capabilities: str) -> tuple[str, str]:
         why = (f"compute capability {shown}: CUDA 13 compiles for 7.5 and newer only, so the TITAN "
                "route (Debian 12's CUDA 11.8, cuDNN 9.10.2, NCCL 2.21.5; driver R535 to R580)")
         if max(caps) >= (10, 0):
-            why += (f"; the {max(caps)[0]}.{max(caps)[1]} GPU runs its compute_90 PTX, compiled when "
-                    "first loaded (or build the CUDA 13 route separately for it)")
+            why += (f"; the {max(caps)[0]}.{max(caps)[1]} GPU would run Caffe's kernels from their "
+                    "compute_90 PTX, untested with cuDNN 9.10 (or build the CUDA 13 route separately for it)")
         return ROUTE_TITAN, why
     return ROUTE_CUDA13, (f"compute capability {shown}: 7.5 or newer, so the CUDA 13 route "
                           "(NVIDIA's wheels, cuDNN 9.13; driver R580 or newer)")
