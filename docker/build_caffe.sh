@@ -135,7 +135,7 @@ EOF
 # headers in /usr/include, libraries in the multiarch folder), kept while the package version is.
 DEBIAN_CUDA_PKGS=(nvidia-cuda-dev libcudart11.0 libcublas11 libcublaslt11 libcurand10 libthrust-dev libcub-dev libcu++-dev)
 debian_cuda() {
-  local os="" f rel multiarch version
+  local os="" f rel version
   os=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   [[ $os == bookworm ]] || die "CAFFE_CUDA=11.8 is Debian 12's nvidia-cuda-toolkit 11.8 and this is not Debian 12
   (${os:-unknown}). Use the TITAN image (docker/build_images.sh, README \"GPU\"), or set CUDA_HOME to an
@@ -178,7 +178,6 @@ EOF
   DEBIAN_CUDA=$WORK/debian-cuda
   version="$(dpkg-query -W nvidia-cuda-toolkit "${DEBIAN_CUDA_PKGS[@]}") script=$(sha256sum "$0" | cut -c1-16)"
   [[ -f $DEBIAN_CUDA/.version && $(cat "$DEBIAN_CUDA/.version") == "$version" ]] && return 0
-  multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
   rm -rf "$DEBIAN_CUDA"
   mkdir -p "$DEBIAN_CUDA/include" "$DEBIAN_CUDA/lib"
   mkdir -p "$DEBIAN_CUDA/bin"
@@ -194,7 +193,8 @@ EOF
         rel=${f#/usr/include/}
         [[ $rel == */* ]] && mkdir -p "$DEBIAN_CUDA/include/${rel%/*}"
         ln -sfn "$f" "$DEBIAN_CUDA/include/$rel" ;;
-      /usr/lib/$multiarch/lib*.so*) ln -sfn "$f" "$DEBIAN_CUDA/lib/${f##*/}" ;;
+      # the multiarch folder (/usr/lib/x86_64-linux-gnu); dpkg-architecture may not be installed yet
+      /usr/lib/*-linux-gnu*/lib*.so*) [[ ${f#/usr/lib/*/} == */* ]] || ln -sfn "$f" "$DEBIAN_CUDA/lib/${f##*/}" ;;
     esac
   done < <(dpkg -L nvidia-cuda-toolkit "${DEBIAN_CUDA_PKGS[@]}")
   echo "$version" >"$DEBIAN_CUDA/.version"
