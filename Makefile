@@ -7,8 +7,9 @@
 #   make train      setup, then pre-train + fine-tune MODEL on DATA in RUN (GPUS=0,1 for GPUs; ARGS=...)
 #   make prototxt   render prototxt_templates/ into models/
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
-#   CAFFE_GPU=1 make setup   Caffe with CUDA 13 + cuDNN 9 + NCCL from NVIDIA's wheels (README "GPU")
+#   CAFFE_GPU=1 make setup   Caffe with CUDA + cuDNN 9 + NCCL; the route (CAFFE_CUDA=13|11.8) from the GPU (README "GPU")
 #   make ci-gpu     the GPU build (one architecture) + Caffe's CPU gtests of our layers + make test
+#   make ci-titan-build  the TITAN route (CUDA 11.8, sm_61) in .venv-titan + the same gtests
 #   make gpu-check  on a machine with an NVIDIA GPU: tests, GPU-vs-CPU check, speed -> docs/gpu/
 #   make caffe-bundle  a relocatable tarball of the built caffe tools and their libraries
 #
@@ -23,20 +24,36 @@ CAFFE       := $(VENV)/caffe/.stamp
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build gpu-check caffe-bundle FORCE
+.PHONY: setup check-host data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build ci-titan-build gpu-check caffe-bundle FORCE
 
 help:
-	@sed -n '3,15p' Makefile
+	@sed -n '3,16p' Makefile
 
 # CAFFE_GPU=1: CUDA + cuDNN + NCCL (docker/build_caffe.sh says how CUDA is found); unset keeps the
 # kind of Caffe already built, CAFFE_GPU=0 rebuilds CPU-only. CUDA_ARCH_BIN, USE_CUDNN, CUDA_HOME,
 # JOBS and CAFFE_TESTS reach the build script from the environment or the make command line.
 CAFFE_GPU ?=
-export CUDA_ARCH_BIN USE_CUDNN CUDA_HOME JOBS CAFFE_TESTS
+export CUDA_ARCH_BIN USE_CUDNN CUDA_HOME JOBS CAFFE_TESTS CUDA_HOST_COMPILER
 
-setup: $(VENV)/.requirements $(if $(filter 1,$(CAFFE_GPU)),$(VENV)/.requirements-gpu) $(CAFFE)
+# The GPU route: CAFFE_CUDA=13 (NVIDIA's CUDA 13 wheels, compute capability 7.5 and newer) or 11.8
+# (the TITAN route: Debian 12's CUDA 11.8 + the cu11 wheels, 5.2 to 9.0). Not given, it is picked
+# from nvidia-smi's compute capability by mtdnn/cuda_route.py, which says why (13 with no GPU).
+ifeq ($(CAFFE_GPU),1)
+ifeq ($(strip $(CAFFE_CUDA)),)
+CAFFE_CUDA := $(shell $(PYTHON_BASE) -m mtdnn.cuda_route)
+$(if $(CAFFE_CUDA),,$(error no CUDA route for this machine's GPUs (above); set CAFFE_CUDA=13 or 11.8))
+endif
+endif
+export CAFFE_CUDA
+GPU_REQUIREMENTS := $(if $(filter 11.8,$(CAFFE_CUDA)),$(VENV)/.requirements-gpu-cu11,$(VENV)/.requirements-gpu)
 
-$(VENV)/.requirements: requirements.txt
+setup: check-host $(VENV)/.requirements $(if $(filter 1,$(CAFFE_GPU)),$(GPU_REQUIREMENTS)) $(CAFFE)
+
+# The host, said up front: the native build is made and tested on Debian 12 (docker/check_host.sh).
+check-host:
+	@docker/check_host.sh $(PYTHON_BASE)
+
+$(VENV)/.requirements: requirements.txt | check-host
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@# The repository root on the venv's path: `import mtdnn` and `import generate` work from tools/ too.
@@ -45,6 +62,11 @@ $(VENV)/.requirements: requirements.txt
 
 $(VENV)/.requirements-gpu: requirements-gpu.txt $(VENV)/.requirements
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
+	touch $@
+
+# cuDNN and NCCL for CUDA 11 only: cuBLAS and the rest are Debian's CUDA 11.8 (--no-deps).
+$(VENV)/.requirements-gpu-cu11: requirements-gpu-cu11.txt $(VENV)/.requirements
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-gpu-cu11.txt
 	touch $@
 
 # The build script is a no-op when its stamp matches (it names every input, CAFFE_GPU included),
@@ -103,6 +125,12 @@ ci-gpu-build:
 
 ci-gpu: ci-gpu-build
 	$(MAKE) test # the stamp keeps the GPU build
+
+# CI's TITAN route: CUDA 11.8 from Debian 12 (root), compiled for the TITAN Xp's sm_61 in a venv of
+# its own, and the same CPU gtests. The images are not built in CI (docker/build_images.sh; README "CI").
+TITAN_VENV ?= .venv-titan
+ci-titan-build:
+	$(MAKE) ci-gpu-build VENV=$(TITAN_VENV) CAFFE_CUDA=11.8 CI_GPU_ARCH=61
 
 # On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
 gpu-check: $(VENV)/.requirements

@@ -17,6 +17,14 @@
 #                   their CUDA major version matches. Both are assembled into PREFIX/../cuda (a
 #                   CUDA_HOME of symlinks). Unset, CAFFE_GPU keeps the kind of build installed
 #                   (a GPU build is never silently replaced by a CPU one); CAFFE_GPU=0 is CPU-only.
+#   CAFFE_CUDA      the route of CAFFE_GPU=1 when CUDA_HOME is unset (`make setup` picks it from
+#                   nvidia-smi, mtdnn/cuda_route.py): 13 (default) the CUDA 13 wheels above, for compute
+#                   capability 7.5 and newer; 11.8 the TITAN route: Debian 12's nvidia-cuda-toolkit 11.8
+#                   from non-free with g++-11 (installed here as root through a private apt
+#                   configuration, without Debian's libcuda1/libnvidia-ml1: the machine's driver is used)
+#                   + cuDNN 9.10.2 and NCCL 2.21.5 from requirements-gpu-cu11.txt, for 5.2 to 9.0 + PTX
+#   CUDA_HOST_COMPILER  the compiler nvcc hands host code to (default: /usr/bin/gcc-11 for CUDA 11,
+#                   whose nvcc refuses GCC 12; else cmake's C compiler)
 #   CUDA_ARCH_BIN   compute capabilities, space separated (default: every TITAN-class generation
 #                   the compiler supports, 52 61 70 75 80 86 89 90 100 120, plus PTX of the newest)
 #   USE_CUDNN=0     Caffe's own CUDA kernels instead of cuDNN (default 1)
@@ -47,9 +55,13 @@ if [[ -z ${CAFFE_GPU:-} ]]; then
   if [[ -f $PREFIX/.stamp ]] && grep -q ' gpu=1 ' "$PREFIX/.stamp"; then
     CAFFE_GPU=1
     : "${CUDA_ARCH_BIN:=$(sed -n 's/.* arch=\([0-9 ]*\) cudnn=.*/\1/p' "$PREFIX/.stamp")}"
+    : "${CAFFE_CUDA:=$(sed -n 's/.* route=\([0-9.]*\)$/\1/p' "$PREFIX/.stamp")}"
     echo "[build_caffe] keeping the GPU build of $PREFIX (CAFFE_GPU=0 replaces it with a CPU-only one)"
   fi
 fi
+
+CAFFE_CUDA=${CAFFE_CUDA:-13}
+[[ $CAFFE_CUDA == 13 || $CAFFE_CUDA == 11.8 ]] || { echo "[build_caffe] ERROR: CAFFE_CUDA=$CAFFE_CUDA: 13 or 11.8 (README \"GPU\")" >&2; exit 2; }
 
 VERSION=1.0.0+git20180821.99bd997-8
 DSC=caffe_$VERSION.dsc
@@ -69,6 +81,9 @@ find_cuda() {
   if [[ -n ${CUDA_HOME:-} ]]; then
     [[ -x $CUDA_HOME/bin/nvcc ]] || die "CUDA_HOME=$CUDA_HOME has no bin/nvcc"
     root=$CUDA_HOME
+  elif [[ $CAFFE_CUDA == 11.8 ]]; then
+    debian_cuda
+    root=$DEBIAN_CUDA
   elif [[ -n $wheels && -x $wheels/cu13/bin/nvcc ]]; then
     root=$wheels/cu13
   else
@@ -80,12 +95,28 @@ find_cuda() {
   CUDA_MAJOR=$(cuda_major "$CUDA_ROOT")
   [[ -n $CUDA_MAJOR ]] || die "$CUDA_ROOT/bin/nvcc --version does not say its release"
   CUDA_SOURCES=("$CUDA_ROOT")
-  # The wheels complete the toolkit only for their own CUDA major version (cu13: libcudart.so.13).
-  if [[ -n $wheels && -e $wheels/cu13/lib/libcudart.so.$CUDA_MAJOR ]]; then
+  # The wheels complete the toolkit only for their own CUDA major version (cu13: libcudart.so.13;
+  # nvidia-cudnn-cu11 and nvidia-nccl-cu11 for CUDA 11).
+  if [[ -n $wheels ]]; then
     local d
-    for d in cu13 cudnn nccl; do
-      [[ -d $wheels/$d && $(realpath "$wheels/$d") != "$CUDA_ROOT" ]] && CUDA_SOURCES+=("$(realpath "$wheels/$d")")
+    if [[ -e $wheels/cu13/lib/libcudart.so.$CUDA_MAJOR && $(realpath "$wheels/cu13") != "$CUDA_ROOT" ]]; then
+      CUDA_SOURCES+=("$(realpath "$wheels/cu13")")
+    fi
+    for d in $("$PYTHON" - "$CUDA_MAJOR" <<'EOF'
+import importlib.metadata as m, sys
+for d in ("cudnn", "nccl"):
+    try:
+        m.version(f"nvidia-{d}-cu{sys.argv[1]}")
+        print(d)
+    except m.PackageNotFoundError:
+        pass
+EOF
+    ); do
+      [[ -d $wheels/$d ]] && CUDA_SOURCES+=("$(realpath "$wheels/$d")")
     done
+  fi
+  if [[ -z ${CUDA_HOST_COMPILER:-} && $CUDA_MAJOR -le 11 && -x /usr/bin/gcc-11 ]]; then
+    CUDA_HOST_COMPILER=/usr/bin/gcc-11 # nvcc 11.8 refuses GCC newer than 11 ("unsupported GNU version")
   fi
   if [[ -z ${CUDA_ARCH_BIN:-} ]]; then
     # Maxwell (TITAN X), Pascal (TITAN Xp), Volta (TITAN V), Turing (TITAN RTX), Ampere (A100,
@@ -98,6 +129,75 @@ find_cuda() {
     done
   fi
   [[ -n $CUDA_ARCH_BIN ]] || die "no architecture in CUDA_ARCH_BIN"
+}
+# The TITAN route: Debian 12's CUDA 11.8 (non-free), installed when missing, and a CUDA folder of
+# symlinks in the usual layout assembled from Debian's (nvcc in /usr/lib/nvidia-cuda-toolkit/bin,
+# headers in /usr/include, libraries in the multiarch folder), kept while the package version is.
+DEBIAN_CUDA_PKGS=(nvidia-cuda-dev libcudart11.0 libcublas11 libcublaslt11 libcurand10 libthrust-dev libcub-dev libcu++-dev)
+debian_cuda() {
+  local os="" f rel version
+  os=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  [[ $os == bookworm ]] || die "CAFFE_CUDA=11.8 is Debian 12's nvidia-cuda-toolkit 11.8 and this is not Debian 12
+  (${os:-unknown}). Use the TITAN image (docker/build_images.sh, README \"GPU\"), or set CUDA_HOME to an
+  installed CUDA 11.8 (and CUDA_HOST_COMPILER to a GCC <= 11)."
+  if ! dpkg-query -W -f='${Status}' nvidia-cuda-toolkit-gcc 2>/dev/null | grep -q 'install ok installed'; then
+    [[ $(id -u) -eq 0 ]] || die "CAFFE_CUDA=11.8 needs Debian's nvidia-cuda-toolkit and nvidia-cuda-toolkit-gcc
+  (non-free): run this as root (it installs them through its own apt configuration), or use the TITAN image."
+    step "installing Debian 12's CUDA 11.8 and g++-11 (non-free, through a private apt configuration)"
+    mkdir -p "$WORK/apt-cuda/lists/partial" "$WORK/apt-cuda/cache/archives/partial"
+    cat >"$WORK/apt-cuda/sources.list" <<EOF
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main contrib non-free
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main contrib non-free
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main contrib non-free
+EOF
+    local apt=(-o "Dir::Etc::SourceList=$WORK/apt-cuda/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o "Dir::State::Lists=$WORK/apt-cuda/lists" -o "Dir::Cache=$WORK/apt-cuda/cache" -o APT::Sandbox::User=root)
+    apt-get "${apt[@]}" -qq update
+    # nvidia-cuda-dev depends on the driver's libcuda1 and libnvidia-ml1. A Debian driver already
+    # installed satisfies that; otherwise the driver is the machine's (or, in a container, the one the
+    # NVIDIA Container Toolkit mounts in) and Debian's copies must not shadow it: a placeholder
+    # package provides the names instead.
+    if apt-get "${apt[@]}" -s install --no-install-recommends nvidia-cuda-toolkit-gcc | grep -qE '^Inst (libcuda1|libnvidia-ml1|libnvidia-tesla)'; then
+      local ph=$WORK/apt-cuda/mtdnn-host-nvidia-driver
+      mkdir -p "$ph/DEBIAN"
+      cat >"$ph/DEBIAN/control" <<EOF
+Package: mtdnn-host-nvidia-driver
+Version: 1
+Architecture: all
+Maintainer: mtdnn <mtdnn@localhost>
+Provides: libcuda-11.8-1, libcuda.so.1 (= 580), libnvidia-ml.so.1 (= 580)
+Description: the NVIDIA driver's user-space libraries come from the host
+ Stands in for Debian's libcuda1 and libnvidia-ml1 so that nvidia-cuda-toolkit installs
+ without them and they never shadow the driver of the machine that runs Caffe.
+EOF
+      dpkg-deb --build "$ph" "$ph.deb" >/dev/null
+      dpkg -i "$ph.deb" >/dev/null
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get "${apt[@]}" install -y -qq --no-install-recommends nvidia-cuda-toolkit-gcc
+  fi
+  DEBIAN_CUDA=$WORK/debian-cuda
+  version="$(dpkg-query -W nvidia-cuda-toolkit "${DEBIAN_CUDA_PKGS[@]}") script=$(sha256sum "$0" | cut -c1-16)"
+  [[ -f $DEBIAN_CUDA/.version && $(cat "$DEBIAN_CUDA/.version") == "$version" ]] && return 0
+  rm -rf "$DEBIAN_CUDA"
+  mkdir -p "$DEBIAN_CUDA/include" "$DEBIAN_CUDA/lib"
+  mkdir -p "$DEBIAN_CUDA/bin"
+  while read -r f; do
+    [[ -f $f ]] || continue
+    case $f in
+      # nvcc itself (/usr/bin/nvcc is a wrapper script) and Debian's ptxas, fatbinary, nvlink...: the
+      # build puts this folder first on PATH, so another CUDA's tools (/usr/local/bin) are not taken.
+      /usr/lib/nvidia-cuda-toolkit/bin/*/*) ;;
+      /usr/lib/nvidia-cuda-toolkit/bin/*) [[ -x $f ]] && ln -sfn "$f" "$DEBIAN_CUDA/bin/${f##*/}" ;;
+      /usr/bin/*) [[ -e $DEBIAN_CUDA/bin/${f##*/} ]] || ln -s "$f" "$DEBIAN_CUDA/bin/${f##*/}" ;;
+      /usr/include/*)
+        rel=${f#/usr/include/}
+        [[ $rel == */* ]] && mkdir -p "$DEBIAN_CUDA/include/${rel%/*}"
+        ln -sfn "$f" "$DEBIAN_CUDA/include/$rel" ;;
+      # the multiarch folder (/usr/lib/x86_64-linux-gnu); dpkg-architecture may not be installed yet
+      /usr/lib/*-linux-gnu*/lib*.so*) [[ ${f#/usr/lib/*/} == */* ]] || ln -sfn "$f" "$DEBIAN_CUDA/lib/${f##*/}" ;;
+    esac
+  done < <(dpkg -L nvidia-cuda-toolkit "${DEBIAN_CUDA_PKGS[@]}")
+  echo "$version" >"$DEBIAN_CUDA/.version"
 }
 assemble_cuda() {
   local new=$CUDA_DIR.new src f base
@@ -125,21 +225,21 @@ assemble_cuda() {
   [[ $USE_CUDNN == 1 ]] && need+=(include/cudnn.h lib64/libcudnn.so)
   for f in "${need[@]}"; do [[ -e $new/$f ]] || missing+=("$f"); done
   ((${#missing[@]} == 0)) || die "CUDA $CUDA_MAJOR from ${CUDA_SOURCES[*]} lacks: ${missing[*]}
-  (the wheels of requirements-gpu.txt are CUDA 13: they complete a CUDA 13 CUDA_HOME only; USE_CUDNN=0
-  builds without cuDNN)"
+  (the wheels complete a CUDA_HOME of their own CUDA major only: requirements-gpu.txt CUDA 13,
+  requirements-gpu-cu11.txt cuDNN and NCCL for CUDA 11; USE_CUDNN=0 builds without cuDNN)"
   rm -rf "$CUDA_DIR"
   mv "$new" "$CUDA_DIR"
 }
 CUDA_ID=""
 if [[ $CAFFE_GPU == 1 ]]; then
   find_cuda
-  CUDA_ID="$CUDA_ROOT:$CUDA_MAJOR:${CUDA_SOURCES[*]}"
+  CUDA_ID="$CUDA_ROOT:$CUDA_MAJOR:${CUDA_SOURCES[*]}${CUDA_HOST_COMPILER:+:host=$CUDA_HOST_COMPILER}"
 else
   CUDA_ARCH_BIN=""
 fi
 
 # The stamp names every input of the build, so a change of any of them rebuilds.
-STAMP_TEXT="caffe $VERSION gpu=$CAFFE_GPU arch=$CUDA_ARCH_BIN cudnn=$USE_CUDNN cuda=$CUDA_ID python=$PYTHON script=$(sha256sum "$0" | cut -c1-16) patches=$PATCH_HASH"
+STAMP_TEXT="caffe $VERSION gpu=$CAFFE_GPU arch=$CUDA_ARCH_BIN cudnn=$USE_CUDNN cuda=$CUDA_ID python=$PYTHON script=$(sha256sum "$0" | cut -c1-16) patches=$PATCH_HASH${CUDA_ID:+ route=$CAFFE_CUDA}"
 build_tests() {
   [[ -n $CAFFE_TESTS ]] || return 0
   step "building Caffe's gtest binary (tests: $CAFFE_TESTS)"
@@ -221,6 +321,7 @@ if [[ $CAFFE_GPU == 1 ]]; then
   CMAKE_ARGS+=(-DCPU_ONLY=OFF -DUSE_NCCL=ON -DCUDA_TOOLKIT_ROOT_DIR="$CUDA_DIR"
     -DNCCL_INCLUDE_DIR="$CUDA_DIR/include" -DNCCL_LIBRARIES="$CUDA_DIR/lib64/libnccl.so"
     -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH_BIN" -DCUDA_ARCH_PTX="${CUDA_ARCH_BIN##* }")
+  [[ -n ${CUDA_HOST_COMPILER:-} ]] && CMAKE_ARGS+=(-DCUDA_HOST_COMPILER="$CUDA_HOST_COMPILER")
   if [[ $USE_CUDNN == 1 ]]; then
     CMAKE_ARGS+=(-DUSE_CUDNN=ON -DCUDNN_INCLUDE="$CUDA_DIR/include" -DCUDNN_LIBRARY="$CUDA_DIR/lib64/libcudnn.so")
   else
@@ -239,6 +340,7 @@ if [[ $CAFFE_GPU == 1 ]]; then # Caffe's cmake falls back to a CPU-only build wh
 fi
 
 step "compiling with $JOBS jobs"
+[[ $CAFFE_GPU == 1 ]] && export PATH=$CUDA_DIR/bin:$PATH # nvcc finds ptxas & co. on PATH (Debian's layout)
 make -C build -j"$JOBS" --no-print-directory caffe caffe.bin pycaffe 2>&1 | grep -E 'error|Error|Built target' || true
 make -C build -j"$JOBS" --no-print-directory install DESTDIR="$DESTDIR" >install.log 2>&1 || { tail -40 install.log; false; }
 

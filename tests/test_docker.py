@@ -48,7 +48,8 @@ def test_build_commands_use_known_options_and_targets(dockerfile):
     assert dry.returncode == 0, dry.stderr
     assert "docker/build_caffe.sh" in dry.stdout
     if "CAFFE_GPU=1" in cmd:
-        assert "requirements-gpu.txt" in dry.stdout and "CAFFE_GPU=1 docker/build_caffe.sh" in dry.stdout
+        wheels = "requirements-gpu-cu11.txt" if "CAFFE_CUDA=11.8" in cmd else "requirements-gpu.txt"
+        assert wheels in dry.stdout and "CAFFE_GPU=1 docker/build_caffe.sh" in dry.stdout
     for ins, args in instructions(dockerfile):
         if ins == "ENV":
             assert "GLOG_minloglevel" not in args, "the image must not hide Caffe's training log"
@@ -73,3 +74,12 @@ def test_gpu_image_build_arg_reaches_the_build_script():
     assert ("ARG", 'CUDA_ARCH_BIN=""') in ins
     assert "CUDA_ARCH_BIN" in SCRIPT_DOC
     assert not any(i == "FROM" and "nvidia" in a for i, a in ins), "the CUDA comes from the wheels, not a CUDA image"
+
+
+def test_titan_image_is_the_cuda_11_8_route_without_driver_libraries():
+    ins = instructions(REPO / "docker" / "Dockerfile.titan")
+    run = next(a for i, a in ins if i == "RUN" and "make setup" in a)
+    assert "CAFFE_GPU=1 CAFFE_CUDA=11.8" in run
+    # the image must not carry Debian's driver libraries: the build fails if they are there
+    assert "test ! -e /usr/lib/x86_64-linux-gnu/libcuda.so.1" in run
+    assert ("ARG", 'CUDA_ARCH_BIN=""') in ins

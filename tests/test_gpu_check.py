@@ -100,10 +100,41 @@ def test_markdown_report_names_failures():
     report = {"gpu": {"name": "NVIDIA H200", "driver": "580", "memory_mib": 1}, "date": "d", "caffe_build": "GPU build",
               "steps": {"device": {"ok": True, "summary": "ok", "seconds": 1},
                         "time": {"ok": True, "summary": "", "seconds": 5, "runs": [
-                            {"model": "full", "batch": 40, "forward_ms": 10, "backward_ms": 20, "img_per_s": 1333.3,
-                             "peak_mib": 900}]},
+                            {"model": "full", "batch": 40, "math": "fma", "forward_ms": 10, "backward_ms": 20,
+                             "img_per_s": 1333.3, "peak_mib": 900},
+                            {"model": "full", "batch": 40, "math": "tf32", "error": "caffe time failed (134)"}]},
                         "train": {"ok": False, "summary": "train.py failed (1)", "seconds": 2}}}
     md = gpu_check.render_markdown(report)
-    assert "| full | 40 | 10.0 | 20.0 | 1333 | 900 |" in md
+    assert "| full | 40 | fma | 10.0 | 20.0 | 1333 | 900 |" in md
+    assert "| full | 40 | tf32 | caffe time failed (134) |" in md
     assert "Steps failed: train." in md
     json.dumps(report)
+
+
+# cuDNN 9.10's own log lines (CUDNN_LOGLEVEL_DBG=2), as written here by a program calling cudnnCreate
+# without a GPU, and its load-failure messages (strings of libcudnn_graph.so.9) with the loader's.
+CUDNN_LOG_NO_GPU = """
+E! CuDNN (v91002 21) function cudnnCreate() called:
+e!         Error: CUDNN_STATUS_NOT_INITIALIZED; Reason: cudaGetDeviceCount(&count) != cudaSuccess
+e! Time: 2026-12-05T10:16:40.705729 (0d+0h+0m+0s since start)
+e! Process=6393; Thread=6393; GPU=NULL; Handle=NULL; StreamId=NULL.
+"""
+
+
+def test_cudnn_log_without_load_failures():
+    found = gpu_check.cudnn_log_problems(CUDNN_LOG_NO_GPU)
+    assert found == {"errors": 1, "warnings": 0, "load_failures": [], "libraries_not_loaded": []}
+
+
+def test_cudnn_log_names_the_libraries_it_could_not_load():
+    log = CUDNN_LOG_NO_GPU + """
+W! CuDNN (v91002 21) function cudnnBackendFinalize() called:
+w!         Warning: CUDNN_STATUS_NOT_SUPPORTED; Reason: Could not open libnvrtc
+w!         Warning: CUDNN_STATUS_NOT_SUPPORTED; Reason: Could not open libnvrtc
+e!         Error: CUDNN_STATUS_INTERNAL_ERROR; Reason: cannot load libcuda
+Could not load symbol cublasLtCreate. Error: libcublasLt.so.13: cannot open shared object file: No such file or directory
+"""
+    found = gpu_check.cudnn_log_problems(log)
+    assert found["warnings"] == 1 and found["errors"] == 1
+    assert len(found["load_failures"]) == 3               # each distinct message once
+    assert found["libraries_not_loaded"] == ["libcublasLt.so.13", "libcuda", "libnvrtc"]

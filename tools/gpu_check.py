@@ -6,13 +6,18 @@
 Steps; each one's result or the reason it failed goes into the report and the run goes on:
 
   device    caffe device_query -gpu N
+  cudnnlog  one short caffe time of the Fast-Model with cuDNN's own logging on (CUDNN_LOGLEVEL_DBG=2,
+            warnings and errors, to a file): the libraries cuDNN could not load (libcublasLt,
+            libnvrtc, libcuda: cuDNN 9 dlopens them when an engine needs them) and its error count
   gtest     Caffe's GPU gtests of the layer types the project's nets use, cuDNN ones included
             (the gtest binary `make gpu-check` builds: PREFIX.build/build/test/test.testbin)
   compare   GPU vs CPU forward + backward of the Full- and Fast-Model train nets (data layers
             replaced by Input blobs, Dropout removed) with the same weights and the same batch:
             the largest relative difference of every loss, fc5 and every parameter gradient
   time      caffe time -gpu N of the Full-Model at batch 40 and 256 and the Fast-Model at
-            batch 48 (forward + backward img/s; peak GPU memory from nvidia-smi)
+            batch 48 (forward + backward img/s; peak GPU memory from nvidia-smi), float
+            convolutions in FMA math (docker/patches/30-...); the Full-Model at batch 40 once more
+            with CAFFE_CUDNN_TF32=1 (TF32 allowed on Ampere and newer), to show what it changes
   train     300 iterations of tools/train.py (Full-Model, 210 pre-training + 90 fine-tuning,
             batch 40, on the GPU) on a database built from the data folder's aligned LFW
   extract   tools/extract_features.py --gpu N img/s on the aligned LFW images
@@ -46,8 +51,13 @@ GTEST_BIN = VENV / "caffe.build" / "build" / "test" / "test.testbin"
 GTEST_CWD = VENV / "caffe.build" / "src"
 # GPU instances of the typed tests (/2 float, /3 double) and the cuDNN tests.
 GTEST_GPU_FILTER = "*LayerTest/2.*:*LayerTest/3.*:SGDSolverTest/2.*:SGDSolverTest/3.*:CuDNN*"
-STEPS = ("device", "gtest", "compare", "time", "train", "extract")
-TIMINGS = (("full", 40), ("fast", 48), ("full", 256))
+STEPS = ("device", "cudnnlog", "gtest", "compare", "time", "train", "extract")
+# (model, batch, CAFFE_CUDNN_TF32): FP32 as FP32 (FMA math), and once with TF32 allowed.
+TIMINGS = (("full", 40, "0"), ("fast", 48, "0"), ("full", 256, "0"), ("full", 40, "1"))
+# cuDNN 9's messages when a library it dlopens is missing (strings of libcudnn_graph.so.9 and the
+# loader's own "cannot open shared object file").
+CUDNN_LOAD_FAILURE = re.compile(r"(?i)(could not (open|load) (?!symbol)|cannot (load|open) (?!symbol)|"
+                                r"failed to (open|load)|cannot open shared object)")
 NUM_ATTRIBUTES = 7
 ATTRIBUTE_NAMES = "Narrow_Eyes,Big_Nose,Pointy_Nose,Chubby,Double_Chin,High_Cheekbones,Male"
 
@@ -95,6 +105,21 @@ def parse_caffe_time(log: str) -> tuple[float, float]:
     return float(fwd.group(1)), float(bwd.group(1))
 
 
+def cudnn_log_problems(log: str) -> dict:
+    """cuDNN's debug log (CUDNN_LOGLEVEL_DBG >= 1): its error and warning counts, and each distinct
+    line that says a library could not be loaded, with the library names it mentions."""
+    failures = []
+    for line in log.splitlines():
+        text = line.strip().removeprefix("e!").removeprefix("w!").strip()
+        if CUDNN_LOAD_FAILURE.search(text) and text not in failures:
+            failures.append(text)
+    libraries = sorted({m.group(0).rstrip(".:;") for f in failures
+                        for m in re.finditer(r"lib[A-Za-z0-9_+-]+(\.so[.0-9]*)?", f)})
+    return {"errors": len(re.findall(r"^E! CuDNN", log, re.M)),
+            "warnings": len(re.findall(r"^W! CuDNN", log, re.M)),
+            "load_failures": failures, "libraries_not_loaded": libraries}
+
+
 def parse_gtest(log: str) -> dict:
     """Counts of a gtest run: passed, failed (with the failed tests' names)."""
     passed = re.search(r"\[  PASSED  \] (\d+) test", log)
@@ -121,10 +146,14 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {name} | {step.get('summary', '')} | {step.get('seconds', 0):.0f} |")
     timing = report["steps"].get("time", {}).get("runs", [])
     if timing:
-        lines += ["", "| net | batch | forward ms | backward ms | img/s | peak MiB |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| net | batch | float math | forward ms | backward ms | img/s | peak MiB |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in timing:
-            lines.append(f"| {r['model']} | {r['batch']} | {r['forward_ms']:.1f} | {r['backward_ms']:.1f} | "
-                         f"{r['img_per_s']:.0f} | {r.get('peak_mib', '?')} |")
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['batch']} | {r.get('math', '?')} | {r['error']} | | | |")
+                continue
+            lines.append(f"| {r['model']} | {r['batch']} | {r.get('math', 'fma')} | {r['forward_ms']:.1f} | "
+                         f"{r['backward_ms']:.1f} | {r['img_per_s']:.0f} | {r.get('peak_mib', '?')} |")
     comp = report["steps"].get("compare", {}).get("models", {})
     if comp:
         lines += ["", "| net | loss | fc5 | worst parameter gradient |", "| --- | --- | --- | --- |"]
@@ -181,6 +210,22 @@ def step_device(args, work: Path) -> dict:
     rc, log = run_logged(["caffe", "device_query", "-gpu", str(args.gpu)], 120, env={"GLOG_minloglevel": "0"})
     return {"ok": rc == 0, "summary": "ok" if rc == 0 else f"caffe device_query failed ({rc})",
             "log": log[-3000:]}
+
+
+def step_cudnnlog(args, work: Path) -> dict:
+    proto = train_input_net("fast", 8, work / "fast_b8_cudnnlog.prototxt")
+    logfile = work / "cudnn.log"
+    rc, log = run_logged(["caffe", "time", "-model", str(proto), "-gpu", str(args.gpu), "-iterations", "2"], 300,
+                         env={"CUDNN_LOGLEVEL_DBG": "2", "CUDNN_LOGDEST_DBG": str(logfile)})
+    cudnn_log = logfile.read_text(errors="replace") if logfile.exists() else ""
+    found = cudnn_log_problems(cudnn_log + "\n" + log)
+    ok = rc == 0 and not found["load_failures"]
+    summary = (f"cuDNN could not load: {', '.join(found['libraries_not_loaded']) or found['load_failures'][0]}"
+               if found["load_failures"] else f"every library cuDNN asked for loaded; {found['errors']} "
+               f"cuDNN error(s), {found['warnings']} warning(s) logged")
+    if rc != 0:
+        summary = f"caffe time failed ({rc}); " + summary
+    return {"ok": ok, "summary": summary, **found, "log_tail": cudnn_log[-3000:], "caffe_log_tail": log[-2000:]}
 
 
 def step_gtest(args, work: Path) -> dict:
@@ -265,21 +310,25 @@ def step_compare(args, work: Path) -> dict:
 
 def step_time(args, work: Path) -> dict:
     runs, ok = [], True
-    for model, batch in TIMINGS:
+    for model, batch, tf32 in TIMINGS:
         proto = train_input_net(model, batch, work / f"{model}_b{batch}_time.prototxt")
         with PeakMemory(args.gpu) as mem:
             rc, log = run_logged(["caffe", "time", "-model", str(proto), "-gpu", str(args.gpu),
-                                  "-iterations", str(args.iterations)], 300, env={"GLOG_minloglevel": "0"})
+                                  "-iterations", str(args.iterations)], 300,
+                                 env={"GLOG_minloglevel": "0", "CAFFE_CUDNN_TF32": tf32})
+        math = "tf32" if tf32 == "1" else "fma"
         try:
             fwd, bwd = parse_caffe_time(log)
         except ValueError:
             ok = False
-            runs.append({"model": model, "batch": batch, "error": f"caffe time failed ({rc})", "log": log[-2000:]})
+            runs.append({"model": model, "batch": batch, "math": math, "error": f"caffe time failed ({rc})",
+                         "log": log[-2000:]})
             continue
-        runs.append({"model": model, "batch": batch, "forward_ms": fwd, "backward_ms": bwd,
+        runs.append({"model": model, "batch": batch, "math": math, "forward_ms": fwd, "backward_ms": bwd,
                      "img_per_s": batch * 1000.0 / (fwd + bwd), "peak_mib": mem.mib})
     good = [r for r in runs if "img_per_s" in r]
-    summary = ", ".join(f"{r['model']} b{r['batch']} {r['img_per_s']:.0f} img/s" for r in good)
+    summary = ", ".join(f"{r['model']} b{r['batch']} {r['math']} {r['img_per_s']:.0f} img/s "
+                        f"{r['peak_mib']} MiB" for r in good)
     return {"ok": ok, "summary": summary or "failed", "iterations": args.iterations, "runs": runs}
 
 
@@ -326,7 +375,7 @@ def step_extract(args, work: Path) -> dict:
             "images": n, "seconds_wall": seconds, "img_per_s": n / seconds}
 
 
-STEP_FUNCS = {"device": step_device, "gtest": step_gtest, "compare": step_compare, "time": step_time,
+STEP_FUNCS = {"device": step_device, "cudnnlog": step_cudnnlog, "gtest": step_gtest, "compare": step_compare, "time": step_time,
               "train": step_train, "extract": step_extract}
 
 
@@ -338,7 +387,9 @@ def caffe_build() -> str:
     if " gpu=1 " not in text:
         return "CPU-only"
     arch = re.search(r" arch=([0-9 ]*) cudnn=(\d)", text)
-    return f"GPU build (arch {arch.group(1)}, cuDNN {'on' if arch.group(2) == '1' else 'off'})" if arch else "GPU build"
+    route = re.search(r" route=([0-9.]+)$", text.strip())
+    cuda = f"CUDA {route.group(1)}, " if route else ""
+    return f"GPU build ({cuda}arch {arch.group(1)}, cuDNN {'on' if arch.group(2) == '1' else 'off'})" if arch else "GPU build"
 
 
 def main(argv=None) -> int:
