@@ -40,6 +40,7 @@ import numpy as np
 
 from . import align, datasets
 from .fileio import atomic_write_text, escape_field, unescape_field
+from .records import read_lines
 from .mtcnn import select_face
 
 IOU_MIN = 0.3          # insightface and FaceVerification: MTCNN's face must overlap the box more
@@ -140,10 +141,11 @@ def read_cases(path) -> dict[str, str]:
     out = {}
     path = Path(path)
     if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-            if line and not line.startswith("#") and "\t" in line:
+        for _, line in read_lines(path, comments=True):  # the one record reader (mtdnn/records.py)
+            if "\t" in line:
                 rel, case = line.split("\t", 1)
-                out[unescape_field(rel)] = case
+                method, _, reason = case.partition("\t")  # a case without a reason lost its tab to the strip
+                out[unescape_field(rel)] = f"{method}\t{reason}"
     return out
 
 

@@ -29,6 +29,7 @@ from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.evaluation.features_io import feature_paths, write_names  # noqa: E402
 from mtdnn.facemodel import FaceModel  # noqa: E402
 from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, escape_field  # noqa: E402
+from mtdnn.records import read_names  # noqa: E402
 
 
 def main(argv=None):
@@ -48,7 +49,7 @@ def main(argv=None):
     photos = [str(p) for p in a.photos]
     if a.list:
         root = a.root or a.list.parent
-        photos += [str(root / line.strip()) for line in a.list.read_text(encoding="utf-8").splitlines() if line.strip()]
+        photos += [str(root / name) for name in read_names(a.list)]  # the one record reader (mtdnn/records.py)
     if not photos:
         ap.error("give photos, or --list FILE")
 

@@ -36,7 +36,7 @@ SAME, DIFFERENT = 0, 3
 
 def read_pairs(path: Path, root: Path) -> list[tuple[Path, Path]]:
     pairs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):  # never splitlines (mtdnn/records.py)
         words = shlex.split(line, comments=True)
         if not words:
             continue
