@@ -516,3 +516,26 @@ def test_an_emptied_or_cut_derived_list_is_rewritten_not_called_ready(tmp_path):
         report = fetch.fetch([item], tmp_path, progress=False, log=lambda *_: None)
         assert report.rows[0][1].startswith("written"), report.rows
         assert listing.read_bytes() == full
+
+
+def test_a_complete_read_only_data_folder_is_checked_without_its_lock(tmp_path):
+    """A data folder on a read-only file system (a shared data set on a cluster) holding what is
+    asked: fetch_data cannot write its lock beside it (EROFS), says so once and checks the folder
+    (exit 0) instead of stopping; nothing else changes. Before, the lock's OSError stopped
+    `make test` on such a folder."""
+    import shutil
+
+    from faults import small_disk
+    ro = tmp_path / "ro"
+    with small_disk(ro, "1m"):
+        data = ro / "data"
+        (data / "lfw").mkdir(parents=True)
+        shutil.copy(data_root() / "lfw" / "pairsDevTest.txt", data / "lfw" / "pairsDevTest.txt")
+        r = subprocess.run(["mount", "-o", "remount,ro", str(ro)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot remount the tmpfs read-only here ({r.stderr.strip()})")
+        r = _run("--data", data, "--only", "lfw-pairsDevTest")
+        assert r.returncode == 0, r.stderr
+        assert "checking" in r.stderr and "without its lock" in r.stderr and "Read-only file system" in r.stderr
+        assert "all 1 items ready (1 present" in r.stdout, r.stdout
+        assert sorted(p.name for p in ro.iterdir()) == ["data"]
