@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 from .fileio import atomic_write_text, sha256_file
+from .records import read_lines
 
 UMASS = "http://vis-www.cs.umass.edu/lfw/"
 FIGSHARE = "https://ndownloader.figshare.com/files/"
@@ -383,7 +384,7 @@ def check_lfw_list(root: Path, path: Path) -> str | None:
         return None
     want = {name: label for label, name in enumerate(_lfw_people(folder))}
     got = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for _, line in read_lines(path):  # the one record reader (mtdnn/records.py)
         img, _, label = line.rpartition(" ")
         got[img.split("/", 1)[0]] = label
     if got != {k: str(v) for k, v in want.items()}:

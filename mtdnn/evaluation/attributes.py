@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from mtdnn import datasets
+from mtdnn.records import read_lines
 
 # Tab. 4 of the paper: MOON and the paper's model, accuracy (%) per attribute.
 PAPER_TABLE4 = {
@@ -55,8 +56,7 @@ def read_labelled_subset(path):
     a bad value, a missing annotator column, a label that contradicts its vote, a repeated
     image or column."""
     path = Path(path)
-    rows = [(i, line.rstrip("\r\n")) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-            if line.strip() and not line.lstrip().startswith("#")]
+    rows = read_lines(path, comments=True)  # the one record reader: split at \n only (mtdnn/records.py)
     if not rows:
         raise ValueError(f"{path}: empty; expected a header line 'image<TAB>attribute...' and one line an image")
     head_no, head = rows[0]
