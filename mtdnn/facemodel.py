@@ -193,13 +193,10 @@ class FaceModel(_Detecting):
 
     def similarity(self, fa: np.ndarray, fb: np.ndarray) -> float:
         """The card's score of two feature vectors (see :class:`Comparison`)."""
+        from .evaluation.lfw import pair_scores
         v = self._rule()
-        fa, fb = np.asarray(fa, np.float64), np.asarray(fb, np.float64)
-        if v["rule"] == "sphereface":
-            if self.mean is not None:
-                fa, fb = fa - self.mean, fb - self.mean
-            return float(fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb)))
-        return float(np.sum((fa / np.linalg.norm(fa) - fb / np.linalg.norm(fb)) ** 2))
+        fa, fb = np.asarray(fa, np.float64)[None], np.asarray(fb, np.float64)[None]
+        return float(pair_scores(fa, fb, v["rule"], self.mean)[0])
 
     def decide(self, score: float) -> bool:
         v = self._rule()

@@ -99,6 +99,15 @@ def sphereface_scores(f1, f2, mean):
     return np.einsum("ij,ij->i", _unit(f1 - mean), _unit(f2 - mean))
 
 
+def pair_scores(f1, f2, rule: str, mean=None):
+    """Each pair's score under ``rule`` (rows of f1 and f2 are the pairs' images): 'sphereface',
+    the cosine after subtracting ``mean``; 'insightface', the squared distance of the unit
+    vectors. The evaluators and the model card's users (mtdnn.facemodel) score with this."""
+    if rule == "sphereface":
+        return sphereface_scores(f1, f2, 0 if mean is None else mean)
+    return np.sum((_unit(f1) - _unit(f2)) ** 2, axis=1)
+
+
 def sphereface_threshold(scores, same, n_steps: int = 10000) -> float:
     """Best threshold on the grid (-n:n)/n: accuracy counts same pairs with score > t and
     different pairs with score < t; ties -> mean of the best thresholds."""
@@ -137,14 +146,10 @@ def _fold_scores(feats, r1, r2, present, train, rule):
     f1 = np.zeros((len(r1), feats.shape[1]))
     f2 = np.zeros_like(f1)
     f1[present], f2[present] = feats[r1[present]], feats[r2[present]]
-    if rule == "sphereface":
-        mean = training_mean(feats, r1, r2, train & present)
-        s = np.full(len(r1), np.nan)
-        s[present] = sphereface_scores(f1[present], f2[present], mean)
-        return s
-    d = np.full(len(r1), np.nan)
-    d[present] = np.sum((_unit(f1[present]) - _unit(f2[present])) ** 2, axis=1)
-    return d
+    mean = training_mean(feats, r1, r2, train & present) if rule == "sphereface" else None
+    s = np.full(len(r1), np.nan)
+    s[present] = pair_scores(f1[present], f2[present], rule, mean)
+    return s
 
 
 def _choose(values, same, rule):
