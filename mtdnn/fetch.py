@@ -265,7 +265,7 @@ def _from(url: str, item: Item, cache: Path, progress: bool) -> Path:
     try:
         return Path(pooch.retrieve(url, item.known_hash, fname=item.archive_name, path=cache,
                                    downloader=ResumingDownloader(part, progress), progressbar=False))
-    except ValueError as e:   # pooch: the checksum does not match (the file was deleted)
+    except ValueError:   # pooch: the checksum does not match (the file was deleted)
         raise SourceError("served other bytes (checksum differs from the official one)") from None
     except requests.RequestException as e:
         kept = f"; {part.stat().st_size} bytes kept in {part}, a rerun resumes" if part.exists() else ""
