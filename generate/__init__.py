@@ -36,7 +36,7 @@ Decisions (see ``models/README.md``):
   :class:`GenerateError` (a ValueError); the command line turns it into an error message
   and exit status 2, without a traceback.
 """
-from .attributes import CELEBA_ATTRIBUTES, GROUPS, parse_attributes
+from mtdnn.paper import CELEBA_ATTRIBUTES, GROUPS, parse_attributes
 from .render import all_files, compare_all, model_files, render_all, render_model
 from .spec import GenerateError, ModelSpec
 from .variants import ALIASES, VARIANTS, variant

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
-from .attributes import CELEBA_ATTRIBUTES, GROUPS
+from mtdnn.paper import CELEBA_ATTRIBUTES, GROUPS
 from .render import MODELS, compare_all, render_all, render_model
 from .spec import BLOCKS, GenerateError
 from .variants import ALIASES, VARIANTS, paper_rows

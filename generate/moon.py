@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from .attributes import CELEBA_ATTRIBUTES, GROUPS, parse_attributes
+from mtdnn.paper import CELEBA_ATTRIBUTES, GROUPS, parse_attributes
 from .render import _render, write_files
 from .spec import GROUP_BLOCKS, GROUP_CHANNELS, STEM, GenerateError
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from .attributes import GROUPS, parse_attributes
+from mtdnn.paper import GROUPS, parse_attributes
 
 
 class GenerateError(ValueError):

@@ -8,7 +8,7 @@ without attributes.
 """
 from __future__ import annotations
 
-from .attributes import GROUPS
+from mtdnn.paper import GROUPS
 from .spec import GenerateError, ModelSpec
 
 MEGAFACE_ID = "MegaFace rank-1 identification, 1M distractors"

@@ -24,9 +24,7 @@ import numpy as np
 from .images import scan_images
 from .records import escape_field, read_lines, record_line, unescape_field, write_lines
 
-# The seven CelebA attributes of the paper (Tab. 1), in the order of its Tab. 4.
-PAPER_ATTRIBUTES = ("Narrow_Eyes", "Big_Nose", "Pointy_Nose", "Chubby", "Double_Chin",
-                    "High_Cheekbones", "Male")
+from .paper import PAPER_ATTRIBUTES  # noqa: F401  (re-exported for the readers below)
 
 
 class DatasetError(ValueError):

@@ -266,7 +266,7 @@ def attribute_faces(predictions, labels_file, photo_root, crop_root, count: int 
     scores, names, _ = load_features(predictions)
     images, attrs, labels = read_celeba_attributes(labels_file)
     if attributes is None:  # the prediction columns: the model's attributes, as tools/eval_attributes.py reads them
-        from generate.attributes import parse_attributes
+        from mtdnn.paper import parse_attributes
         attributes = parse_attributes("all")
     attributes = list(attributes)
     if len(attributes) != scores.shape[1]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from generate.attributes import parse_attributes
+from mtdnn.paper import parse_attributes
 from generate.moon import render_moon
 from generate.spec import GenerateError
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from generate.attributes import CELEBA_ATTRIBUTES, GROUPS
+from mtdnn.paper import CELEBA_ATTRIBUTES, GROUPS
 from mtdnn.evaluation.attributes import attribute_accuracy, format_table, read_celeba_attributes
 from mtdnn.paths import data_path
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from generate.attributes import GROUPS
+from mtdnn.paper import GROUPS
 from mtdnn.evaluation.attributes import read_celeba_attributes
 from mtdnn.evaluation.features_io import write_bin, write_names
 from mtdnn.evaluation.lfw import read_people

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from generate.attributes import GROUPS
+from mtdnn.paper import GROUPS
 from mtdnn.evaluation.attributes import (attribute_accuracy, auc, choose_threshold, format_table,
                                          read_celeba_attributes)
 from mtdnn.evaluation.features_io import write_names

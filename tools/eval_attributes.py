@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generate.attributes import parse_attributes
+from mtdnn.paper import parse_attributes
 from mtdnn.card import record_evaluation
 from mtdnn.cli import run_tool
 from mtdnn.evaluation.attributes import (attribute_accuracy, format_table, read_celeba_attributes,

@@ -41,7 +41,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 # One BLAS thread: as fast as two for these nets here, and far faster when the cores are shared.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from generate.attributes import parse_attributes  # noqa: E402
+from mtdnn.paper import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn.evaluation.features_io import feature_paths  # noqa: E402
 from mtdnn import datasets, inference  # noqa: E402

@@ -1,4 +1,5 @@
-"""CelebA's 40 attribute names and the paper's attribute groups (Tab. 1, Tab. 7).
+"""The paper's domain tables, in one place: CelebA's 40 attribute names, the paper's attribute
+groups (Tab. 1, Tab. 7) and the seven attributes it uses (``PAPER_ATTRIBUTES``).
 
 The names are those of the header line of CelebA's ``list_attr_celeba.txt``, in its order
 (``tests/test_generate.py`` checks them against the file when it is present).
@@ -24,6 +25,9 @@ GROUPS = {
     "global": ("Chubby", "Double_Chin", "High_Cheekbones", "Male"),
 }
 GROUPS["all"] = GROUPS["eye"] + GROUPS["nose"] + GROUPS["global"]
+
+# The seven CelebA attributes of the paper (Tab. 1), in the order of its Tab. 4.
+PAPER_ATTRIBUTES = GROUPS["all"]
 
 
 def parse_attributes(spec) -> tuple[str, ...]:
