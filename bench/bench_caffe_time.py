@@ -24,7 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe loads: no per-l
 from mtdnn import netstats  # noqa: E402
 from mtdnn.paths import REPO  # noqa: E402
 from mtdnn.prototxt import read_net, with_input_layers, write_prototxt  # noqa: E402
-from generate.render import render_model  # noqa: E402
+from mtdnn.netgen.render import render_model  # noqa: E402
 
 PAPER_BATCH = {"full": 40, "fast": 48}
 NUM_ATTRIBUTES = 7

@@ -30,7 +30,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from generate import render_model  # noqa: E402
+from mtdnn.netgen import render_model  # noqa: E402
 from mtdnn import inference  # noqa: E402
 from mtdnn import mtcnn as m  # noqa: E402
 from mtdnn import onnx_export  # noqa: E402

@@ -5,11 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __doc__ as PACKAGE_DOC
+from mtdnn.netgen import __doc__ as PACKAGE_DOC
 from mtdnn.paper import CELEBA_ATTRIBUTES, GROUPS
-from .render import MODELS, compare_all, render_all, render_model
-from .spec import BLOCKS, GenerateError
-from .variants import ALIASES, VARIANTS, paper_rows
+from mtdnn.netgen.render import MODELS, compare_all, render_all, render_model
+from mtdnn.netgen.spec import BLOCKS, GenerateError
+from mtdnn.netgen.variants import ALIASES, VARIANTS, paper_rows
 
 
 def _variants_text(rows: bool = False) -> str:

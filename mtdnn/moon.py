@@ -13,7 +13,7 @@ source under-represents keeps weight 1, the other is down-weighted)::
 
 A sample whose label is unknown (0) gets weight 0. The loss is
 ``sum_ij w_ij (pred_ij - target_ij)^2 / (2N)``; the net gets ``sqrt(w)`` (HDF5 dataset
-``attr_weight``) and multiplies both prediction and target by it (``generate.moon``).
+``attr_weight``) and multiplies both prediction and target by it (``mtdnn.netgen.moon``).
 
 Target distributions (:func:`target_rates`): ``balanced`` (t = 0.5: MOON's choice for balanced
 accuracy), ``source`` (t = p: every weight 1, the plain Euclidean loss), explicit rates

@@ -19,8 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mtdnn.paper import parse_attributes
-from generate.moon import render_moon
-from generate.spec import GenerateError
+from mtdnn.netgen.moon import render_moon
+from mtdnn.netgen.spec import GenerateError
 
 from . import attribute_labels as al
 from . import db, inference, moon

@@ -10,7 +10,7 @@ A *run folder* (default ``runs/<model>``) holds everything of one training run:
     run.json                        the model, its options, the data, a fingerprint of each
                                     phase's net and solver, and which phases are finished
     train_val*.prototxt, deploy.prototxt, solver_{pretrain,finetune}.prototxt, readme.md
-                                    rendered by generate.render_model (paths relative to the
+                                    rendered by mtdnn.netgen.render_model (paths relative to the
                                     run folder, the working directory of `caffe train`;
                                     the LMDB paths are absolute)
     train_attributes.h5.txt, test_attributes.h5.txt
@@ -84,7 +84,7 @@ class Database:
     key: dict | None = None     # what the data is, by content (see database_key)
 
     def render_params(self) -> dict:
-        """The data parameters of generate.render_model. The attribute files are given through
+        """The data parameters of mtdnn.netgen.render_model. The attribute files are given through
         the run folder's own HDF5Data list files (RUN_SOURCES, written by :func:`prepare` for
         the database's current place), so a copied or moved database is read where it is."""
         p = {"train_lmdb": self.train_lmdb, "test_lmdb": self.val_lmdb or self.train_lmdb,
@@ -605,7 +605,7 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
     come from the same nets; returns (state, phases)."""
     import tempfile
 
-    from generate import GenerateError, render_model
+    from mtdnn.netgen import GenerateError, render_model
     params = {**database.render_params(), "test_images": database.val_count or database.train_count}
     given_ids = overrides.get("identities")
     if given_ids is not None and given_ids < database.identities:
@@ -718,7 +718,7 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
     """Train (or continue training) ``model`` in ``run_dir`` on the database ``data``.
     Returns the run's state (``run.json``): ``weights`` is the final fine-tuned caffemodel.
     ``watch``: an :class:`mtdnn.watch.Watch` that checks snapshots on a pair list while Caffe runs."""
-    from generate import ALIASES, VARIANTS
+    from mtdnn.netgen import ALIASES, VARIANTS
     overrides = dict(overrides or {})
     if model not in VARIANTS and model not in ALIASES:
         raise TrainError(f"no model {model!r}: use one of {', '.join(VARIANTS)} "

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from generate import render_model
+from mtdnn.netgen import render_model
 from mtdnn import db
 from mtdnn.caffe_log import parse_caffe_log
 from mtdnn.paths import data_path

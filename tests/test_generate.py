@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-import generate
-from generate import GenerateError, render_all, render_model
-from generate.render import MODELS
+from mtdnn import netgen as generate
+from mtdnn.netgen import GenerateError, render_all, render_model
+from mtdnn.netgen.render import MODELS
 from mtdnn import db
 from mtdnn.paths import REPO, data_path
 from mtdnn.prototxt import read_net, read_solver

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from generate import render_model
+from mtdnn.netgen import render_model
 from mtdnn import inference
 from mtdnn import mtcnn as m
 from mtdnn.datasets import list_images

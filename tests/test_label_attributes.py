@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from generate.moon import render_moon
+from mtdnn.netgen.moon import render_moon
 from mtdnn import attribute_labels as al
 from mtdnn import db, manifest
 from mtdnn.datasets import PAPER_ATTRIBUTES

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from generate.moon import MoonSpec, moon_files, render_moon
-from generate.spec import GenerateError
+from mtdnn.netgen.moon import MoonSpec, moon_files, render_moon
+from mtdnn.netgen.spec import GenerateError
 from mtdnn import db, moon
 from mtdnn.datasets import PAPER_ATTRIBUTES
 from mtdnn.paths import REPO, data_path

@@ -9,9 +9,9 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 import caffe  # noqa: E402
 
-import generate  # noqa: E402
-from generate import render_model  # noqa: E402
-from generate.render import MODELS  # noqa: E402
+from mtdnn import netgen as generate  # noqa: E402
+from mtdnn.netgen import render_model  # noqa: E402
+from mtdnn.netgen.render import MODELS  # noqa: E402
 from mtdnn import db, netstats  # noqa: E402
 from mtdnn.prototxt import read_net  # noqa: E402
 

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime
 import pytest
 
-from generate import render_model
+from mtdnn.netgen import render_model
 from mtdnn import inference
 from mtdnn import onnx_export as ox
 from mtdnn.datasets import list_images

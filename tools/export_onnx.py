@@ -89,7 +89,7 @@ def run_files(run: Path, weights: Path | None) -> tuple[Path, Path, dict]:
 def attribute_names(run: Path, state: dict) -> list[str] | None:
     """The run's attributes in attr_pred's order (its model and options), or None if unknown."""
     try:
-        from generate.render import make_spec
+        from mtdnn.netgen.render import make_spec
         return list(make_spec(run, state["model"], **state.get("overrides", {}))[0].attributes)
     except (KeyError, TypeError, ValueError):  # an old or foreign run.json: the card says 'attribute scores' only
         return None

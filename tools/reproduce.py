@@ -142,7 +142,7 @@ class Reproduction:
     def stages(self, model: str, seed: int) -> list[Stage]:
         a, run = self.args, self.run_dir(model, seed)
         feats, ev = run / "features", run / "eval"
-        from generate import ALIASES, VARIANTS
+        from mtdnn.netgen import ALIASES, VARIANTS
         attributes = bool(VARIANTS[ALIASES.get(model, model)].attributes)
         extract = [PY, TOOLS / "extract_features.py", "--deploy", run / "deploy.prototxt", "--weights",
                    run / f"finetune_iter_{self.finetune_iter}.caffemodel", "--quiet"]

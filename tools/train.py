@@ -12,7 +12,7 @@ manifests) whose attributes were filled in by tools/label_attributes.py; the num
 identities and of held-out images (test_iter) are read from it.
 
 The run folder (--run, default runs/<model>) receives the model rendered for this data
-(generate.render_model: train_val*.prototxt, deploy.prototxt, the two solvers, readme.md),
+(mtdnn.netgen.render_model: train_val*.prototxt, deploy.prototxt, the two solvers, readme.md),
 run.json (model, options, data, net fingerprints, finished phases), each phase's log
 (pretrain.log, finetune.log: Caffe's stderr) with its curves (<phase>.train.csv, .test.csv,
 .png), the snapshots pretrain_iter_N / finetune_iter_N (.caffemodel, .solverstate), and when the
@@ -60,7 +60,7 @@ from mtdnn.watch import DEFAULT_EVERY, Watch, WatchError  # noqa: E402
 
 DEFAULT_DATA = REPO / "work" / "casia-db"
 
-# (flag, ModelSpec field, type, help): the small-scale options passed to generate.render_model
+# (flag, ModelSpec field, type, help): the small-scale options passed to mtdnn.netgen.render_model
 OVERRIDES = [
     ("--width", "width", float, "width multiplier of every conv and fc layer (paper 1)"),
     ("--identities", "identities", int, "identity classes (default: the database's count)"),
@@ -109,7 +109,7 @@ def parse_args(argv=None):
                                                     "folder's lfw/pairsDevTest.txt, LFW View 1)")
     w.add_argument("--watch-images", type=Path, help="folder of the aligned crops the pairs name (default: "
                                                      "the data folder's lfw/lfw-112x96)")
-    g = p.add_argument_group("model options (passed to generate.render_model; unset: the model's values)")
+    g = p.add_argument_group("model options (passed to mtdnn.netgen.render_model; unset: the model's values)")
     for flag, field, typ, text in OVERRIDES:
         g.add_argument(flag, dest=field, type=typ, help=text)
     return p.parse_args(argv)

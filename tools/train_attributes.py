@@ -17,7 +17,7 @@ Steps, each resumable (rerunning the command skips what is done):
    the evaluation's (the final snapshot is used, no model selection on them);
 4. OUT/data: image LMDBs (train shuffled, seeded) and HDF5 files of targets in {-1, +1} and
    sqrt of MOON's weights toward --target (mtdnn.moon), in the LMDBs' record order;
-5. OUT/{train_val,deploy,solver}.prototxt (generate.moon), then `caffe train`, log in
+5. OUT/{train_val,deploy,solver}.prototxt (mtdnn.netgen.moon), then `caffe train`, log in
    OUT/train.log (curves: OUT/train.png); the final weights are OUT/moon.caffemodel and
    OUT/moon.json says what the model is;
 6. evaluation on the held-out images: accuracy, balanced accuracy and the majority-class

@@ -9,7 +9,7 @@ import jinja2
 from .spec import DATA_PATHS, GenerateError, ModelSpec
 from .variants import ALIASES, VARIANTS, paper_rows, variant
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "prototxt_templates"
 MODELS = REPO / "models"
 
@@ -162,7 +162,7 @@ def render_model(out_dir, variant: str = "full", *, check_paths: bool | None = N
     """Render one model folder into ``out_dir``; returns the paths written.
 
     ``variant``: a committed variant or alias (``python -m generate list``); ``params``: any
-    :class:`~generate.spec.ModelSpec` field (block, config, attributes, identities, batch,
+    :class:`~mtdnn.netgen.spec.ModelSpec` field (block, config, attributes, identities, batch,
     width, train_lmdb, test_lmdb, train_hdf5, test_hdf5, pretrain_iter, finetune_iter,
     lambda1, ...). ``check_paths``: None checks the data paths given in ``params``, True
     all of them, False none. ``absolute_paths``: write net, snapshot and data paths as
