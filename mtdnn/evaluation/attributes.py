@@ -24,14 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from mtdnn import datasets
+from mtdnn.paper import TABLE_4
 from mtdnn.records import read_lines
-
-# Tab. 4 of the paper: MOON and the paper's model, accuracy (%) per attribute.
-PAPER_TABLE4 = {
-    "Narrow_Eyes": (83.40, 85.60), "Big_Nose": (71.00, 75.30), "Pointy_Nose": (70.50, 73.90),
-    "Chubby": (93.30, 93.50), "Double_Chin": (94.80, 96.70),
-    "High_Cheekbones": (74.10, 76.80), "Male": (96.90, 97.30),
-}
 
 
 def read_celeba_attributes(path):
@@ -224,7 +218,7 @@ def format_table(result: dict) -> str:
     if result.get("protocol"):
         lines.insert(0, result["protocol"])
     for r in result["attributes"]:
-        moon, paper = PAPER_TABLE4.get(r["name"], (float("nan"),) * 2)
+        moon, paper = TABLE_4.get(r["name"], (float("nan"),) * 2)
         ex = r.get("extra", {})
         vt = (ex.get("val_threshold") or {}).get("accuracy")
         lines.append(f"{r['name']:<18}{100 * r['accuracy']:8.2f}{100 * r['balanced_accuracy']:8.2f}"

@@ -3,7 +3,7 @@
 A run is a folder; every ``*.json`` below it that has a ``kind`` (written by the eval tools:
 ``lfw``, ``megaface``, ``identification``, ``blufr``, ``attributes``) is one of its results.
 A run's paper row is found from its name (the folder name, or ``name``/``model`` in an
-optional ``run.json``) through ``MODEL_ROWS``: e.g. ``full`` is the Full-Model (Tab. 2, 3)
+optional ``run.json``) through ``mtdnn.paper.MODEL_ROWS``: e.g. ``full`` is the Full-Model (Tab. 2, 3)
 and the Full-Block (Tab. 5); ``run.json`` may also give ``{"rows": {"5": "Full-Block"}}``.
 """
 from __future__ import annotations
@@ -12,55 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .attributes import PAPER_TABLE4
+from mtdnn.paper import MEGAFACE_DISTRACTORS, MODEL_ROWS, TABLE_4, TABLES_2_3, TABLES_5_7
 from .roc import tar_text
-
-PAPER_SCALE = 1_000_000  # MegaFace's distractors in the paper's Tab. 2, 3, 5-7
-
-# Tab. 2 and 3: method -> (released, protocol, rank-1 %, TAR@1e-6 % or None)
-PAPER_MEGAFACE = {
-    "Google - FaceNet v8": ("yes", "Large", 70.50, 86.47),
-    "NTechLAB - Large": ("no", "Large", 73.30, None),
-    "Faceall Co. - Norm_1600": ("no", "Large", 64.80, None),
-    "Faceall Co. - FaceAll_1600": ("no", "Large", 63.98, None),
-    "Lightened CNN": ("yes", "Small", 67.11, 77.46),
-    "Center Loss": ("yes", "Small", 65.23, 76.52),
-    "LBP": ("yes", "Small", 3.02, 2.17),
-    "Joint Bayes": ("yes", "Small", 2.33, 1.46),
-    "NTechLAB - Small": ("no", "Small", 58.22, 66.37),
-    "3DiVi Company": ("no", "Small", 33.71, 36.93),
-    "SIAT_MMLAB": ("no", "Small", 65.23, 76.72),
-    "Barebones FR": ("no", "Small", 59.36, 59.04),
-    "Fast-Model (without Attribute)": ("yes", "Small", 70.28, 58.20),
-    "Fast-Model": ("yes", "Small", 73.07, 68.56),
-    "Full-Model (without Attribute)": ("yes", "Small", 74.25, 76.22),
-    "Full-Model": ("yes", "Small", 77.74, 79.24),
-}
-# Tab. 5, 6, 7: row -> (MegaFace rank-1 %, LFW %)
-PAPER_ABLATION = {
-    "5": ("Comparison of building block structure",
-          {"Fast-Block": (73.07, 97.62), "Full-Block": (77.74, 98.15), "Variants-Block": (69.63, 97.50)}),
-    "6": ("Comparison of different configurations",
-          {"Configuration-1": (73.07, 97.62), "Configuration-2": (72.05, 97.50),
-           "Configuration-3": (69.40, 97.60)}),
-    "7": ("Comparison of different groups of face attributes",
-          {"No attribute": (70.28, 97.20), "Eye attribute": (72.23, 97.49),
-           "Nose attributes": (71.72, 97.63), "Global attributes": (71.92, 97.45),
-           "All attributes": (73.07, 97.62)}),
-}
-# model folder name -> {table: row}; "2" covers Tab. 2 and 3
-MODEL_ROWS = {
-    "full": {"2": "Full-Model", "5": "Full-Block"},
-    "fast": {"2": "Fast-Model", "5": "Fast-Block", "6": "Configuration-1", "7": "All attributes"},
-    "full_noattr": {"2": "Full-Model (without Attribute)"},
-    "fast_noattr": {"2": "Fast-Model (without Attribute)", "7": "No attribute"},
-    "block_variants": {"5": "Variants-Block"},
-    "config2": {"6": "Configuration-2"},
-    "config3": {"6": "Configuration-3"},
-    "attr_eye": {"7": "Eye attribute"},
-    "attr_nose": {"7": "Nose attributes"},
-    "attr_global": {"7": "Global attributes"},
-}
 
 
 class ResultConflict(ValueError):
@@ -150,7 +103,7 @@ def _megaface_figures(run):
     if mf:
         r = mf["runs"].get("original") or mf["runs"].get("cleaned") or mf["runs"].get("noise_removed")
         last = r["results"][-1]
-        full = last["distractors"] >= PAPER_SCALE
+        full = last["distractors"] >= MEGAFACE_DISTRACTORS
         note = f"MegaFace, {last['distractors']:,} distractors" + ("" if full else " (toy scale)")
     elif "identification" in run["results"]:
         last = run["results"]["identification"]["results"][-1]
@@ -214,12 +167,12 @@ def build_report(runs: list[dict], out_dir=None) -> str:
     for key, title in (("2", "Tab. 2: MegaFace rank-1 identification, 1M distractors (%)"),
                        ("3", "Tab. 3: MegaFace verification, TAR at FAR 1e-6 (%)")):
         rows = []
-        for m, (rel, proto, r1_paper, tar_paper) in PAPER_MEGAFACE.items():
+        for m, (rel, proto, r1_paper, tar_paper) in TABLES_2_3.items():
             v = r1_paper if key == "2" else tar_paper
             if v is not None:
                 rows.append([m, rel, proto, f"{v:.2f}", "paper" + (" (text)" if m.startswith("Google")
                                                                     and key == "3" else "")
-                             + f", MegaFace, {PAPER_SCALE:,} distractors"])
+                             + f", MegaFace, {MEGAFACE_DISTRACTORS:,} distractors"])
         for run in runs:
             r1, tar, note, full = _megaface_figures(run)
             if r1 is None:
@@ -237,7 +190,7 @@ def build_report(runs: list[dict], out_dir=None) -> str:
         for r in att_runs]
     head += [f"{r['name']}: {x} (extra)" for r in att_runs for x in ("AUC", "acc. at val. threshold")]
     rows = []
-    for name, (moon, paper) in PAPER_TABLE4.items():
+    for name, (moon, paper) in TABLE_4.items():
         ours, extra = [], []
         for r in att_runs:
             acc = {a["name"]: a for a in r["results"]["attributes"]["attributes"]}.get(name)
@@ -257,7 +210,7 @@ def build_report(runs: list[dict], out_dir=None) -> str:
               "accuracy with a threshold chosen on validation data instead of 0.", "", _table(head, rows), ""]
 
     # Tab. 5-7
-    for key, (title, prow) in PAPER_ABLATION.items():
+    for key, (title, prow) in TABLES_5_7.items():
         rows = []
         for row, (mf, lfw) in prow.items():
             matched = [r for r in runs if r["rows"].get(key) == row]
@@ -269,7 +222,7 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                 rows.append([row, f"{mf:.2f}", f"{lfw:.2f}", _pct(r1), _pct(acc) + which,
                              f"{r['name']}" + (f"; {note}" if note else "")])
         lines += [f"## Tab. {key}: {title}", "",
-                  _table(["Method", f"MegaFace paper ({PAPER_SCALE:,} distractors)", "LFW paper (View 2)",
+                  _table(["Method", f"MegaFace paper ({MEGAFACE_DISTRACTORS:,} distractors)", "LFW paper (View 2)",
                           "MegaFace ours", "LFW ours", "run; scale"], rows), ""]
 
     # LFW and BLUFR of every run
