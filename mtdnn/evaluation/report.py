@@ -162,8 +162,14 @@ def build_report(runs: list[dict], out_dir=None) -> str:
              "Our figures come from the JSON files of each run; paper figures are the paper's "
              "Tab. 2-7. A MegaFace figure marked *stand-in* comes from "
              "`tools/eval_identification.py` (LFW probes vs CelebA distractors), not MegaFace.", ""]
+    lines += _megaface_tables(runs) + _attribute_table(runs) + _ablation_tables(runs)
+    lines += _lfw_blufr_table(runs) + _per_size_tables(runs) + _plot_list(runs, out_dir)
+    return "\n".join(lines)
 
-    # Tab. 2 / 3
+
+def _megaface_tables(runs) -> list[str]:
+    """Tab. 2 and 3: the paper's methods, then each run's MegaFace (or stand-in) figure."""
+    lines = []
     for key, title in (("2", "Tab. 2: MegaFace rank-1 identification, 1M distractors (%)"),
                        ("3", "Tab. 3: MegaFace verification, TAR at FAR 1e-6 (%)")):
         rows = []
@@ -181,8 +187,11 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             label = f"**ours: {label}**" if full else f"ours: {label}"  # toy scale never in bold
             rows.append([f"{label} ({run['name']})", "yes", "Small", _pct(r1) if key == "2" else tar, note])
         lines += [f"## {title}", "", _table(["Method", "Released", "Protocol", "%", "scale"], rows), ""]
+    return lines
 
-    # Tab. 4
+
+def _attribute_table(runs) -> list[str]:
+    """Tab. 4: MOON's and the paper's accuracy, then each run's, then the extra columns."""
     att_runs = [r for r in runs if "attributes" in r["results"]]
     head = ["Attribute", "MOON (paper)", "Ours (paper)"] + [
         f"{r['name']} ({_attr_scale(r)}, "
@@ -199,17 +208,20 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             vt = (ex.get("val_threshold") or {}).get("accuracy")
             extra += [f"{ex['auc']:.3f}" if ex.get("auc") is not None else "-", _pct(vt)]
         rows.append([name, f"{moon:.2f}", f"{paper:.2f}"] + ours + extra)
-    lines += ["## Tab. 4: attribute prediction accuracy (%)", "",
-              "Ours (majority-class baseline in brackets): CelebA's own labels on CelebA images, a "
-              "stand-in, unless a column says FaceScrub (tools/eval_attributes.py --facescrub-labels). "
-              "The paper's protocol: 1,000 FaceScrub images labelled by three annotators, majority "
-              "vote (Sec. 4.3).", "",
-              "Our columns use the paper's rule (score > 0 predicts +1). An attribute whose balanced "
-              "accuracy is at or below 50 % is flagged *chance*: its accuracy comes from the label balance. "
-              "Columns marked *(extra)* are not the paper's figures: the AUC of the scores, and the "
-              "accuracy with a threshold chosen on validation data instead of 0.", "", _table(head, rows), ""]
+    return ["## Tab. 4: attribute prediction accuracy (%)", "",
+            "Ours (majority-class baseline in brackets): CelebA's own labels on CelebA images, a "
+            "stand-in, unless a column says FaceScrub (tools/eval_attributes.py --facescrub-labels). "
+            "The paper's protocol: 1,000 FaceScrub images labelled by three annotators, majority "
+            "vote (Sec. 4.3).", "",
+            "Our columns use the paper's rule (score > 0 predicts +1). An attribute whose balanced "
+            "accuracy is at or below 50 % is flagged *chance*: its accuracy comes from the label balance. "
+            "Columns marked *(extra)* are not the paper's figures: the AUC of the scores, and the "
+            "accuracy with a threshold chosen on validation data instead of 0.", "", _table(head, rows), ""]
 
-    # Tab. 5-7
+
+def _ablation_tables(runs) -> list[str]:
+    """Tab. 5-7: each paper row with the runs that are it (or dashes)."""
+    lines = []
     for key, (title, prow) in TABLES_5_7.items():
         rows = []
         for row, (mf, lfw) in prow.items():
@@ -224,8 +236,11 @@ def build_report(runs: list[dict], out_dir=None) -> str:
         lines += [f"## Tab. {key}: {title}", "",
                   _table(["Method", f"MegaFace paper ({MEGAFACE_DISTRACTORS:,} distractors)", "LFW paper (View 2)",
                           "MegaFace ours", "LFW ours", "run; scale"], rows), ""]
+    return lines
 
-    # LFW and BLUFR of every run
+
+def _lfw_blufr_table(runs) -> list[str]:
+    """LFW and BLUFR of every run that has either (nothing when none has)."""
     rows = []
     for r in runs:
         lfw, bl = r["results"].get("lfw"), r["results"].get("blufr")
@@ -239,16 +254,20 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                      f"{tar_text(tar)} @ {tar['far']:g}" if tar else "-",
                      str(lfw["n_missing_pairs"]) if lfw and "n_missing_pairs" in lfw else "-",
                      _blufr(bl, "verification", "tar"), _blufr(bl, "open_set", "dir"), _blufr_people(bl)])
-    if rows:
-        lines += ["## LFW and BLUFR", "",
-                  "BLUFR figures are mean − std over its 10 trials (BLUFR's own figure; mean and std in "
-                  "brackets). BLUFR's test sets hold nearly all of LFW: a figure on *all LFW people* is "
-                  "valid only for a model trained on none of them (e.g. on CASIA-WebFace); a model "
-                  "trained on LFW people is evaluated without them (`tools/eval_blufr.py --exclude`).", "",
-                  _table(["run", "LFW View 2 (%)", "rule", "View 1 (%)", "TAR (%)", "missing pairs",
-                          "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1", "BLUFR people"], rows), ""]
+    if not rows:
+        return []
+    return ["## LFW and BLUFR", "",
+            "BLUFR figures are mean − std over its 10 trials (BLUFR's own figure; mean and std in "
+            "brackets). BLUFR's test sets hold nearly all of LFW: a figure on *all LFW people* is "
+            "valid only for a model trained on none of them (e.g. on CASIA-WebFace); a model "
+            "trained on LFW people is evaluated without them (`tools/eval_blufr.py --exclude`).", "",
+            _table(["run", "LFW View 2 (%)", "rule", "View 1 (%)", "TAR (%)", "missing pairs",
+                    "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1", "BLUFR people"], rows), ""]
 
-    # MegaFace / stand-in per size
+
+def _per_size_tables(runs) -> list[str]:
+    """MegaFace / stand-in figures of every run at every distractor set size."""
+    lines = []
     for r in runs:
         for kind in ("megaface", "identification"):
             res = r["results"].get(kind)
@@ -262,13 +281,14 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                 lines += [f"### {r['name']}: {kind} ({tag}), {rr['n_probes']} probes of "
                           f"{rr['n_identities']} identities", "",
                           _table(["distractors", "rank-1 (%)"] + fars, rows), ""]
+    return lines
 
-    # plots
+
+def _plot_list(runs, out_dir) -> list[str]:
+    """Links to every run's plots, relative to ``out_dir`` when given."""
     plot_lines = []
     for r in runs:
         for p in r["plots"]:
             link = os.path.relpath(p, out_dir) if out_dir else str(p)
             plot_lines.append(f"- {r['name']}: [{p.name}]({link})")
-    if plot_lines:
-        lines += ["## Plots", ""] + plot_lines + [""]
-    return "\n".join(lines)
+    return ["## Plots", ""] + plot_lines + [""] if plot_lines else []
