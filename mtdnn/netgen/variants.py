@@ -4,7 +4,8 @@ Every row of the paper's Tables 2, 3, 5, 6 and 7 is one of these folders; rows t
 the same network as another row share its folder (``ALIASES``): Table 5's Fast-Block and
 Full-Block rows are the Fast- and Full-Model, Table 6's Configuration-1 and Table 7's
 "All attributes" row are the Fast-Model, Table 7's "No attribute" row is the Fast-Model
-without attributes.
+without attributes. Table 4's "Ours" column is the Full-Model's (``mtdnn.paper.TABLE_4_MODEL``).
+The figures and the rows each folder is are :mod:`mtdnn.paper`'s; this module only words them.
 """
 from __future__ import annotations
 
