@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list variants, the paper's rows they are, and aliases")
 
+    p = _model_parser(sub, fmt)
+    # the top-level help names every parameter of `model` too
+    flags = [a.option_strings[-1] for a in p._actions if a.option_strings and a.dest != "help"]
+    parser.epilog += "\nmodel parameters (python -m generate model --help): " + " ".join(flags)
+    return parser
+
+
+def _model_parser(sub, fmt) -> argparse.ArgumentParser:
+    """The ``model`` command: a variant's parameters, each of which can be overridden."""
     p = sub.add_parser(
         "model", formatter_class=fmt, help="render one model folder with custom parameters",
         description="Render one model folder: a variant's parameters, each of which can be "
@@ -78,7 +87,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated CelebA names or a group (eye, nose, global, all, none)")
     g.add_argument("--identities", type=_positive_int, metavar="P", help="identity classes (paper: 10575)")
     g.add_argument("--width", type=_positive_float, help="width multiplier of every conv and fc layer")
-    g = p.add_argument_group("training")
+    _training_options(p.add_argument_group("training"))
+    _data_options(p.add_argument_group("data (relative paths are taken from the run folder --out)"))
+    return p
+
+
+def _training_options(g) -> None:
     g.add_argument("--batch", type=_positive_int, help="training batch (paper: 40 full, 48 fast)")
     g.add_argument("--test-batch", type=_positive_int, help="test batch (default: --batch)")
     g.add_argument("--test-images", type=_positive_int,
@@ -96,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", dest="random_seed", type=int, metavar="N",
                    help="the solvers' random_seed (default: Caffe's time-based seed)")
     g.add_argument("--deploy-batch", type=_positive_int, help="batch of deploy.prototxt's Input (default 1)")
-    g = p.add_argument_group("data (relative paths are taken from the run folder --out)")
+
+
+def _data_options(g) -> None:
     g.add_argument("--train-lmdb", help="training image LMDB (Datum records)")
     g.add_argument("--test-lmdb", help="validation image LMDB (default: --train-lmdb when that is given)")
     g.add_argument("--train-hdf5", help="text file listing the training attribute .h5 files")
@@ -107,10 +123,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="check no data path")
     g.add_argument("--absolute-paths", action="store_true",
                    help="write absolute net, snapshot and data paths, so caffe runs from any directory")
-    # the top-level help names every parameter of `model` too
-    flags = [a.option_strings[-1] for a in p._actions if a.option_strings and a.dest != "help"]
-    parser.epilog += "\nmodel parameters (python -m generate model --help): " + " ".join(flags)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -243,3 +243,48 @@ def test_cli_bad_input_stops_without_traceback(tmp_path, args, message):
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_paper_figures_agree_across_tables_and_with_the_text():
+    """mtdnn.paper holds each table's figures once; one network's figures in two tables agree,
+    the text's claims hold, and every model folder's rows are rows of the tables."""
+    from mtdnn import paper
+    rank1 = {row: fig[2] for row, fig in paper.TABLES_2_3.items()}
+    ablation = {(t, row): fig for t, (_, rows) in paper.TABLES_5_7.items() for row, fig in rows.items()}
+    assert rank1["Full-Model"] == ablation["5", "Full-Block"][0] == 77.74
+    for row in (("5", "Fast-Block"), ("6", "Configuration-1"), ("7", "All attributes")):
+        assert ablation[row] == ablation["5", "Fast-Block"] and ablation[row][0] == rank1["Fast-Model"]
+    assert ablation["7", "No attribute"][0] == rank1["Fast-Model (without Attribute)"]
+    # Sec. 4.7: 79.24 % TAR, 1.78 % over Lightened CNN; Sec. 4.7 (5): ours beats MOON everywhere
+    assert round(paper.TABLES_2_3["Full-Model"][3] - paper.TABLES_2_3["Lightened CNN"][3], 2) == 1.78
+    assert tuple(paper.TABLE_4) == paper.PAPER_ATTRIBUTES == tuple(ALL7)
+    assert all(ours > moon for moon, ours in paper.TABLE_4.values())
+    assert set(paper.MODEL_ROWS) == set(generate.VARIANTS) and paper.TABLE_4_MODEL in paper.MODEL_ROWS
+    for name, rows in paper.MODEL_ROWS.items():
+        for table, row in rows.items():
+            assert row in (paper.TABLES_2_3 if table == "2" else paper.TABLES_5_7[table][1]), (name, row)
+        # the rendered readme shows the figures of exactly these rows
+        assert {r for _, r, _, _ in generate.VARIANTS[name].paper} - {"Ours"} == set(rows.values())
+
+
+def _imports(path):
+    """Top-level names of the modules a Python file imports (relative imports: '.')."""
+    import ast
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." if node.level else node.module.split(".")[0])
+    return names
+
+
+def test_generate_imports_mtdnn_and_never_the_reverse():
+    for path in sorted((REPO / "mtdnn").rglob("*.py")):
+        assert "generate" not in _imports(path), f"{path} imports generate: the library must not"
+    seen = set()
+    for path in sorted((REPO / "generate").glob("*.py")):
+        own = _imports(path) - set(sys.stdlib_module_names) - {"__future__"}
+        assert own <= {"mtdnn", "."}, f"{path} imports {own - {'mtdnn', '.'}}: generate/ is mtdnn's command line"
+        seen |= own
+    assert "mtdnn" in seen

@@ -24,14 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from mtdnn import datasets
+from mtdnn.paper import TABLE_4
 from mtdnn.records import read_lines
-
-# Tab. 4 of the paper: MOON and the paper's model, accuracy (%) per attribute.
-PAPER_TABLE4 = {
-    "Narrow_Eyes": (83.40, 85.60), "Big_Nose": (71.00, 75.30), "Pointy_Nose": (70.50, 73.90),
-    "Chubby": (93.30, 93.50), "Double_Chin": (94.80, 96.70),
-    "High_Cheekbones": (74.10, 76.80), "Male": (96.90, 97.30),
-}
 
 
 def read_celeba_attributes(path):
@@ -59,7 +53,24 @@ def read_labelled_subset(path):
     rows = read_lines(path, comments=True)  # the one record reader: split at \n only (mtdnn/records.py)
     if not rows:
         raise ValueError(f"{path}: empty; expected a header line 'image<TAB>attribute...' and one line an image")
-    head_no, head = rows[0]
+    columns, names, votes = _labelled_header(path, *rows[0])
+    images, labels, seen = [], [], {}
+    for line_no, line in rows[1:]:
+        cells = [c.strip() for c in line.split("\t")]
+        if len(cells) != len(columns):
+            raise ValueError(f"{path}, line {line_no}: {len(cells)} tab-separated fields for {len(columns)} columns")
+        if cells[0] in seen:
+            raise ValueError(f"{path}, line {line_no}: image {cells[0]!r} repeated (first on line {seen[cells[0]]})")
+        seen[cells[0]] = line_no
+        images.append(cells[0])
+        labels.append(_labelled_row(f"{path}, line {line_no}", dict(zip(columns[1:], cells[1:])), names, votes))
+    if not images:
+        raise ValueError(f"{path}: a header but no labelled image")
+    return images, names, np.array(labels, dtype=np.int8)
+
+
+def _labelled_header(path, head_no: int, head: str):
+    """(columns, attribute names, {name: its annotator columns}) of a labelled subset's header."""
     columns = [c.strip() for c in head.split("\t")]
     if columns[0] != "image" or len(set(columns)) != len(columns):
         raise ValueError(f"{path}, line {head_no}: the header must start with 'image' and name each column "
@@ -78,33 +89,26 @@ def read_labelled_subset(path):
     missing = [n for n in names if n not in columns and n not in votes]
     if missing:
         raise ValueError(f"{path}, line {head_no}: no label column for {', '.join(missing)}")
-    images, labels, seen = [], [], {}
-    for line_no, line in rows[1:]:
-        cells = [c.strip() for c in line.split("\t")]
-        if len(cells) != len(columns):
-            raise ValueError(f"{path}, line {line_no}: {len(cells)} tab-separated fields for {len(columns)} columns")
-        if cells[0] in seen:
-            raise ValueError(f"{path}, line {line_no}: image {cells[0]!r} repeated (first on line {seen[cells[0]]})")
-        seen[cells[0]] = line_no
-        value = {}
-        for c, v in zip(columns[1:], cells[1:]):
-            if v not in ("-1", "1"):
-                raise ValueError(f"{path}, line {line_no}, column {c}: expected -1 or 1, got {v!r}")
-            value[c] = int(v)
-        row = []
-        for name in names:
-            voted = None
-            if name in votes:
-                voted = 1 if sum(value[c] for c in votes[name]) > 0 else -1
-            label = value.get(name, voted)
-            if voted is not None and label != voted:
-                raise ValueError(f"{path}, line {line_no}: {name} is {label} but its annotators voted {voted}")
-            row.append(label)
-        images.append(cells[0])
-        labels.append(row)
-    if not images:
-        raise ValueError(f"{path}: a header but no labelled image")
-    return images, names, np.array(labels, dtype=np.int8)
+    return columns, names, votes
+
+
+def _labelled_row(where: str, cells: dict, names, votes) -> list[int]:
+    """One image's labels (a column's value, else its annotators' majority) from ``{column: text}``."""
+    value = {}
+    for c, v in cells.items():
+        if v not in ("-1", "1"):
+            raise ValueError(f"{where}, column {c}: expected -1 or 1, got {v!r}")
+        value[c] = int(v)
+    row = []
+    for name in names:
+        voted = None
+        if name in votes:
+            voted = 1 if sum(value[c] for c in votes[name]) > 0 else -1
+        label = value.get(name, voted)
+        if voted is not None and label != voted:
+            raise ValueError(f"{where}: {name} is {label} but its annotators voted {voted}")
+        row.append(label)
+    return row
 
 
 def check_labels(labels, source: str = "labels") -> np.ndarray:
@@ -224,7 +228,7 @@ def format_table(result: dict) -> str:
     if result.get("protocol"):
         lines.insert(0, result["protocol"])
     for r in result["attributes"]:
-        moon, paper = PAPER_TABLE4.get(r["name"], (float("nan"),) * 2)
+        moon, paper = TABLE_4.get(r["name"], (float("nan"),) * 2)
         ex = r.get("extra", {})
         vt = (ex.get("val_threshold") or {}).get("accuracy")
         lines.append(f"{r['name']:<18}{100 * r['accuracy']:8.2f}{100 * r['balanced_accuracy']:8.2f}"

@@ -3,7 +3,7 @@
 A run is a folder; every ``*.json`` below it that has a ``kind`` (written by the eval tools:
 ``lfw``, ``megaface``, ``identification``, ``blufr``, ``attributes``) is one of its results.
 A run's paper row is found from its name (the folder name, or ``name``/``model`` in an
-optional ``run.json``) through ``MODEL_ROWS``: e.g. ``full`` is the Full-Model (Tab. 2, 3)
+optional ``run.json``) through ``mtdnn.paper.MODEL_ROWS``: e.g. ``full`` is the Full-Model (Tab. 2, 3)
 and the Full-Block (Tab. 5); ``run.json`` may also give ``{"rows": {"5": "Full-Block"}}``.
 """
 from __future__ import annotations
@@ -12,55 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .attributes import PAPER_TABLE4
+from mtdnn.paper import MEGAFACE_DISTRACTORS, MODEL_ROWS, TABLE_4, TABLES_2_3, TABLES_5_7
 from .roc import tar_text
-
-PAPER_SCALE = 1_000_000  # MegaFace's distractors in the paper's Tab. 2, 3, 5-7
-
-# Tab. 2 and 3: method -> (released, protocol, rank-1 %, TAR@1e-6 % or None)
-PAPER_MEGAFACE = {
-    "Google - FaceNet v8": ("yes", "Large", 70.50, 86.47),
-    "NTechLAB - Large": ("no", "Large", 73.30, None),
-    "Faceall Co. - Norm_1600": ("no", "Large", 64.80, None),
-    "Faceall Co. - FaceAll_1600": ("no", "Large", 63.98, None),
-    "Lightened CNN": ("yes", "Small", 67.11, 77.46),
-    "Center Loss": ("yes", "Small", 65.23, 76.52),
-    "LBP": ("yes", "Small", 3.02, 2.17),
-    "Joint Bayes": ("yes", "Small", 2.33, 1.46),
-    "NTechLAB - Small": ("no", "Small", 58.22, 66.37),
-    "3DiVi Company": ("no", "Small", 33.71, 36.93),
-    "SIAT_MMLAB": ("no", "Small", 65.23, 76.72),
-    "Barebones FR": ("no", "Small", 59.36, 59.04),
-    "Fast-Model (without Attribute)": ("yes", "Small", 70.28, 58.20),
-    "Fast-Model": ("yes", "Small", 73.07, 68.56),
-    "Full-Model (without Attribute)": ("yes", "Small", 74.25, 76.22),
-    "Full-Model": ("yes", "Small", 77.74, 79.24),
-}
-# Tab. 5, 6, 7: row -> (MegaFace rank-1 %, LFW %)
-PAPER_ABLATION = {
-    "5": ("Comparison of building block structure",
-          {"Fast-Block": (73.07, 97.62), "Full-Block": (77.74, 98.15), "Variants-Block": (69.63, 97.50)}),
-    "6": ("Comparison of different configurations",
-          {"Configuration-1": (73.07, 97.62), "Configuration-2": (72.05, 97.50),
-           "Configuration-3": (69.40, 97.60)}),
-    "7": ("Comparison of different groups of face attributes",
-          {"No attribute": (70.28, 97.20), "Eye attribute": (72.23, 97.49),
-           "Nose attributes": (71.72, 97.63), "Global attributes": (71.92, 97.45),
-           "All attributes": (73.07, 97.62)}),
-}
-# model folder name -> {table: row}; "2" covers Tab. 2 and 3
-MODEL_ROWS = {
-    "full": {"2": "Full-Model", "5": "Full-Block"},
-    "fast": {"2": "Fast-Model", "5": "Fast-Block", "6": "Configuration-1", "7": "All attributes"},
-    "full_noattr": {"2": "Full-Model (without Attribute)"},
-    "fast_noattr": {"2": "Fast-Model (without Attribute)", "7": "No attribute"},
-    "block_variants": {"5": "Variants-Block"},
-    "config2": {"6": "Configuration-2"},
-    "config3": {"6": "Configuration-3"},
-    "attr_eye": {"7": "Eye attribute"},
-    "attr_nose": {"7": "Nose attributes"},
-    "attr_global": {"7": "Global attributes"},
-}
 
 
 class ResultConflict(ValueError):
@@ -150,7 +103,7 @@ def _megaface_figures(run):
     if mf:
         r = mf["runs"].get("original") or mf["runs"].get("cleaned") or mf["runs"].get("noise_removed")
         last = r["results"][-1]
-        full = last["distractors"] >= PAPER_SCALE
+        full = last["distractors"] >= MEGAFACE_DISTRACTORS
         note = f"MegaFace, {last['distractors']:,} distractors" + ("" if full else " (toy scale)")
     elif "identification" in run["results"]:
         last = run["results"]["identification"]["results"][-1]
@@ -209,17 +162,23 @@ def build_report(runs: list[dict], out_dir=None) -> str:
              "Our figures come from the JSON files of each run; paper figures are the paper's "
              "Tab. 2-7. A MegaFace figure marked *stand-in* comes from "
              "`tools/eval_identification.py` (LFW probes vs CelebA distractors), not MegaFace.", ""]
+    lines += _megaface_tables(runs) + _attribute_table(runs) + _ablation_tables(runs)
+    lines += _lfw_blufr_table(runs) + _per_size_tables(runs) + _plot_list(runs, out_dir)
+    return "\n".join(lines)
 
-    # Tab. 2 / 3
+
+def _megaface_tables(runs) -> list[str]:
+    """Tab. 2 and 3: the paper's methods, then each run's MegaFace (or stand-in) figure."""
+    lines = []
     for key, title in (("2", "Tab. 2: MegaFace rank-1 identification, 1M distractors (%)"),
                        ("3", "Tab. 3: MegaFace verification, TAR at FAR 1e-6 (%)")):
         rows = []
-        for m, (rel, proto, r1_paper, tar_paper) in PAPER_MEGAFACE.items():
+        for m, (rel, proto, r1_paper, tar_paper) in TABLES_2_3.items():
             v = r1_paper if key == "2" else tar_paper
             if v is not None:
                 rows.append([m, rel, proto, f"{v:.2f}", "paper" + (" (text)" if m.startswith("Google")
                                                                     and key == "3" else "")
-                             + f", MegaFace, {PAPER_SCALE:,} distractors"])
+                             + f", MegaFace, {MEGAFACE_DISTRACTORS:,} distractors"])
         for run in runs:
             r1, tar, note, full = _megaface_figures(run)
             if r1 is None:
@@ -228,8 +187,11 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             label = f"**ours: {label}**" if full else f"ours: {label}"  # toy scale never in bold
             rows.append([f"{label} ({run['name']})", "yes", "Small", _pct(r1) if key == "2" else tar, note])
         lines += [f"## {title}", "", _table(["Method", "Released", "Protocol", "%", "scale"], rows), ""]
+    return lines
 
-    # Tab. 4
+
+def _attribute_table(runs) -> list[str]:
+    """Tab. 4: MOON's and the paper's accuracy, then each run's, then the extra columns."""
     att_runs = [r for r in runs if "attributes" in r["results"]]
     head = ["Attribute", "MOON (paper)", "Ours (paper)"] + [
         f"{r['name']} ({_attr_scale(r)}, "
@@ -237,7 +199,7 @@ def build_report(runs: list[dict], out_dir=None) -> str:
         for r in att_runs]
     head += [f"{r['name']}: {x} (extra)" for r in att_runs for x in ("AUC", "acc. at val. threshold")]
     rows = []
-    for name, (moon, paper) in PAPER_TABLE4.items():
+    for name, (moon, paper) in TABLE_4.items():
         ours, extra = [], []
         for r in att_runs:
             acc = {a["name"]: a for a in r["results"]["attributes"]["attributes"]}.get(name)
@@ -246,18 +208,21 @@ def build_report(runs: list[dict], out_dir=None) -> str:
             vt = (ex.get("val_threshold") or {}).get("accuracy")
             extra += [f"{ex['auc']:.3f}" if ex.get("auc") is not None else "-", _pct(vt)]
         rows.append([name, f"{moon:.2f}", f"{paper:.2f}"] + ours + extra)
-    lines += ["## Tab. 4: attribute prediction accuracy (%)", "",
-              "Ours (majority-class baseline in brackets): CelebA's own labels on CelebA images, a "
-              "stand-in, unless a column says FaceScrub (tools/eval_attributes.py --facescrub-labels). "
-              "The paper's protocol: 1,000 FaceScrub images labelled by three annotators, majority "
-              "vote (Sec. 4.3).", "",
-              "Our columns use the paper's rule (score > 0 predicts +1). An attribute whose balanced "
-              "accuracy is at or below 50 % is flagged *chance*: its accuracy comes from the label balance. "
-              "Columns marked *(extra)* are not the paper's figures: the AUC of the scores, and the "
-              "accuracy with a threshold chosen on validation data instead of 0.", "", _table(head, rows), ""]
+    return ["## Tab. 4: attribute prediction accuracy (%)", "",
+            "Ours (majority-class baseline in brackets): CelebA's own labels on CelebA images, a "
+            "stand-in, unless a column says FaceScrub (tools/eval_attributes.py --facescrub-labels). "
+            "The paper's protocol: 1,000 FaceScrub images labelled by three annotators, majority "
+            "vote (Sec. 4.3).", "",
+            "Our columns use the paper's rule (score > 0 predicts +1). An attribute whose balanced "
+            "accuracy is at or below 50 % is flagged *chance*: its accuracy comes from the label balance. "
+            "Columns marked *(extra)* are not the paper's figures: the AUC of the scores, and the "
+            "accuracy with a threshold chosen on validation data instead of 0.", "", _table(head, rows), ""]
 
-    # Tab. 5-7
-    for key, (title, prow) in PAPER_ABLATION.items():
+
+def _ablation_tables(runs) -> list[str]:
+    """Tab. 5-7: each paper row with the runs that are it (or dashes)."""
+    lines = []
+    for key, (title, prow) in TABLES_5_7.items():
         rows = []
         for row, (mf, lfw) in prow.items():
             matched = [r for r in runs if r["rows"].get(key) == row]
@@ -269,10 +234,13 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                 rows.append([row, f"{mf:.2f}", f"{lfw:.2f}", _pct(r1), _pct(acc) + which,
                              f"{r['name']}" + (f"; {note}" if note else "")])
         lines += [f"## Tab. {key}: {title}", "",
-                  _table(["Method", f"MegaFace paper ({PAPER_SCALE:,} distractors)", "LFW paper (View 2)",
+                  _table(["Method", f"MegaFace paper ({MEGAFACE_DISTRACTORS:,} distractors)", "LFW paper (View 2)",
                           "MegaFace ours", "LFW ours", "run; scale"], rows), ""]
+    return lines
 
-    # LFW and BLUFR of every run
+
+def _lfw_blufr_table(runs) -> list[str]:
+    """LFW and BLUFR of every run that has either (nothing when none has)."""
     rows = []
     for r in runs:
         lfw, bl = r["results"].get("lfw"), r["results"].get("blufr")
@@ -286,16 +254,20 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                      f"{tar_text(tar)} @ {tar['far']:g}" if tar else "-",
                      str(lfw["n_missing_pairs"]) if lfw and "n_missing_pairs" in lfw else "-",
                      _blufr(bl, "verification", "tar"), _blufr(bl, "open_set", "dir"), _blufr_people(bl)])
-    if rows:
-        lines += ["## LFW and BLUFR", "",
-                  "BLUFR figures are mean − std over its 10 trials (BLUFR's own figure; mean and std in "
-                  "brackets). BLUFR's test sets hold nearly all of LFW: a figure on *all LFW people* is "
-                  "valid only for a model trained on none of them (e.g. on CASIA-WebFace); a model "
-                  "trained on LFW people is evaluated without them (`tools/eval_blufr.py --exclude`).", "",
-                  _table(["run", "LFW View 2 (%)", "rule", "View 1 (%)", "TAR (%)", "missing pairs",
-                          "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1", "BLUFR people"], rows), ""]
+    if not rows:
+        return []
+    return ["## LFW and BLUFR", "",
+            "BLUFR figures are mean − std over its 10 trials (BLUFR's own figure; mean and std in "
+            "brackets). BLUFR's test sets hold nearly all of LFW: a figure on *all LFW people* is "
+            "valid only for a model trained on none of them (e.g. on CASIA-WebFace); a model "
+            "trained on LFW people is evaluated without them (`tools/eval_blufr.py --exclude`).", "",
+            _table(["run", "LFW View 2 (%)", "rule", "View 1 (%)", "TAR (%)", "missing pairs",
+                    "BLUFR VR @ 0.1% FAR", "BLUFR DIR @ 1% FAR, rank 1", "BLUFR people"], rows), ""]
 
-    # MegaFace / stand-in per size
+
+def _per_size_tables(runs) -> list[str]:
+    """MegaFace / stand-in figures of every run at every distractor set size."""
+    lines = []
     for r in runs:
         for kind in ("megaface", "identification"):
             res = r["results"].get(kind)
@@ -309,13 +281,14 @@ def build_report(runs: list[dict], out_dir=None) -> str:
                 lines += [f"### {r['name']}: {kind} ({tag}), {rr['n_probes']} probes of "
                           f"{rr['n_identities']} identities", "",
                           _table(["distractors", "rank-1 (%)"] + fars, rows), ""]
+    return lines
 
-    # plots
+
+def _plot_list(runs, out_dir) -> list[str]:
+    """Links to every run's plots, relative to ``out_dir`` when given."""
     plot_lines = []
     for r in runs:
         for p in r["plots"]:
             link = os.path.relpath(p, out_dir) if out_dir else str(p)
             plot_lines.append(f"- {r['name']}: [{p.name}]({link})")
-    if plot_lines:
-        lines += ["## Plots", ""] + plot_lines + [""]
-    return "\n".join(lines)
+    return ["## Plots", ""] + plot_lines + [""] if plot_lines else []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jinja2
 
+from mtdnn.paper import PAPER_ATTRIBUTES
 from .spec import DATA_PATHS, GenerateError, ModelSpec
 from .variants import ALIASES, VARIANTS, paper_rows, variant
 
@@ -189,7 +190,7 @@ def all_files() -> dict[str, str]:
             files[f"{name}/{file}"] = text
     files["README.md"] = _render("models_readme.md.j2", variants=list(VARIANTS.values()),
                                  aliases=ALIASES, view=lambda s: s.view(),
-                                 paper_rows=paper_rows)
+                                 paper_rows=paper_rows, n_attributes=len(PAPER_ATTRIBUTES))
     return files
 
 

@@ -2,8 +2,9 @@
 
 A :class:`ModelSpec` holds everything a model folder is rendered from; ``view()`` turns it
 into the names the templates use (layer widths, group layout, solver phases). Defaults are
-the paper's (Sec. 3.3, 4.4): 10,575 CASIA-WebFace identities, the 7 attributes of Tab. 1,
-batch 40 (Full-Block) or 48 (Fast-Block), 70k pre-training + 30k fine-tuning iterations.
+the paper's (Sec. 3.3, 4.4): 10,575 CASIA-WebFace identities, the seven attributes of Tab. 1
+(``mtdnn.paper.PAPER_ATTRIBUTES``), batch 40 (Full-Block) or 48 (Fast-Block), 70k pre-training
++ 30k fine-tuning iterations.
 """
 from __future__ import annotations
 
