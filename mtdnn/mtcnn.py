@@ -272,7 +272,9 @@ def padded_size(n: int) -> int:
     return 1 << (n - 1).bit_length() if n <= PAD_BATCH else -(-n // PAD_BATCH) * PAD_BATCH
 
 
-def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None):
+def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None, exported=None):
+    """Net ``name`` of ``folder`` (``exported``: an :class:`mtdnn.exported.ExportIndex` of checked
+    ONNX exports, which :func:`mtdnn.inference.load` opens without pycaffe)."""
     from . import inference
     proto, model = folder / f"{name}.prototxt", folder / f"{name}.caffemodel"
     for path in (proto, model):
@@ -280,12 +282,15 @@ def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = N
             raise FileNotFoundError(f"{path}: MTCNN model file missing (expected det1..det4 "
                                     f".prototxt/.caffemodel in {folder})")
     return inference.load(proto, model, engine=engine, gpu=gpu, check_shape=CHECK_SHAPES[name],
-                          max_shapes=KEEP_SHAPES, auto_order=AUTO_ORDERS.get(name, inference.AUTO_ORDER))
+                          max_shapes=KEEP_SHAPES, auto_order=AUTO_ORDERS.get(name, inference.AUTO_ORDER),
+                          exported=exported.find(model) if exported is not None else None)
 
 
 class MTCNN:
     """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe, opencv
-    or onnxruntime), pycaffe on GPU ``gpu`` if given.
+    or onnxruntime), pycaffe on GPU ``gpu`` if given; ``exported``: checked ONNX exports of the
+    nets (:class:`mtdnn.exported.ExportIndex`, keyed by the caffemodels' SHA-256) that ONNX
+    Runtime runs without pycaffe.
 
     >>> det = MTCNN()                        # models from data_path('mtcnn')
     >>> found = det.detect(bgr_image)        # Detections, 0-based
@@ -294,7 +299,7 @@ class MTCNN:
     def __init__(self, model_dir=None, minsize: float = DEFAULT_MINSIZE,
                  thresholds=DEFAULT_THRESHOLDS, factor: float = DEFAULT_FACTOR,
                  refine_landmarks: bool = False, resize: str = "matlab", transpose: bool = True,
-                 engine: str = "auto", gpu: int | None = None):
+                 engine: str = "auto", gpu: int | None = None, exported=None):
         folder = Path(model_dir) if model_dir is not None else data_path("mtcnn")
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must be three numbers, got {thresholds}")
@@ -303,8 +308,8 @@ class MTCNN:
         resample(np.zeros((2, 2, 3), np.uint8), 1, 1, resize)  # validates `resize`
         self.minsize, self.thresholds, self.factor = float(minsize), tuple(thresholds), float(factor)
         self.refine_landmarks, self.resize, self.transpose = refine_landmarks, resize, transpose
-        self.pnet, self.rnet, self.onet = (_load_net(folder, n, engine, gpu) for n in ("det1", "det2", "det3"))
-        self.lnet = _load_net(folder, "det4", engine, gpu) if refine_landmarks else None
+        self.pnet, self.rnet, self.onet = (_load_net(folder, n, engine, gpu, exported) for n in ("det1", "det2", "det3"))
+        self.lnet = _load_net(folder, "det4", engine, gpu, exported) if refine_landmarks else None
         self.recorded = None  # set to {} to keep every input batch per net name (tests, benchmarks)
 
     # Blob layout: N x C x W x H (transposed, see the module docstring) or N x C x H x W.
