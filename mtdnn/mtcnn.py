@@ -389,14 +389,24 @@ class MTCNN:
         return float(out["prob1"][0, 1]), points - 1.0
 
     def _detect_matlab(self, img: np.ndarray):
-        """The MATLAB function body: 1-based N x 5 boxes and N x 5 x 2 points."""
-        h, w = img.shape[:2]
+        """The MATLAB function body (detect_face.m), its three stages in turn: 1-based N x 5
+        boxes and N x 5 x 2 points."""
         empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
-        if min(h, w) < MIN_SIDE:
+        if min(img.shape[:2]) < MIN_SIDE:
             return empty
-        t1, t2, t3 = self.thresholds
+        boxes = self._stage_pnet(img)
+        if len(boxes):
+            boxes = self._stage_rnet(img, boxes)
+        if len(boxes) == 0:
+            return empty
+        boxes, points = self._stage_onet(img, boxes)
+        if len(boxes) and self.lnet is not None:
+            points = self._refine(img, boxes, points)
+        return (boxes, points) if len(boxes) else empty
 
-        # Stage 1: P-Net over the pyramid.
+    def _stage_pnet(self, img: np.ndarray) -> np.ndarray:
+        """Stage 1: P-Net over the pyramid; candidate boxes, calibrated, squared, integer (N x 5)."""
+        h, w = img.shape[:2]
         total = []
         for scale in pyramid_scales(h, w, self.minsize, self.factor):
             hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
@@ -404,12 +414,12 @@ class MTCNN:
             out = self._forward(self.pnet, self._to_blob(data))
             prob = self._map_to_image(out["prob1"][0, 1])
             reg = self._map_to_image(out["conv4-2"][0])
-            boxes = generate_boxes(prob, reg, scale, t1)
+            boxes = generate_boxes(prob, reg, scale, self.thresholds[0])
             boxes = boxes[nms(boxes, 0.5, "Union")]
             if len(boxes):
                 total.append(boxes)
         if not total:
-            return empty
+            return np.zeros((0, 5))
         boxes = np.vstack(total)
         boxes = boxes[nms(boxes, 0.7, "Union")]
         regw = boxes[:, 2] - boxes[:, 0]
@@ -419,40 +429,39 @@ class MTCNN:
                                  boxes[:, 4]])
         boxes = rerec(boxes)
         boxes[:, :4] = np.fix(boxes[:, :4])
+        return boxes
 
-        # Stage 2: R-Net on 24 x 24 crops.
+    def _stage_rnet(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Stage 2: R-Net on 24 x 24 crops; the boxes it keeps, calibrated and squared."""
         data = normalize(crop_patches(img, boxes, 24, self.resize))
         out = self._forward(self.rnet, self._to_blob(data))
         score = out["prob1"][:, 1]
-        keep = score > t2
+        keep = score > self.thresholds[1]
         boxes = np.column_stack([boxes[keep, :4], score[keep]])
         reg = out["conv5-2"][keep]
         if len(boxes) == 0:
-            return empty
+            return boxes
         pick = nms(boxes, 0.7, "Union")
-        boxes = rerec(bbreg(boxes[pick], reg[pick]))
+        return rerec(bbreg(boxes[pick], reg[pick]))
 
-        # Stage 3: O-Net on 48 x 48 crops: boxes, scores, 5 points.
+    def _stage_onet(self, img: np.ndarray, boxes: np.ndarray):
+        """Stage 3: O-Net on 48 x 48 crops: boxes, scores, 5 points."""
         boxes = np.fix(boxes)
         data = normalize(crop_patches(img, boxes, 48, self.resize))
         out = self._forward(self.onet, self._to_blob(data))
         score = out["prob1"][:, 1]
-        keep = score > t3
+        keep = score > self.thresholds[2]
         boxes = np.column_stack([boxes[keep, :4], score[keep]])
         reg, pts = out["conv6-2"][keep], out["conv6-3"][keep]
         if len(boxes) == 0:
-            return empty
+            return boxes, np.zeros((0, 5, 2))
         bw = boxes[:, 2] - boxes[:, 0] + 1
         bh = boxes[:, 3] - boxes[:, 1] + 1
         px = bw[:, None] * pts[:, 0:5] + boxes[:, 0:1] - 1
         py = bh[:, None] * pts[:, 5:10] + boxes[:, 1:2] - 1
         boxes = bbreg(boxes, reg)
         pick = nms(boxes, 0.7, "Min")
-        boxes, points = boxes[pick], np.stack([px[pick], py[pick]], axis=2)
-
-        if self.lnet is not None:
-            points = self._refine(img, boxes, points)
-        return boxes, points
+        return boxes[pick], np.stack([px[pick], py[pick]], axis=2)
 
     def _refine(self, img: np.ndarray, boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Stage 4 (detect_face_v2.m): det4 moves each point within a patch a quarter of the
