@@ -26,6 +26,12 @@ difference makes :func:`load` fall back (``auto``: to the next engine, at last p
 say why on stderr: never silently different numbers. ``net.engine`` and
 ``net.note`` tell what was chosen.
 
+**Checked at export instead.** Where ``tools/export_onnx.py --run`` has recorded a checked ONNX
+export of the same files (``exported=``, :mod:`mtdnn.exported`; the check ran on real crops
+against pycaffe then), ``onnxruntime`` (and ``auto`` where pycaffe cannot be imported) opens it
+without importing pycaffe, once the SHA-256s of the ONNX file, deploy and weights match the
+record; otherwise :class:`StaleExport`, naming the command that rewrites it.
+
 **GPU.** ``gpu=N`` runs pycaffe on GPU N. A Caffe built without CUDA cannot (it would abort
 inside Caffe): :func:`use_device` raises :class:`GpuUnavailable` first, with the command that
 builds the GPU one. :func:`caffe_has_cuda` tells which build is installed.
