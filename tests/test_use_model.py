@@ -7,6 +7,7 @@ One demo-sized Fast-Model (width 0.125, 6 LFW people, 10 iterations) is trained 
 fixture; its threshold is chosen on 30 pairs of pairsDevTrain and tested on 30 of pairsDevTest
 (features of the reference 112x96 crops), as the demo does at full size."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -357,7 +358,8 @@ def test_the_tools_without_pycaffe(trained, exported_run, model, tmp_path):
                                  "--engine", "onnxruntime")
         c = model.compare(lfw / p.image1, lfw / p.image2)
         assert out.returncode == (0 if c.same else 3), out.stdout + out.stderr
-        assert float(out.stdout.split("score ")[1].split()[0]) == pytest.approx(c.score, abs=2e-4)
+        score = re.search(r"^score (\S+) ", out.stdout, re.M).group(1)
+        assert float(score) == pytest.approx(c.score, abs=2e-4), out.stdout
     p1, p2 = photo("Abdullah_Gul", 13), photo("Abdullah_Gul", 14)
     out = tool_without_caffe(env, "attributes.py", p1, "--run", exported_run, "--engine", "onnxruntime")
     assert out.returncode == 0, out.stderr
