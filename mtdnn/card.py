@@ -77,8 +77,9 @@ def load_card(run) -> dict:
 
 def check_file(run, entry: dict, what: str) -> Path:
     """``run / entry['file']`` after checking its SHA-256 against the card's."""
+    from .exported import sha256_of
     f = Path(run) / entry["file"]
-    if sha256_file(f) != entry["sha256"]:
+    if sha256_of(f) != entry["sha256"]:
         raise CardError(f"{f}: its SHA-256 is not the one {card_path(run)} records for the {what}: the file "
                         f"changed after the card was written (retrained?); rerun tools/train.py and the evaluations")
     return f
@@ -146,12 +147,31 @@ def write_card(run, state: dict, attributes=None) -> Path:
                            if ATTRIBUTE_BLOB in facts["sizes"] else None),
             "verification": old.get("verification") if same else None,
             "evaluations": old.get("evaluations", {}) if same else {},
+            # kept as it is: its SHA-256s say whether it is still of these files (mtdnn.exported)
+            "onnx": old.get("onnx"),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if not same:
             (run / MEAN_FILE).unlink(missing_ok=True)
         atomic_write_json(card_path(run), card, indent=1)
     return card_path(run)
+
+
+def record_onnx(run, net: dict | None = None, mtcnn: dict | None = None) -> str:
+    """Record checked ONNX exports (records of :func:`mtdnn.exported.record_of`: the run's
+    ``net``, MTCNN's keyed by caffemodel SHA-256) under the card's ``"onnx"``; a line saying what
+    was recorded or why nothing was."""
+    run = Path(run)
+    if not card_path(run).is_file():
+        return (f"no {CARD_FILE} in {run}: the export is not recorded (tools/train.py writes the card "
+                f"when the run finishes; mtdnn.FaceModel needs it)")
+    with _locked(run):
+        card = _read(run)
+        onnx = dict(card.get("onnx") or {})
+        onnx.update({k: v for k, v in (("net", net), ("mtcnn", mtcnn)) if v})
+        card["onnx"], card["updated"] = onnx, time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_json(card_path(run), card, indent=1)
+    return f"recorded in {card_path(run)}: engine onnxruntime runs it without pycaffe"
 
 
 @contextlib.contextmanager

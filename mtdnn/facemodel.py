@@ -105,9 +105,9 @@ def _as_image(image) -> tuple[np.ndarray, str]:
 class _Detecting:
     """Face detection and alignment shared by the models (MTCNN loaded on first use)."""
 
-    def __init__(self, net, engine: str, gpu, select: str, detection: dict):
+    def __init__(self, net, engine: str, gpu, select: str, detection: dict, exported=None):
         self.net, self.engine, self.gpu, self.select = net, engine, gpu, select
-        self.detection = detection
+        self.detection, self.exported = detection, exported  # MTCNN's checked ONNX exports
         self._mtcnn = None
         self.crop_size = tuple(net.input_shape[1:3])
 
@@ -118,7 +118,7 @@ class _Detecting:
             d = self.detection
             self._mtcnn = MTCNN(minsize=d.get("minsize", 20), factor=d.get("factor", 0.85),
                                 thresholds=tuple(d.get("thresholds", (0.6, 0.7, 0.9))),
-                                engine=self.engine, gpu=self.gpu)
+                                engine=self.engine, gpu=self.gpu, exported=self.exported)
         return self._mtcnn
 
     def face(self, image, aligned: bool = False) -> Face:
@@ -151,8 +151,8 @@ class _Detecting:
 class FaceModel(_Detecting):
     """A trained multi-task run folder, through its model card (:meth:`load`)."""
 
-    def __init__(self, run, card: dict, net, mean, engine: str, gpu, select: str):
-        super().__init__(net, engine, gpu, select, card.get("input", {}))
+    def __init__(self, run, card: dict, net, mean, engine: str, gpu, select: str, exported=None):
+        super().__init__(net, engine, gpu, select, card.get("input", {}), exported)
         self.run, self.card, self.mean = Path(run), card, mean
         self.features = card["features"]
         self.verification = card.get("verification")
@@ -160,8 +160,10 @@ class FaceModel(_Detecting):
     @classmethod
     def load(cls, run, *, engine: str = "auto", gpu: int | None = None, select: str = "center") -> "FaceModel":
         """The model of run folder ``run`` (its ``model_card.json``): :class:`mtdnn.card.CardError`
-        saying what to run when it has none. ``engine``/``gpu``: as the tools' --engine/--gpu."""
-        from . import inference
+        saying what to run when it has none. ``engine``/``gpu``: as the tools' --engine/--gpu.
+        With a checked ONNX export in the card (``tools/export_onnx.py --run RUN``), 'onnxruntime'
+        (and 'auto' where pycaffe cannot be imported) run the net and MTCNN without pycaffe."""
+        from . import exported, inference
         if select not in ("center", "largest"):
             raise ValueError(f"select must be 'center' or 'largest', not {select!r}")
         card = cards.load_card(run)
@@ -169,11 +171,13 @@ class FaceModel(_Detecting):
         mean = cards.feature_mean(run, card)
         blob = card["features"]["blob"]
         outputs = [blob] + ([card["attributes"]["blob"]] if card.get("attributes") else [])
-        net = inference.load(Path(run) / card["deploy"]["file"], weights, engine=engine, gpu=gpu, outputs=outputs)
+        net_export, mtcnn_exports = exported.of_run(run, card)
+        net = inference.load(Path(run) / card["deploy"]["file"], weights, engine=engine, gpu=gpu, outputs=outputs,
+                             exported=net_export)
         if mean is not None and card["features"].get("dim") not in (None, mean.shape[-1]):
             raise cards.CardError(f"{cards.card_path(run)}: its feature mean has {mean.shape[-1]} values, its "
                                   f"features {card['features']['dim']}; rerun tools/eval_lfw.py")
-        return cls(run, card, net, mean, engine, gpu, select)
+        return cls(run, card, net, mean, engine, gpu, select, mtcnn_exports)
 
     def embed(self, image, aligned: bool = False) -> np.ndarray:
         """The feature vector of the face in ``image`` (the card's blob and mirror mode), float32."""

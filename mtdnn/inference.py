@@ -26,6 +26,12 @@ difference makes :func:`load` fall back (``auto``: to the next engine, at last p
 say why on stderr: never silently different numbers. ``net.engine`` and
 ``net.note`` tell what was chosen.
 
+**Checked at export instead.** Where ``tools/export_onnx.py --run`` has recorded a checked ONNX
+export of the same files (``exported=``, :mod:`mtdnn.exported`; the check ran on real crops
+against pycaffe then), ``onnxruntime`` (and ``auto`` where pycaffe cannot be imported) opens it
+without importing pycaffe, once the SHA-256s of the ONNX file, deploy and weights match the
+record; otherwise :class:`StaleExport`, naming the command that rewrites it.
+
 **GPU.** ``gpu=N`` runs pycaffe on GPU N. A Caffe built without CUDA cannot (it would abort
 inside Caffe): :func:`use_device` raises :class:`GpuUnavailable` first, with the command that
 builds the GPU one. :func:`caffe_has_cuda` tells which build is installed.
@@ -207,18 +213,12 @@ class Net:
     ``outputs``: the blobs :meth:`forward` returns by default.
     """
 
-    def __init__(self, caffe_net, deploy: Path, outputs: Sequence[str] | None):
-        self._caffe = caffe_net
-        self.deploy = deploy
-        self.input_name = caffe_net.inputs[0]
-        self.input_shape = tuple(caffe_net.blobs[self.input_name].data.shape[1:])
-        self._shapes = {name: tuple(b.data.shape[1:]) for name, b in caffe_net.blobs.items()}
-        self._layers = list(caffe_net._layer_names)
-        self._last_writer = {}
-        for layer, tops in caffe_net.top_names.items():
-            for top in tops:
-                self._last_writer[top] = layer  # in-place BN / Scale / PReLU: the last one wins
-        self.outputs = tuple(outputs) if outputs else tuple(caffe_net.outputs)
+    def __init__(self, deploy: Path, input_name: str, shapes: dict, last_writer: dict,
+                 outputs: Sequence[str], caffe_net=None, layers: Sequence[str] = ()):
+        self._caffe, self.deploy, self.input_name = caffe_net, Path(deploy), input_name
+        self.input_shape = tuple(shapes[input_name])
+        self._shapes, self._last_writer, self._layers = dict(shapes), dict(last_writer), list(layers)
+        self.outputs = tuple(outputs)
         for name in self.outputs:
             self.blob_shape(name)
         self.engine, self.note = "caffe", ""
@@ -226,6 +226,29 @@ class Net:
         # up to max_shapes nets of the same files are kept, one per input shape.
         self.max_shapes, self._weights, self._cv = 1, None, OrderedDict()
         self._ort = None  # the ONNX Runtime session (engine 'onnxruntime')
+
+    @classmethod
+    def of_caffe(cls, caffe_net, deploy: Path, outputs: Sequence[str] | None) -> "Net":
+        """The net of a pycaffe net (engine 'caffe' until a check moves it)."""
+        last_writer = {}
+        for layer, tops in caffe_net.top_names.items():
+            for top in tops:
+                last_writer[top] = layer  # in-place BN / Scale / PReLU: the last one wins
+        shapes = {name: tuple(b.data.shape[1:]) for name, b in caffe_net.blobs.items()}
+        return cls(deploy, caffe_net.inputs[0], shapes, last_writer, outputs or caffe_net.outputs,
+                   caffe_net, caffe_net._layer_names)
+
+    @classmethod
+    def of_session(cls, sess, deploy: Path, outputs: Sequence[str] | None, note: str) -> "Net":
+        """The net of an ONNX Runtime session of a checked export (no pycaffe); dimensions the
+        graph leaves free (batch, P-Net's height and width) are None."""
+        dims = lambda shape: tuple(d if isinstance(d, int) else None for d in shape[1:])  # noqa: E731
+        inp = sess.get_inputs()[0]
+        shapes = {inp.name: dims(inp.shape), **{o.name: dims(o.shape) for o in sess.get_outputs()}}
+        net = cls(deploy, inp.name, shapes, {o.name: o.name for o in sess.get_outputs()},
+                  outputs or [o.name for o in sess.get_outputs()])
+        net.engine, net.note, net._ort = "onnxruntime", note, sess
+        return net
 
     def blob_shape(self, name: str) -> tuple:
         """Shape of blob ``name`` per input (without the batch axis) at the deploy's input size."""
@@ -288,7 +311,7 @@ def _caffe_forward(net, batch: np.ndarray, blobs, end: int) -> dict[str, np.ndar
 def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
          outputs: Sequence[str] | None = None, check_shape: Sequence[int] | None = None,
          max_shapes: int = 1, log: Callable[[str], None] = _stderr,
-         auto_order: Sequence[str] = AUTO_ORDER) -> Net:
+         auto_order: Sequence[str] = AUTO_ORDER, exported=None) -> Net:
     """A :class:`Net` of ``deploy`` (+ ``weights``; omitted: pycaffe's fillers) on ``engine``.
 
     ``outputs``: the blobs to return and to check (default: the net's final outputs).
@@ -299,14 +322,70 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
     planned for that many input shapes (memory: one copy of the weights each; for small
     nets fed batches of changing shapes, like MTCNN's). ``auto_order``: the engines ``auto``
     tries, the fastest for this net first (default :data:`AUTO_ORDER`).
+
+    ``exported``: the checked ONNX export of these files (:class:`mtdnn.exported.Exported`,
+    recorded by ``tools/export_onnx.py``). Engine 'onnxruntime', and 'auto' where pycaffe
+    cannot be imported, open it without pycaffe once its SHA-256s match the files (a stale
+    one raises :class:`StaleExport`); without one, pycaffe is needed and a missing pycaffe is an
+    :class:`EngineError` naming the command that writes the export.
     """
     check_request(engine, gpu, weights is not None)
-    caffe = _import_caffe()
-    use_device(gpu)
     deploy = Path(deploy)
     for path in (deploy, weights):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: not found")
+    if _from_export(engine, gpu, weights, exported):
+        return _open_exported(deploy, Path(weights), exported, outputs)
+    caffe = _import_caffe_for(engine, deploy, exported)
+    use_device(gpu)
+    net = _reference(caffe, deploy, weights, outputs)
+    net.max_shapes = max(1, max_shapes)
+    if engine == "caffe" or (engine == "auto" and (gpu is not None or weights is None)):
+        net.note = "pycaffe " + ("on GPU %d" % gpu if gpu is not None else "on the CPU")
+        return net
+    shape = tuple(check_shape) if check_shape else (CHECK_BATCH, *net.input_shape)
+    return _check_engines(net, Path(weights), shape, tuple(auto_order) if engine == "auto" else (engine,), log)
+
+
+class StaleExport(EngineError):
+    """A recorded ONNX export that no longer matches its Caffe files (or its check's bound)."""
+
+
+def caffe_missing() -> str | None:
+    """None when pycaffe can be imported, else why not."""
+    try:
+        _import_caffe()
+    except ImportError as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+def _from_export(engine: str, gpu, weights, exported) -> bool:
+    """Whether :func:`load` opens the recorded export: 'onnxruntime' with one recorded, 'auto'
+    with one recorded where pycaffe cannot be imported (always on the CPU, with weights)."""
+    if gpu is not None or weights is None or exported is None or exported.onnx is None:
+        return False
+    return engine == "onnxruntime" or (engine == "auto" and caffe_missing() is not None)
+
+
+def _import_caffe_for(engine: str, deploy: Path, exported):
+    """pycaffe, or an :class:`EngineError` saying what to run where it cannot be imported."""
+    why = caffe_missing()
+    if why is None:
+        return _import_caffe()
+    if exported is not None and engine in ("auto", "onnxruntime"):
+        raise EngineError(f"{deploy}: pycaffe cannot be imported ({why}) and no checked ONNX export of this net "
+                          f"is recorded: run `{exported.command}` once where pycaffe is installed (make setup); "
+                          f"then engine 'onnxruntime' (or 'auto') runs it without pycaffe")
+    hint = f", or run `{exported.command}` where it is and use engine 'onnxruntime'" if exported is not None else ""
+    what = ("the caffe engine is pycaffe" if engine == "caffe" else
+            f"the {engine} engine is checked against pycaffe when the net is loaded")
+    raise EngineError(f"{deploy}: {what}, and pycaffe cannot be imported ({why}): install it with "
+                      f"`make setup`{hint}")
+
+
+def _reference(caffe, deploy: Path, weights, outputs) -> Net:
+    """The pycaffe net of ``deploy`` with ``weights`` checked against it first."""
     from .prototxt import read_net
     from .weights import check_weights, layers_feeding
     read_net(deploy)  # a syntax error named here, not Caffe's abort
@@ -316,17 +395,17 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
         check_weights(weights, {name: [b.data.shape for b in blobs] for name, blobs in ref.params.items()},
                       f"the net {deploy}", required=needed)
         ref.copy_from(str(weights))
-    net = Net(ref, deploy, outputs)
-    net.max_shapes = max(1, max_shapes)
-    if engine == "caffe" or (engine == "auto" and (gpu is not None or weights is None)):
-        net.note = "pycaffe " + ("on GPU %d" % gpu if gpu is not None else "on the CPU")
-        return net
-    shape = tuple(check_shape) if check_shape else (CHECK_BATCH, *net.input_shape)
-    tries = tuple(auto_order) if engine == "auto" else (engine,)
+    return Net.of_caffe(ref, deploy, outputs)
+
+
+def _check_engines(net: Net, weights: Path, shape, tries: tuple, log) -> Net:
+    """Move ``net`` to the first engine of ``tries`` that passes the check against pycaffe
+    (else it stays on pycaffe); ``net.note`` and ``log`` say what happened."""
+    deploy = net.deploy
     for k, name in enumerate(tries):
         then = f"trying {ENGINE_NAMES[tries[k + 1]]}" if k + 1 < len(tries) else "running pycaffe"
         try:
-            worst = _CHECKED[name](net, Path(weights), shape)
+            worst = _CHECKED[name](net, weights, shape)
         except _Mismatch as e:
             net.note = f"{ENGINE_NAMES[name]} not used for {deploy.name}: {e}; {then}"
             log(f"inference: {net.note}")
@@ -336,6 +415,19 @@ def load(deploy, weights=None, *, engine: str = "auto", gpu: int | None = None,
                     f"max difference {worst:.1e} (bound {RTOL:.0e})")
         return net
     return net
+
+
+def _open_exported(deploy: Path, weights: Path, exp, outputs) -> Net:
+    """The :class:`Net` of the checked export ``exp`` in ONNX Runtime, without pycaffe."""
+    from . import exported as ex, onnx_export
+    why = ex.stale_reason(exp, deploy, weights, outputs)
+    if why:
+        raise StaleExport(f"{deploy}: its ONNX export cannot be used: {why}; rerun `{exp.command}` "
+                          f"(it converts the net again and checks it against pycaffe)")
+    check = exp.record["check"]
+    note = (f"ONNX Runtime on {exp.onnx.name}, checked against pycaffe at export on {check.get('what')}: "
+            f"max difference {max(check['max_difference'].values()):.1e} (bound {RTOL:.0e})")
+    return Net.of_session(onnx_export.session(exp.onnx), deploy, outputs, note)
 
 
 class _Mismatch(Exception):

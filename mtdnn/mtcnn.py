@@ -272,7 +272,9 @@ def padded_size(n: int) -> int:
     return 1 << (n - 1).bit_length() if n <= PAD_BATCH else -(-n // PAD_BATCH) * PAD_BATCH
 
 
-def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None):
+def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = None, exported=None):
+    """Net ``name`` of ``folder`` (``exported``: an :class:`mtdnn.exported.ExportIndex` of checked
+    ONNX exports, which :func:`mtdnn.inference.load` opens without pycaffe)."""
     from . import inference
     proto, model = folder / f"{name}.prototxt", folder / f"{name}.caffemodel"
     for path in (proto, model):
@@ -280,12 +282,15 @@ def _load_net(folder: Path, name: str, engine: str = "auto", gpu: int | None = N
             raise FileNotFoundError(f"{path}: MTCNN model file missing (expected det1..det4 "
                                     f".prototxt/.caffemodel in {folder})")
     return inference.load(proto, model, engine=engine, gpu=gpu, check_shape=CHECK_SHAPES[name],
-                          max_shapes=KEEP_SHAPES, auto_order=AUTO_ORDERS.get(name, inference.AUTO_ORDER))
+                          max_shapes=KEEP_SHAPES, auto_order=AUTO_ORDERS.get(name, inference.AUTO_ORDER),
+                          exported=exported.find(model) if exported is not None else None)
 
 
 class MTCNN:
     """The MTCNN cascade; its nets run on ``engine`` (``mtdnn.inference``: auto, caffe, opencv
-    or onnxruntime), pycaffe on GPU ``gpu`` if given.
+    or onnxruntime), pycaffe on GPU ``gpu`` if given; ``exported``: checked ONNX exports of the
+    nets (:class:`mtdnn.exported.ExportIndex`, keyed by the caffemodels' SHA-256) that ONNX
+    Runtime runs without pycaffe.
 
     >>> det = MTCNN()                        # models from data_path('mtcnn')
     >>> found = det.detect(bgr_image)        # Detections, 0-based
@@ -294,7 +299,7 @@ class MTCNN:
     def __init__(self, model_dir=None, minsize: float = DEFAULT_MINSIZE,
                  thresholds=DEFAULT_THRESHOLDS, factor: float = DEFAULT_FACTOR,
                  refine_landmarks: bool = False, resize: str = "matlab", transpose: bool = True,
-                 engine: str = "auto", gpu: int | None = None):
+                 engine: str = "auto", gpu: int | None = None, exported=None):
         folder = Path(model_dir) if model_dir is not None else data_path("mtcnn")
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must be three numbers, got {thresholds}")
@@ -303,8 +308,8 @@ class MTCNN:
         resample(np.zeros((2, 2, 3), np.uint8), 1, 1, resize)  # validates `resize`
         self.minsize, self.thresholds, self.factor = float(minsize), tuple(thresholds), float(factor)
         self.refine_landmarks, self.resize, self.transpose = refine_landmarks, resize, transpose
-        self.pnet, self.rnet, self.onet = (_load_net(folder, n, engine, gpu) for n in ("det1", "det2", "det3"))
-        self.lnet = _load_net(folder, "det4", engine, gpu) if refine_landmarks else None
+        self.pnet, self.rnet, self.onet = (_load_net(folder, n, engine, gpu, exported) for n in ("det1", "det2", "det3"))
+        self.lnet = _load_net(folder, "det4", engine, gpu, exported) if refine_landmarks else None
         self.recorded = None  # set to {} to keep every input batch per net name (tests, benchmarks)
 
     # Blob layout: N x C x W x H (transposed, see the module docstring) or N x C x H x W.
@@ -384,14 +389,24 @@ class MTCNN:
         return float(out["prob1"][0, 1]), points - 1.0
 
     def _detect_matlab(self, img: np.ndarray):
-        """The MATLAB function body: 1-based N x 5 boxes and N x 5 x 2 points."""
-        h, w = img.shape[:2]
+        """The MATLAB function body (detect_face.m), its three stages in turn: 1-based N x 5
+        boxes and N x 5 x 2 points."""
         empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
-        if min(h, w) < MIN_SIDE:
+        if min(img.shape[:2]) < MIN_SIDE:
             return empty
-        t1, t2, t3 = self.thresholds
+        boxes = self._stage_pnet(img)
+        if len(boxes):
+            boxes = self._stage_rnet(img, boxes)
+        if len(boxes) == 0:
+            return empty
+        boxes, points = self._stage_onet(img, boxes)
+        if len(boxes) and self.lnet is not None:
+            points = self._refine(img, boxes, points)
+        return (boxes, points) if len(boxes) else empty
 
-        # Stage 1: P-Net over the pyramid.
+    def _stage_pnet(self, img: np.ndarray) -> np.ndarray:
+        """Stage 1: P-Net over the pyramid; candidate boxes, calibrated, squared, integer (N x 5)."""
+        h, w = img.shape[:2]
         total = []
         for scale in pyramid_scales(h, w, self.minsize, self.factor):
             hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
@@ -399,12 +414,12 @@ class MTCNN:
             out = self._forward(self.pnet, self._to_blob(data))
             prob = self._map_to_image(out["prob1"][0, 1])
             reg = self._map_to_image(out["conv4-2"][0])
-            boxes = generate_boxes(prob, reg, scale, t1)
+            boxes = generate_boxes(prob, reg, scale, self.thresholds[0])
             boxes = boxes[nms(boxes, 0.5, "Union")]
             if len(boxes):
                 total.append(boxes)
         if not total:
-            return empty
+            return np.zeros((0, 5))
         boxes = np.vstack(total)
         boxes = boxes[nms(boxes, 0.7, "Union")]
         regw = boxes[:, 2] - boxes[:, 0]
@@ -414,40 +429,39 @@ class MTCNN:
                                  boxes[:, 4]])
         boxes = rerec(boxes)
         boxes[:, :4] = np.fix(boxes[:, :4])
+        return boxes
 
-        # Stage 2: R-Net on 24 x 24 crops.
+    def _stage_rnet(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Stage 2: R-Net on 24 x 24 crops; the boxes it keeps, calibrated and squared."""
         data = normalize(crop_patches(img, boxes, 24, self.resize))
         out = self._forward(self.rnet, self._to_blob(data))
         score = out["prob1"][:, 1]
-        keep = score > t2
+        keep = score > self.thresholds[1]
         boxes = np.column_stack([boxes[keep, :4], score[keep]])
         reg = out["conv5-2"][keep]
         if len(boxes) == 0:
-            return empty
+            return boxes
         pick = nms(boxes, 0.7, "Union")
-        boxes = rerec(bbreg(boxes[pick], reg[pick]))
+        return rerec(bbreg(boxes[pick], reg[pick]))
 
-        # Stage 3: O-Net on 48 x 48 crops: boxes, scores, 5 points.
+    def _stage_onet(self, img: np.ndarray, boxes: np.ndarray):
+        """Stage 3: O-Net on 48 x 48 crops: boxes, scores, 5 points."""
         boxes = np.fix(boxes)
         data = normalize(crop_patches(img, boxes, 48, self.resize))
         out = self._forward(self.onet, self._to_blob(data))
         score = out["prob1"][:, 1]
-        keep = score > t3
+        keep = score > self.thresholds[2]
         boxes = np.column_stack([boxes[keep, :4], score[keep]])
         reg, pts = out["conv6-2"][keep], out["conv6-3"][keep]
         if len(boxes) == 0:
-            return empty
+            return boxes, np.zeros((0, 5, 2))
         bw = boxes[:, 2] - boxes[:, 0] + 1
         bh = boxes[:, 3] - boxes[:, 1] + 1
         px = bw[:, None] * pts[:, 0:5] + boxes[:, 0:1] - 1
         py = bh[:, None] * pts[:, 5:10] + boxes[:, 1:2] - 1
         boxes = bbreg(boxes, reg)
         pick = nms(boxes, 0.7, "Min")
-        boxes, points = boxes[pick], np.stack([px[pick], py[pick]], axis=2)
-
-        if self.lnet is not None:
-            points = self._refine(img, boxes, points)
-        return boxes, points
+        return boxes[pick], np.stack([px[pick], py[pick]], axis=2)
 
     def _refine(self, img: np.ndarray, boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Stage 4 (detect_face_v2.m): det4 moves each point within a patch a quarter of the

@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -129,210 +130,269 @@ def convert(deploy, weights=None, *, net=None, outputs: Sequence[str] | None = N
     """The ONNX model (``onnx.ModelProto``, checked by ``onnx.checker``) of ``deploy`` with the
     weights of ``net`` (a pycaffe net of it) or of ``weights`` (a caffemodel; omitted: Caffe's
     fillers). ``outputs``: the blobs the graph gives (default: the net's final outputs)."""
-    from .prototxt import in_phase, read_net
+    from .prototxt import read_net
     onnx = _onnx()
     deploy = Path(deploy)
     if net is None:
         net = _caffe_net(deploy, None if weights is None else Path(weights))
     param = read_net(deploy)
+    outputs = list(outputs) if outputs else list(net.outputs)
+    plan = _plan(deploy, param, net, outputs)
+    g = _Builder(onnx)
+    g.value[plan.input] = plan.input
+    g.inputs.add(plan.input)
+    _emit_layers(g, plan, deploy, net)
+    model = _model(g, plan, outputs, name or param.name or deploy.stem, opset, deploy)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@dataclass
+class _Plan:
+    """What :func:`convert` converts: the layers the outputs need, in order, and the blobs."""
+    layers: list            # (name, type, bottoms, tops)
+    by_name: dict           # layer name -> its LayerParameter (TEST phase)
+    last_writer: dict       # blob -> the last kept layer writing it
+    shapes: dict            # blob -> its shape in the pycaffe net
+    input: str
+    fixed: bool             # the net has a fixed input size (InnerProduct, Flatten, Reshape)
+
+
+def _plan(deploy: Path, param, net, outputs: list) -> _Plan:
+    from .prototxt import in_phase
     if len(param.layers):
         raise UnsupportedLayer(f"{deploy}: the old V1 'layers' format; upgrade it with Caffe's "
                                f"upgrade_net_proto_text first")
-    by_name = {lp.name: lp for lp in param.layer if in_phase(lp, "TEST")}
-    layers = [(n, layer.type, list(net.bottom_names[n]), list(net.top_names[n]))
-              for n, layer in zip(net._layer_names, net.layers)]
-    outputs = list(outputs) if outputs else list(net.outputs)
     for blob in outputs:
         if blob not in net.blobs:
             raise KeyError(f"the net has no blob {blob!r}; blobs: {', '.join(net.blobs)}")
     if len(net.inputs) != 1:
         raise UnsupportedLayer(f"{deploy}: {len(net.inputs)} inputs; one input blob is supported")
+    layers = [(n, layer.type, list(net.bottom_names[n]), list(net.top_names[n]))
+              for n, layer in zip(net._layer_names, net.layers)]
     keep = _needed(layers, outputs)
     layers = [l for l in layers if l[0] in keep]
-    last_writer = {}
-    for lname, _t, _b, tops in layers:
-        for top in tops:
-            last_writer[top] = lname
-    input_name = net.inputs[0]
-    shapes = {b: tuple(v.data.shape) for b, v in net.blobs.items()}
-    fixed = any(t in ("InnerProduct", "Flatten", "Reshape") for _n, t, _b, _t in layers)
-    in_dims = ["N", *shapes[input_name][1:]] if fixed else ["N", shapes[input_name][1], "H", "W"]
+    last_writer = {top: lname for lname, _t, _b, tops in layers for top in tops}
+    return _Plan(layers, {lp.name: lp for lp in param.layer if in_phase(lp, "TEST")}, last_writer,
+                 {b: tuple(v.data.shape) for b, v in net.blobs.items()}, net.inputs[0],
+                 any(t in ("InnerProduct", "Flatten", "Reshape") for _n, t, _b, _t in layers))
 
-    g = _Builder(onnx)
-    g.value[input_name] = input_name
-    g.inputs.add(input_name)
+
+def _emit_layers(g: "_Builder", plan: _Plan, deploy: Path, net) -> None:
+    """The nodes of every planned layer (a Scale absorbed into its BatchNorm is skipped)."""
     skip = set()
-    for i, (lname, ltype, bottoms, tops) in enumerate(layers):
+    for i, (lname, ltype, bottoms, tops) in enumerate(plan.layers):
         if lname in skip or ltype == "Input":
             continue
         if ltype == "Split":  # inserted by Caffe where a blob feeds several layers: the same value
             for top in tops:
                 g.value[top] = g.value[bottoms[0]]
             continue
-        lp = by_name.get(lname)
+        lp = plan.by_name.get(lname)
         if lp is None:
             raise UnsupportedLayer(f"{deploy}: layer {lname} is in the pycaffe net but not in the prototxt")
-        following = layers[i + 1] if i + 1 < len(layers) else None
+        following = plan.layers[i + 1] if i + 1 < len(plan.layers) else None
+        layer = _Layer(g, lp, ltype, bottoms, tops, net, plan, following, skip)
         try:
-            _emit(g, lp, ltype, bottoms, tops, net, shapes, last_writer, following, skip)
+            emitter = _EMITTERS.get(ltype)
+            if emitter is None:
+                raise UnsupportedLayer("no ONNX conversion for this layer type")
+            emitter(layer)
         except UnsupportedLayer as e:
             raise UnsupportedLayer(f"{deploy.name}: layer {lname} (type {ltype}): {e}") from None
-    helper, T = onnx.helper, onnx.TensorProto
+
+
+def _model(g: "_Builder", plan: _Plan, outputs: list, name: str, opset: int, deploy: Path):
+    """The model of the built graph, its outputs under the blobs' names."""
+    helper, T = g.onnx.helper, g.onnx.TensorProto
+    shapes = plan.shapes
     out_info = []
     for blob in outputs:
         if blob not in g.value:
             raise KeyError(f"blob {blob!r} is an input, not computed by a layer")
         if g.value[blob] != blob:  # e.g. a top of Caffe's Split: the value under the blob's name
             g.node("Identity", [g.value[blob]], [blob], f"{blob}.output")
-        dims = ["N", *shapes[blob][1:]] if fixed or len(shapes[blob]) == 2 else \
+        dims = ["N", *shapes[blob][1:]] if plan.fixed or len(shapes[blob]) == 2 else \
             ["N", shapes[blob][1], *([None] * (len(shapes[blob]) - 2))]
         out_info.append(helper.make_tensor_value_info(blob, T.FLOAT, dims))
-    graph = helper.make_graph(g.nodes, name or param.name or deploy.stem,
-                              [helper.make_tensor_value_info(input_name, T.FLOAT, in_dims)], out_info,
-                              initializer=g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name=PRODUCER, doc_string=f"converted from Caffe's {deploy.name}")
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    in_shape = shapes[plan.input]
+    in_dims = ["N", *in_shape[1:]] if plan.fixed else ["N", in_shape[1], "H", "W"]
+    graph = helper.make_graph(g.nodes, name, [helper.make_tensor_value_info(plan.input, T.FLOAT, in_dims)],
+                              out_info, initializer=g.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                             producer_name=PRODUCER, doc_string=f"converted from Caffe's {deploy.name}")
 
 
-def _emit(g: _Builder, lp, ltype, bottoms, tops, net, shapes, last_writer, following, skip) -> None:
-    """Nodes of one Caffe layer (and of the Scale it absorbs into a BatchNorm)."""
-    lname = lp.name
-    blobs = [np.asarray(b.data, np.float32) for b in net.params[lname]] if lname in net.params else []
+class _Layer:
+    """One Caffe layer being converted: its parameters, weights, input values and outputs."""
 
-    def out(top: str, writer: str = lname) -> str:
-        value = top if last_writer[top] == writer and top not in g.inputs else f"{top}/{writer}"
-        g.value[top] = value
+    def __init__(self, g, lp, ltype, bottoms, tops, net, plan: _Plan, following, skip):
+        self.g, self.lp, self.type, self.bottoms, self.tops = g, lp, ltype, bottoms, tops
+        self.name, self.net, self.plan, self.following, self.skip = lp.name, net, plan, following, skip
+        self.blobs = ([np.asarray(b.data, np.float32) for b in net.params[lp.name]]
+                      if lp.name in net.params else [])
+        self.x = [g.value[b] for b in bottoms]
+        self.rank = len(plan.shapes[bottoms[0]]) if bottoms else 0
+
+    def out(self, top: str, writer: str | None = None) -> str:
+        """The ONNX value for ``top`` written by ``writer`` (default this layer): the blob's own
+        name when it is the last write of it, else ``top/writer``."""
+        writer = writer or self.name
+        value = top if self.plan.last_writer[top] == writer and top not in self.g.inputs else f"{top}/{writer}"
+        self.g.value[top] = value
         return value
 
-    x = [g.value[b] for b in bottoms]
-    rank = len(shapes[bottoms[0]]) if bottoms else 0
-    if ltype == "Convolution":
-        cp = lp.convolution_param
-        if cp.axis != 1:
-            raise UnsupportedLayer("axis other than 1")
-        kernel = _pair(cp, "kernel_size", 0, "kernel_h", "kernel_w")
-        pads, strides = _pair(cp, "pad", 0), _pair(cp, "stride", 1)
-        dil = list(cp.dilation) or [1]
-        dil = [int(dil[0]), int(dil[-1])]
-        inputs = [x[0], g.const(f"{lname}.W", blobs[0])]
-        if cp.bias_term:
-            inputs.append(g.const(f"{lname}.b", blobs[1]))
-        g.node("Conv", inputs, [out(tops[0])], lname, kernel_shape=kernel, pads=pads * 2, strides=strides,
-               dilations=dil, group=int(cp.group))
-    elif ltype == "BatchNorm":
-        bp = lp.batch_norm_param
-        if bp.HasField("use_global_stats") and not bp.use_global_stats:
-            raise UnsupportedLayer("use_global_stats: false (batch statistics at test time)")
-        factor = float(blobs[2].ravel()[0])
-        factor = 0.0 if factor == 0 else 1.0 / factor
-        mean, var = blobs[0] * factor, blobs[1] * factor
-        channels = mean.shape[0]
-        gamma, beta, writer = np.ones(channels, np.float32), np.zeros(channels, np.float32), lname
-        if following is not None and following[1] == "Scale" and following[2] == [tops[0]] \
-                and following[3] == [tops[0]]:
-            scale_lp = following
-            sp = net.params[scale_lp[0]]
-            gamma = np.asarray(sp[0].data, np.float32)
-            if len(sp) > 1:
-                beta = np.asarray(sp[1].data, np.float32)
-            writer = scale_lp[0]
-            skip.add(writer)
-            if gamma.shape != mean.shape:
-                raise UnsupportedLayer(f"Scale {writer} is not per channel")
-        g.node("BatchNormalization", [x[0], g.const(f"{lname}.gamma", gamma), g.const(f"{lname}.beta", beta),
-                                      g.const(f"{lname}.mean", mean), g.const(f"{lname}.var", var)],
-               [out(tops[0], writer)], lname, epsilon=float(bp.eps))
-    elif ltype == "Scale":
-        sp = lp.scale_param
-        if len(bottoms) != 1 or sp.axis != 1 or sp.num_axes != 1:
-            raise UnsupportedLayer("only a learned per-channel Scale (one bottom, axis 1, num_axes 1)")
-        y = g.const(f"{lname}.gamma", _channel_shaped(blobs[0], rank))
-        if len(blobs) > 1:
-            g.node("Mul", [x[0], y], [f"{tops[0]}/{lname}.mul"], f"{lname}.mul")
-            g.node("Add", [f"{tops[0]}/{lname}.mul", g.const(f"{lname}.beta", _channel_shaped(blobs[1], rank))],
-                   [out(tops[0])], lname)
-        else:
-            g.node("Mul", [x[0], y], [out(tops[0])], lname)
-    elif ltype == "PReLU":
-        g.node("PRelu", [x[0], g.const(f"{lname}.slope", _channel_shaped(blobs[0], rank))], [out(tops[0])], lname)
-    elif ltype == "ReLU":
-        slope = float(lp.relu_param.negative_slope)
-        if slope:
-            g.node("LeakyRelu", x, [out(tops[0])], lname, alpha=slope)
-        else:
-            g.node("Relu", x, [out(tops[0])], lname)
-    elif ltype in ("Sigmoid", "TanH"):
-        g.node({"Sigmoid": "Sigmoid", "TanH": "Tanh"}[ltype], x, [out(tops[0])], lname)
-    elif ltype == "Eltwise":
-        ep = lp.eltwise_param
-        op = ep.EltwiseOp.Name(ep.operation)
-        coeff = list(ep.coeff)
-        if coeff and op != "SUM":
-            raise UnsupportedLayer("coeff with an operation other than SUM")
-        if coeff and any(c != 1 for c in coeff):
-            scaled = []
-            for k, (v, c) in enumerate(zip(x, coeff)):
-                scaled.append(f"{tops[0]}/{lname}.in{k}")
-                g.node("Mul", [v, g.const(f"{lname}.coeff{k}", np.float32(c))], [scaled[-1]], f"{lname}.coeff{k}")
-            x = scaled
-        onnx_op = {"SUM": "Sum", "PROD": "Mul", "MAX": "Max"}[op]
-        if onnx_op == "Sum" and len(x) == 2:
-            onnx_op = "Add"
-        if onnx_op == "Mul" and len(x) > 2:
-            raise UnsupportedLayer("PROD of more than two blobs")
-        g.node(onnx_op, x, [out(tops[0])], lname)
-    elif ltype == "InnerProduct":
-        ip = lp.inner_product_param
-        if ip.axis != 1:
-            raise UnsupportedLayer("axis other than 1")
-        flat = x[0]
-        if rank > 2:
-            flat = f"{tops[0]}/{lname}.flat"
-            g.node("Flatten", x, [flat], f"{lname}.flatten", axis=1)
-        inputs = [flat, g.const(f"{lname}.W", blobs[0])]
-        if ip.bias_term:
-            inputs.append(g.const(f"{lname}.b", blobs[1]))
-        g.node("Gemm", inputs, [out(tops[0])], lname, transB=0 if ip.transpose else 1)
-    elif ltype == "Pooling":
-        pp = lp.pooling_param
-        kind = pp.PoolMethod.Name(pp.pool)
-        if kind not in ("MAX", "AVE"):
-            raise UnsupportedLayer(f"pool: {kind}")
-        if hasattr(pp, "round_mode") and pp.HasField("round_mode") and pp.RoundMode.Name(pp.round_mode) != "CEIL":
-            raise UnsupportedLayer("round_mode other than CEIL")
-        if pp.global_pooling:
-            g.node("GlobalMaxPool" if kind == "MAX" else "GlobalAveragePool", x, [out(tops[0])], lname)
-        else:
-            kernel = _pair(pp, "kernel_size", 0, "kernel_h", "kernel_w")
-            pads, strides = _pair(pp, "pad", 0), _pair(pp, "stride", 1)
-            kw = dict(kernel_shape=kernel, pads=pads * 2, strides=strides, ceil_mode=1)
-            if kind == "MAX":
-                g.node("MaxPool", x, [out(tops[0])], lname, **kw)
-            else:
-                g.node("AveragePool", x, [out(tops[0])], lname, count_include_pad=1, **kw)
-    elif ltype == "Softmax":
-        g.node("Softmax", x, [out(tops[0])], lname, axis=int(lp.softmax_param.axis))
-    elif ltype == "Dropout":
-        g.node("Identity", x, [out(tops[0])], lname)
-    elif ltype == "Flatten":
-        fp = lp.flatten_param
-        if fp.end_axis not in (-1, rank - 1):
-            raise UnsupportedLayer("end_axis other than the last")
-        g.node("Flatten", x, [out(tops[0])], lname, axis=int(fp.axis))
-    elif ltype == "Concat":
-        cp = lp.concat_param
-        axis = int(cp.concat_dim) if cp.HasField("concat_dim") else int(cp.axis)
-        g.node("Concat", x, [out(t) for t in tops], lname, axis=axis)
-    elif ltype == "Slice":
-        sp = lp.slice_param
-        axis = int(sp.slice_dim) if sp.HasField("slice_dim") else int(sp.axis)
-        sizes = [shapes[t][axis] for t in tops]
-        g.node("Split", [x[0], g.const(f"{lname}.split", np.array(sizes), np.int64)], [out(t) for t in tops],
-               lname, axis=axis)
+    def node(self, op: str, inputs=None, **attrs) -> None:
+        """One node from this layer's inputs (default) to its first top."""
+        self.g.node(op, self.x if inputs is None else inputs, [self.out(self.tops[0])], self.name, **attrs)
+
+
+def _convolution(L: _Layer) -> None:
+    cp = L.lp.convolution_param
+    if cp.axis != 1:
+        raise UnsupportedLayer("axis other than 1")
+    kernel = _pair(cp, "kernel_size", 0, "kernel_h", "kernel_w")
+    pads, strides = _pair(cp, "pad", 0), _pair(cp, "stride", 1)
+    dil = list(cp.dilation) or [1]
+    inputs = [L.x[0], L.g.const(f"{L.name}.W", L.blobs[0])]
+    if cp.bias_term:
+        inputs.append(L.g.const(f"{L.name}.b", L.blobs[1]))
+    L.node("Conv", inputs, kernel_shape=kernel, pads=pads * 2, strides=strides,
+           dilations=[int(dil[0]), int(dil[-1])], group=int(cp.group))
+
+
+def _batch_norm(L: _Layer) -> None:
+    """BatchNormalization, with the in-place per-channel Scale right after it absorbed."""
+    bp = L.lp.batch_norm_param
+    if bp.HasField("use_global_stats") and not bp.use_global_stats:
+        raise UnsupportedLayer("use_global_stats: false (batch statistics at test time)")
+    factor = float(L.blobs[2].ravel()[0])
+    factor = 0.0 if factor == 0 else 1.0 / factor
+    mean, var = L.blobs[0] * factor, L.blobs[1] * factor
+    channels = mean.shape[0]
+    gamma, beta, writer = np.ones(channels, np.float32), np.zeros(channels, np.float32), L.name
+    f, top = L.following, L.tops[0]
+    if f is not None and f[1] == "Scale" and f[2] == [top] and f[3] == [top]:
+        sp = L.net.params[f[0]]
+        gamma = np.asarray(sp[0].data, np.float32)
+        if len(sp) > 1:
+            beta = np.asarray(sp[1].data, np.float32)
+        writer = f[0]
+        L.skip.add(writer)
+        if gamma.shape != mean.shape:
+            raise UnsupportedLayer(f"Scale {writer} is not per channel")
+    c = L.g.const
+    L.g.node("BatchNormalization", [L.x[0], c(f"{L.name}.gamma", gamma), c(f"{L.name}.beta", beta),
+                                    c(f"{L.name}.mean", mean), c(f"{L.name}.var", var)],
+             [L.out(top, writer)], L.name, epsilon=float(bp.eps))
+
+
+def _scale(L: _Layer) -> None:
+    sp = L.lp.scale_param
+    if len(L.bottoms) != 1 or sp.axis != 1 or sp.num_axes != 1:
+        raise UnsupportedLayer("only a learned per-channel Scale (one bottom, axis 1, num_axes 1)")
+    y = L.g.const(f"{L.name}.gamma", _channel_shaped(L.blobs[0], L.rank))
+    if len(L.blobs) > 1:
+        mul = f"{L.tops[0]}/{L.name}.mul"
+        L.g.node("Mul", [L.x[0], y], [mul], f"{L.name}.mul")
+        L.node("Add", [mul, L.g.const(f"{L.name}.beta", _channel_shaped(L.blobs[1], L.rank))])
     else:
-        raise UnsupportedLayer("no ONNX conversion for this layer type")
+        L.node("Mul", [L.x[0], y])
+
+
+def _prelu(L: _Layer) -> None:
+    L.node("PRelu", [L.x[0], L.g.const(f"{L.name}.slope", _channel_shaped(L.blobs[0], L.rank))])
+
+
+def _relu(L: _Layer) -> None:
+    slope = float(L.lp.relu_param.negative_slope)
+    if slope:
+        L.node("LeakyRelu", alpha=slope)
+    else:
+        L.node("Relu")
+
+
+def _eltwise(L: _Layer) -> None:
+    ep = L.lp.eltwise_param
+    op = ep.EltwiseOp.Name(ep.operation)
+    coeff, x = list(ep.coeff), L.x
+    if coeff and op != "SUM":
+        raise UnsupportedLayer("coeff with an operation other than SUM")
+    if coeff and any(c != 1 for c in coeff):
+        scaled = []
+        for k, (v, c) in enumerate(zip(x, coeff)):
+            scaled.append(f"{L.tops[0]}/{L.name}.in{k}")
+            L.g.node("Mul", [v, L.g.const(f"{L.name}.coeff{k}", np.float32(c))], [scaled[-1]], f"{L.name}.coeff{k}")
+        x = scaled
+    onnx_op = {"SUM": "Sum", "PROD": "Mul", "MAX": "Max"}[op]
+    if onnx_op == "Sum" and len(x) == 2:
+        onnx_op = "Add"
+    if onnx_op == "Mul" and len(x) > 2:
+        raise UnsupportedLayer("PROD of more than two blobs")
+    L.node(onnx_op, x)
+
+
+def _inner_product(L: _Layer) -> None:
+    ip = L.lp.inner_product_param
+    if ip.axis != 1:
+        raise UnsupportedLayer("axis other than 1")
+    flat = L.x[0]
+    if L.rank > 2:
+        flat = f"{L.tops[0]}/{L.name}.flat"
+        L.g.node("Flatten", L.x, [flat], f"{L.name}.flatten", axis=1)
+    inputs = [flat, L.g.const(f"{L.name}.W", L.blobs[0])]
+    if ip.bias_term:
+        inputs.append(L.g.const(f"{L.name}.b", L.blobs[1]))
+    L.node("Gemm", inputs, transB=0 if ip.transpose else 1)
+
+
+def _pooling(L: _Layer) -> None:
+    pp = L.lp.pooling_param
+    kind = pp.PoolMethod.Name(pp.pool)
+    if kind not in ("MAX", "AVE"):
+        raise UnsupportedLayer(f"pool: {kind}")
+    if hasattr(pp, "round_mode") and pp.HasField("round_mode") and pp.RoundMode.Name(pp.round_mode) != "CEIL":
+        raise UnsupportedLayer("round_mode other than CEIL")
+    if pp.global_pooling:
+        L.node("GlobalMaxPool" if kind == "MAX" else "GlobalAveragePool")
+        return
+    kernel = _pair(pp, "kernel_size", 0, "kernel_h", "kernel_w")
+    pads, strides = _pair(pp, "pad", 0), _pair(pp, "stride", 1)
+    kw = dict(kernel_shape=kernel, pads=pads * 2, strides=strides, ceil_mode=1)
+    if kind == "MAX":
+        L.node("MaxPool", **kw)
+    else:
+        L.node("AveragePool", count_include_pad=1, **kw)
+
+
+def _flatten(L: _Layer) -> None:
+    fp = L.lp.flatten_param
+    if fp.end_axis not in (-1, L.rank - 1):
+        raise UnsupportedLayer("end_axis other than the last")
+    L.node("Flatten", axis=int(fp.axis))
+
+
+def _concat(L: _Layer) -> None:
+    cp = L.lp.concat_param
+    axis = int(cp.concat_dim) if cp.HasField("concat_dim") else int(cp.axis)
+    L.g.node("Concat", L.x, [L.out(t) for t in L.tops], L.name, axis=axis)
+
+
+def _slice(L: _Layer) -> None:
+    sp = L.lp.slice_param
+    axis = int(sp.slice_dim) if sp.HasField("slice_dim") else int(sp.axis)
+    sizes = [L.plan.shapes[t][axis] for t in L.tops]
+    L.g.node("Split", [L.x[0], L.g.const(f"{L.name}.split", np.array(sizes), np.int64)],
+             [L.out(t) for t in L.tops], L.name, axis=axis)
+
+
+_EMITTERS = {
+    "Convolution": _convolution, "BatchNorm": _batch_norm, "Scale": _scale, "PReLU": _prelu, "ReLU": _relu,
+    "Sigmoid": lambda L: L.node("Sigmoid"), "TanH": lambda L: L.node("Tanh"), "Eltwise": _eltwise,
+    "InnerProduct": _inner_product, "Pooling": _pooling, "Flatten": _flatten, "Concat": _concat, "Slice": _slice,
+    "Softmax": lambda L: L.node("Softmax", axis=int(L.lp.softmax_param.axis)),
+    "Dropout": lambda L: L.node("Identity"),  # Caffe's dropout does nothing at test time
+}
 
 
 # --------------------------------------------------------------------------- ONNX Runtime

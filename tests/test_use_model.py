@@ -7,6 +7,7 @@ One demo-sized Fast-Model (width 0.125, 6 LFW people, 10 iterations) is trained 
 fixture; its threshold is chosen on 30 pairs of pairsDevTrain and tested on 30 of pairsDevTest
 (features of the reference 112x96 crops), as the demo does at full size."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -261,3 +262,135 @@ def test_the_readme_python_lines_run(trained, tmp_path):
     assert out.returncode == 0, out.stderr
     assert re.search(r"Comparison\(score=-?[\d.]+, same=(True|False), threshold=", out.stdout), out.stdout
     assert "'attr6':" in out.stdout
+
+
+# --------------------------------------------------------------------------- without pycaffe
+
+NO_CAFFE = 'import sys; sys.modules["caffe"] = None  # import caffe fails from here on\n'
+
+
+def no_caffe_env(tmp_path) -> dict:
+    """The environment of a process where ``import caffe`` fails: a ``caffe`` package first on
+    PYTHONPATH that raises ImportError (the tools' own processes)."""
+    import os
+    shim = tmp_path / "shim" / "caffe"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "__init__.py").write_text('raise ImportError("pycaffe hidden by the test")\n')
+    path = os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "GLOG_minloglevel": "2"}
+
+
+def tool_without_caffe(env, name, *args):
+    return subprocess.run([sys.executable, str(TOOLS / name), *map(str, args)], capture_output=True, text=True,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def exported_run(trained, tmp_path_factory):
+    """A copy of the trained run, exported by tools/export_onnx.py --run (net and MTCNN)."""
+    run = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(trained["run"], run)
+    out = subprocess.run([sys.executable, str(TOOLS / "export_onnx.py"), "--run", str(run), "--check-images", "40"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "model card: recorded in" in out.stdout
+    return run
+
+
+def test_export_is_recorded_in_the_run_card(exported_run):
+    card = load_card(exported_run)
+    net = card["onnx"]["net"]
+    assert net["file"] == "model.onnx" and net["sha256"] == sha256_file(exported_run / "model.onnx")
+    assert net["weights_sha256"] == card["weights"]["sha256"] and net["deploy_sha256"] == card["deploy"]["sha256"]
+    assert net["outputs"] == ["fc5", "attr_pred"] and net["check"]["inputs"] == 40
+    by_sha = card["onnx"]["mtcnn"]
+    assert sorted(r["net"] for r in by_sha.values()) == ["det1", "det2", "det3", "det4"]
+    for sha, r in by_sha.items():
+        assert sha == sha256_file(data_path("mtcnn", f"{r['net']}.caffemodel"))
+        assert r["sha256"] == sha256_file(exported_run / r["file"])
+
+
+def test_the_api_without_pycaffe_gives_caffes_answers(trained, exported_run, tmp_path):
+    """In a process where ``import caffe`` fails, FaceModel.load (auto) runs the recorded
+    exports in ONNX Runtime: embed, compare and attributes on raw photos (MTCNN included) and on
+    aligned crops agree with pycaffe's within the bounds of the tests above."""
+    from mtdnn.inference import RTOL, difference
+    crops = data_path("lfw", "lfw-112x96")
+    pairs = read_pairs(trained["dte"])[:6]
+    p1, p2 = photo("Abdullah_Gul", 13), photo("Abdullah_Gul", 14)
+    code = NO_CAFFE + f"""
+import json, numpy as np, mtdnn
+from mtdnn.evaluation.lfw import read_pairs
+m = mtdnn.FaceModel.load({str(exported_run)!r})
+crops, pairs = {str(crops)!r}, read_pairs({str(trained["dte"])!r})[:6]
+out = {{"engine": m.net.engine, "note": m.net.note,
+       "mtcnn": [n.engine for n in (m.detector.pnet, m.detector.rnet, m.detector.onet)],
+       "embed": m.embed({str(p1)!r}).tolist(), "attributes": m.attributes({str(p1)!r}),
+       "compare": [m.compare(crops + "/" + p.image1, crops + "/" + p.image2, aligned=True).score for p in pairs],
+       "photos": m.compare({str(p1)!r}, {str(p2)!r}).score,
+       "caffe": [k for k, v in sys.modules.items() if k.startswith("caffe") and v is not None]}}
+print(json.dumps(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=no_caffe_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["engine"] == "onnxruntime" and "checked against pycaffe at export" in got["note"]
+    assert got["mtcnn"] == ["onnxruntime"] * 3 and got["caffe"] == []
+    ref = FaceModel.load(exported_run, engine="caffe")
+    want = ref.embed(p1)
+    assert np.allclose(got["embed"], want, rtol=0, atol=1e-4 * np.abs(want).max())
+    for name, score in ref.attributes(p1).items():
+        assert got["attributes"][name] == pytest.approx(score, abs=5e-4)
+    scores = [ref.compare(crops / p.image1, crops / p.image2, aligned=True).score for p in pairs]
+    assert difference(np.array(got["compare"]), np.array(scores)) <= RTOL
+    assert got["photos"] == pytest.approx(ref.compare(p1, p2).score, abs=1e-4)
+
+
+def test_the_tools_without_pycaffe(trained, exported_run, model, tmp_path):
+    """tools/verify.py, attributes.py and embed.py --engine onnxruntime where pycaffe cannot be
+    imported: the answers of the pycaffe-run model of the same weights."""
+    env = no_caffe_env(tmp_path)
+    lfw = data_path("lfw", "lfw-deepfunneled")
+    pairs = read_pairs(trained["dte"])
+    chosen = [p for p in pairs if p.same][:2] + [p for p in pairs if not p.same][:2]
+    for p in chosen:
+        out = tool_without_caffe(env, "verify.py", lfw / p.image1, lfw / p.image2, "--run", exported_run,
+                                 "--engine", "onnxruntime")
+        c = model.compare(lfw / p.image1, lfw / p.image2)
+        assert out.returncode == (0 if c.same else 3), out.stdout + out.stderr
+        score = re.search(r"^score (\S+) ", out.stdout, re.M).group(1)
+        assert float(score) == pytest.approx(c.score, abs=2e-4), out.stdout
+    p1, p2 = photo("Abdullah_Gul", 13), photo("Abdullah_Gul", 14)
+    out = tool_without_caffe(env, "attributes.py", p1, "--run", exported_run, "--engine", "onnxruntime")
+    assert out.returncode == 0, out.stderr
+    api = model.attributes(p1)
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.split()[:1] and ln.split()[0] in api]
+    assert len(rows) == 7 and all(float(s) == pytest.approx(api[n], abs=5e-4) for n, s, *_ in rows)
+    out = tool_without_caffe(env, "embed.py", p1, p2, "--run", exported_run, "--engine", "onnxruntime",
+                             "--out", tmp_path / "mine")
+    assert out.returncode == 0, out.stdout + out.stderr
+    feats = np.load(tmp_path / "mine.npy")
+    assert np.allclose(feats, [model.embed(p1), model.embed(p2)], rtol=0, atol=1e-4 * np.abs(feats).max())
+
+
+def test_without_pycaffe_a_stale_or_missing_export_is_refused(trained, exported_run, tmp_path):
+    """No export recorded (the trained run itself): the message names the command to run. A
+    retrained run (other weights, the card rewritten as tools/train.py does): the export is
+    stale and refused, with the command that rewrites it."""
+    from mtdnn.card import write_card
+    env = no_caffe_env(tmp_path)
+    p1 = photo("Abdullah_Gul", 13)
+    out = tool_without_caffe(env, "embed.py", p1, "--run", trained["run"], "--out", tmp_path / "x")
+    assert out.returncode == 2 and "pycaffe cannot be imported" in out.stderr, out.stderr
+    assert f"run `tools/export_onnx.py --run {trained['run']}`" in out.stderr and "Traceback" not in out.stderr
+    stale = tmp_path / "stale"
+    shutil.copytree(exported_run, stale)
+    shutil.copy(stale / "pretrain_iter_6.caffemodel", stale / "finetune_iter_4.caffemodel")  # "retrained"
+    state = json.loads((stale / "run.json").read_text())
+    write_card(stale, state, load_card(exported_run)["attributes"]["names"])
+    for engine in ("onnxruntime", "auto"):
+        out = tool_without_caffe(env, "embed.py", p1, "--run", stale, "--engine", engine, "--out", tmp_path / "y")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "the weights" in out.stderr and "changed after the export" in out.stderr
+        assert f"rerun `tools/export_onnx.py --run {stale}`" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "y.npy").exists()

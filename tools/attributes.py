@@ -19,11 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mtdnn import facemodel, inference  # noqa: E402
-from mtdnn.cli import BAD_INPUT, run_tool  # noqa: E402
-from mtdnn.facemodel import ATTRIBUTE_RULE, FaceModel, MoonModel  # noqa: E402
+from mtdnn import facemodel, inference
+from mtdnn.cli import BAD_INPUT, run_tool
+from mtdnn.facemodel import ATTRIBUTE_RULE, FaceModel, MoonModel
 
 
 def main(argv=None):

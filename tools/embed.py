@@ -17,19 +17,16 @@ Exit status: 0 every photo embedded, 1 some could not be (--allow-failures: 0) o
 the machine, 2 bad input (no photo embedded, a run folder without a card).
 """
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from mtdnn import facemodel, inference  # noqa: E402
-from mtdnn.cli import run_tool  # noqa: E402
-from mtdnn.evaluation.features_io import feature_paths, write_names  # noqa: E402
-from mtdnn.facemodel import FaceModel  # noqa: E402
-from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, escape_field  # noqa: E402
-from mtdnn.records import read_names  # noqa: E402
+from mtdnn import facemodel, inference
+from mtdnn.cli import run_tool
+from mtdnn.evaluation.features_io import feature_paths, write_names
+from mtdnn.facemodel import FaceModel
+from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, escape_field
+from mtdnn.records import read_names
 
 
 def main(argv=None):

@@ -22,14 +22,11 @@ unreadable photo, a run folder without a card or threshold), 1 a fault of the ma
 """
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mtdnn import facemodel, inference  # noqa: E402
-from mtdnn.cli import BAD_INPUT, run_tool  # noqa: E402
-from mtdnn.facemodel import FaceModel  # noqa: E402
+from mtdnn import facemodel, inference
+from mtdnn.cli import BAD_INPUT, run_tool
+from mtdnn.facemodel import FaceModel
 
 SAME, DIFFERENT = 0, 3
 
