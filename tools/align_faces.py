@@ -101,15 +101,11 @@ def parse_args(argv=None):
     return args
 
 
-def options(args) -> AlignOptions:
-    """The library's options from the parsed command line (the same names)."""
-    return AlignOptions(**{f.name: getattr(args, f.name) for f in fields(AlignOptions)})
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        return report(align_images(options(args)), args.allow_failures)
+        options = AlignOptions(**{f.name: getattr(args, f.name) for f in fields(AlignOptions)})  # same names
+        return report(align_images(options), args.allow_failures)
     except OSError as e:
         if not is_machine_error(e):
             raise
