@@ -87,6 +87,45 @@ class TreeScan:
         return ", ".join(parts)
 
 
+def _skipped_folder(full: str, real: str, root_real: str, excluded: set, visited: set) -> str | None:
+    """Why :func:`scan_images` does not enter the folder ``full`` (real path ``real``), or None."""
+    name = os.path.basename(full)
+    link = os.path.islink(full)
+    inside = real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+    above = root_real.startswith(real.rstrip(os.sep) + os.sep)
+    return ("hidden folder" if name.startswith(".") else "the output folder" if real in excluded
+            else "link to a folder inside the tree" if link and inside
+            else "link to a folder above the tree" if link and above
+            else "link to a folder already listed" if real in visited else None)
+
+
+def _take_file(scan: TreeScan, rel: str, full: str, name: str) -> None:
+    """File ``full`` into ``scan``: an image, not an image, or a problem (the rule of
+    :func:`scan_images`); a fault of the machine is raised."""
+    if name.startswith("."):
+        scan.not_images.append((rel, "hidden file"))
+    elif not os.path.exists(full):
+        scan.problems.append((rel, f"broken link (-> {os.readlink(full)})" if os.path.islink(full)
+                              else "vanished"))
+    elif not os.path.isfile(full):
+        scan.not_images.append((rel, "not a regular file"))
+    elif is_image_file(name):
+        scan.paths.append(rel)
+    else:
+        try:
+            kind = sniff_image(full)
+        except OSError as e:
+            if is_machine_error(e) and e.errno not in (errno.EACCES, errno.EPERM):
+                raise
+            scan.problems.append((rel, f"unreadable ({e.strerror})"))
+            return
+        if kind:
+            scan.paths.append(rel)
+        else:
+            suffix = Path(name).suffix.lower()
+            scan.not_images.append((rel, f"{suffix} files" if suffix else "no extension, not an image"))
+
+
 def scan_images(root, exclude=()) -> TreeScan:
     """Every image below ``root`` (recursive), by name (:data:`IMAGE_EXTENSIONS`) or, for other
     names, by content (:func:`sniff_image`): the one tree scan of every tool.
@@ -123,46 +162,18 @@ def scan_images(root, exclude=()) -> TreeScan:
         rel_folder = Path(folder).relative_to(root)
         dirs.sort()  # decisions below must not depend on the order the system lists entries in
         for d in list(dirs):
-            full = os.path.join(folder, d)
-            real = os.path.realpath(full)
-            link = os.path.islink(full)
-            inside = real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
-            above = root_real.startswith(real.rstrip(os.sep) + os.sep)
-            why = ("hidden folder" if d.startswith(".") else "the output folder" if real in excluded
-                   else "link to a folder inside the tree" if link and inside
-                   else "link to a folder above the tree" if link and above
-                   else "link to a folder already listed" if real in visited else None)
+            real = os.path.realpath(os.path.join(folder, d))
+            why = _skipped_folder(os.path.join(folder, d), real, root_real, excluded, visited)
             if why:
                 dirs.remove(d)
                 scan.not_images.append(((rel_folder / d).as_posix() + "/", why))
             else:
                 visited.add(real)
         for name in files:
-            rel, full = (rel_folder / name).as_posix(), os.path.join(folder, name)
+            full = os.path.join(folder, name)
             if name.startswith(".") and os.path.realpath(full) in own_locks:
                 continue
-            if name.startswith("."):
-                scan.not_images.append((rel, "hidden file"))
-            elif not os.path.exists(full):
-                scan.problems.append((rel, f"broken link (-> {os.readlink(full)})" if os.path.islink(full)
-                                      else "vanished"))
-            elif not os.path.isfile(full):
-                scan.not_images.append((rel, "not a regular file"))
-            elif is_image_file(name):
-                scan.paths.append(rel)
-            else:
-                try:
-                    kind = sniff_image(full)
-                except OSError as e:
-                    if is_machine_error(e) and e.errno not in (errno.EACCES, errno.EPERM):
-                        raise
-                    scan.problems.append((rel, f"unreadable ({e.strerror})"))
-                    continue
-                if kind:
-                    scan.paths.append(rel)
-                else:
-                    suffix = Path(name).suffix.lower()
-                    scan.not_images.append((rel, f"{suffix} files" if suffix else "no extension, not an image"))
+            _take_file(scan, (rel_folder / name).as_posix(), full, name)
     scan.paths.sort()
     return scan
 

@@ -1,18 +1,19 @@
 """MOON on CelebA (Sec. 3.2 of the paper): the steps of tools/train_attributes.py.
 
 :func:`run` aligns CelebA with the recognition data's MTCNN and template, splits it, builds the
-LMDB + HDF5 inputs, trains with `caffe train` and evaluates on the held-out images; ``args``
-holds the tool's options (tools/train_attributes.py --help says what each one means). Every
-step is resumable: rerunning skips what is done.
+LMDB + HDF5 inputs, trains with `caffe train` and evaluates on the held-out images;
+:class:`MoonOptions` holds the tool's options (tools/train_attributes.py --help says what each
+one means). Every step is resumable: rerunning skips what is done. The alignment is
+:func:`mtdnn.alignment.align_images`, called in this process.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,42 @@ from .evaluation.attributes import attribute_accuracy
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .images import load_image
 from .paths import REPO, data_root
-from .records import escape_field, read_failures, read_lines, unescape_field
+from .records import escape_field
 from .vote import majority_vote
 
 PRESETS = {
     "cpu": dict(backbone="fast", width=0.25, blocks="1,1,1,1", batch=32, iters=3000, lr=0.01),
     "gpu": dict(backbone="vgg16", width=1.0, blocks=None, batch=64, iters=20000, lr=0.01),
 }
-ALIGN = REPO / "tools" / "align_faces.py"
+
+
+@dataclass
+class MoonOptions:
+    """One MOON training run (tools/train_attributes.py's options; its --help says what each does).
+    ``backbone`` .. ``lr`` left None take the preset's value."""
+    out: Path
+    celeba: Path | None = None
+    images: Path | None = None
+    aligned: Path | None = None
+    attributes: str = "all"
+    target: str = "balanced"
+    split: str = "auto"
+    heldout: float = 0.2
+    seed: int = 0
+    limit: int | None = None
+    workers: int = 2
+    preset: str = "cpu"
+    backbone: str | None = None
+    width: float | None = None
+    blocks: str | None = None
+    batch: int | None = None
+    iters: int | None = None
+    lr: float | None = None
+    gpu: int | None = None
+    caffe: str | None = None
+    threads: int = 1
+    mirror: str = "none"
+    retrain: bool = False
 
 
 def log(msg: str) -> None:
@@ -45,9 +74,9 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- steps
 
-def celeba_inputs(args):
-    celeba = args.celeba or data_root() / "celeba"
-    images = args.images
+def celeba_inputs(options: MoonOptions):
+    celeba = options.celeba or data_root() / "celeba"
+    images = options.images
     if images is None:
         for name in ("img_align_celeba", "img_align_celeba_89x109"):
             if (celeba / name).is_dir():
@@ -62,23 +91,26 @@ def celeba_inputs(args):
 
 
 def align(table_files, images: Path, aligned: Path, workers: int) -> tuple[list[str], dict]:
-    """Align the files (resumable, tools/align_faces.py); (aligned files, {file: failure})."""
+    """Align the files (resumable, :func:`mtdnn.alignment.align_images`); (aligned files,
+    {file: failure}), taken from the run's records (never re-parsed from its files)."""
+    from .alignment import AlignInputError, AlignOptions, align_images
     aligned.mkdir(parents=True, exist_ok=True)
     listing = aligned / "celeba_list.txt"
     text = "".join(escape_field(f) + "\n" for f in table_files)
-    if not listing.is_file() or listing.read_text() != text:
+    if not listing.is_file() or listing.read_text(encoding="utf-8") != text:
         atomic_write_text(listing, text)
-    cmd = [sys.executable, str(ALIGN), str(images), str(aligned), "--list", str(listing),
-           "--workers", str(workers), "--allow-failures"]  # faceless images are counted below
-    log("align: " + " ".join(cmd))
-    if subprocess.run(cmd).returncode != 0:
-        raise moon.MoonError("tools/align_faces.py failed (see above)")
-    done = {unescape_field(line.rsplit(None, 10)[0])
-            for _, line in read_lines(aligned / "landmarks.txt", comments=True)}
-    failed = read_failures(aligned / "failures.txt")
+    log(f"align: {images} -> {aligned} ({workers} worker(s); records in {aligned / 'landmarks.txt'})")
+    try:
+        result = align_images(AlignOptions(src=images, out=aligned, list=listing, workers=workers))
+    except AlignInputError as e:
+        raise moon.MoonError(f"alignment: {e}") from None
+    if result.stopped:
+        raise moon.MoonError(f"alignment stopped at {escape_field(result.stopped[0])}: {result.stopped[1]}. "
+                             f"A problem of the machine or the output, not of the image: fix it and rerun; "
+                             f"the crops aligned so far are kept")
     wanted = set(table_files)
-    return [f for f in table_files if f in done and (aligned / f).is_file()], \
-        {f: r for f, r in failed.items() if f in wanted}
+    done = set(result.aligned())
+    return [f for f in table_files if f in done], {f: r for f, r in result.failed.items() if f in wanted}
 
 
 def plan_split(table: moon.CelebaTable, keep: np.ndarray, mode: str, heldout: float, seed: int):
@@ -133,17 +165,17 @@ def build_data(out: Path, table, aligned: Path, train, test, names, target_spec,
     return data, info
 
 
-def train(out: Path, args, iters: int) -> Path:
+def train(out: Path, options: MoonOptions, iters: int) -> Path:
     """`caffe train` in OUT through the project's one Caffe runner (mtdnn.train.run_caffe: log in
     OUT/train.log, progress bar, Ctrl-C passed on to Caffe); returns the final snapshot."""
     from .train import Phase, caffe_binary, caffe_errors, run_caffe
     phase = Phase("train", out / "solver.prototxt", out / "train_val.prototxt", iters, "moon", 0)
-    cmd = [caffe_binary(args.caffe), "train", "-solver", phase.solver.name]
-    if args.gpu is not None:
-        cmd += ["-gpu", str(args.gpu)]
+    cmd = [caffe_binary(options.caffe), "train", "-solver", phase.solver.name]
+    if options.gpu is not None:
+        cmd += ["-gpu", str(options.gpu)]
     log("train: " + " ".join(cmd) + f"  (log: {phase.log})")
     phase.log.unlink(missing_ok=True)  # a new training: the curves are of this run only
-    rc, text = run_caffe(cmd, out, phase.log, phase, 0, threads=args.threads)
+    rc, text = run_caffe(cmd, out, phase.log, phase, 0, threads=options.threads)
     if rc != 0:
         raise moon.MoonError(f"caffe train failed (exit {rc}); see {phase.log}:\n{caffe_errors(text)}")
     if not phase.final_weights.is_file():
@@ -151,16 +183,16 @@ def train(out: Path, args, iters: int) -> Path:
     return phase.final_weights
 
 
-def evaluate(out: Path, table, evaluation, names, args, split_desc: str) -> dict:
-    net, meta = al.load_classifier(out, gpu=args.gpu)
+def evaluate(out: Path, table, evaluation, names, options: MoonOptions, split_desc: str) -> dict:
+    net, meta = al.load_classifier(out, gpu=options.gpu)
     files = [table.files[i] for i in evaluation]
     aligned = Path(meta["aligned"])
-    scores = al.score_paths(net, files, aligned, mirror=args.mirror, desc="evaluate")
-    al.write_scores(out / "eval" / "heldout_scores", scores, files, {"attributes": names, "mirror": args.mirror})
+    scores = al.score_paths(net, files, aligned, mirror=options.mirror, desc="evaluate")
+    al.write_scores(out / "eval" / "heldout_scores", scores, files, {"attributes": names, "mirror": options.mirror})
     truth, ids = table.values[evaluation], table.identities[evaluation]
     res = attribute_accuracy(scores, truth, names)
     res.update({"model": str(out), "images": len(files), "identities": len(set(ids.tolist())),
-                "split": split_desc, "mirror": args.mirror, "target": meta["target"],
+                "split": split_desc, "mirror": options.mirror, "target": meta["target"],
                 "beats_majority_baseline_in_balanced_accuracy": {
                     r["name"]: r["balanced_accuracy"] > 0.5 for r in res["attributes"]}})
     # Sec. 3.2's vote on the held-out identities: the voted labels against each image's own
@@ -181,72 +213,60 @@ def evaluate(out: Path, table, evaluation, names, args, split_desc: str) -> dict
 
 # --------------------------------------------------------------------------- main
 
-def run(args) -> dict:
-    start = time.time()
-    inference.require_gpu_build(args.gpu)  # before hours of work: a CPU-only Caffe cannot take -gpu
-    preset = dict(PRESETS[args.preset])
+def model_settings(options: MoonOptions) -> dict:
+    """The preset's model and training settings with the options that override them."""
+    preset = dict(PRESETS[options.preset])
     for key in ("backbone", "width", "blocks", "batch", "iters", "lr"):
-        if getattr(args, key) is not None:
-            preset[key] = getattr(args, key)
+        if getattr(options, key) is not None:
+            preset[key] = getattr(options, key)
     if preset["backbone"] == "vgg16":
         preset["blocks"] = None
+    return preset
+
+
+def attribute_names(options: MoonOptions) -> list[str]:
+    """The attributes to train; refused up front: none, or an output path Caffe would cut."""
     try:
-        names = list(parse_attributes(args.attributes))
+        names = list(parse_attributes(options.attributes))
     except ValueError as e:
         raise moon.MoonError(str(e)) from None
     if not names:
         raise moon.MoonError("--attributes: at least one attribute")
-    if any(c.isspace() for c in str(args.out.resolve())):  # up front, not after aligning and building
-        raise moon.MoonError(f"--out {str(args.out.resolve())!r} holds white space: Caffe reads the HDF5Data list "
+    if any(c.isspace() for c in str(options.out.resolve())):  # up front, not after aligning and building
+        raise moon.MoonError(f"--out {str(options.out.resolve())!r} holds white space: Caffe reads the HDF5Data list "
                              f"files it writes there word by word and would cut the path; choose a folder without")
-    celeba, images, part_file = celeba_inputs(args)
+    return names
+
+
+def celeba_images(options: MoonOptions, names):
+    """(CelebA's folder, its image folder, the attribute table of the images to use)."""
+    celeba, images, part_file = celeba_inputs(options)
     table = moon.celeba_table(celeba / "list_attr_celeba.txt", celeba / "identity_CelebA.txt", names, part_file)
-    if args.limit:
-        table = moon.CelebaTable(table.files[:args.limit], table.names, table.values[:args.limit],
-                                 table.identities[:args.limit], table.partitions[:args.limit])
+    if options.limit:
+        table = moon.CelebaTable(table.files[:options.limit], table.names, table.values[:options.limit],
+                                 table.identities[:options.limit], table.partitions[:options.limit])
     missing = moon.check_images(table.files, images)
     if missing:
         raise moon.MoonError(f"{len(missing)} image(s) of list_attr_celeba.txt missing from {images}, "
                              f"first {missing[0]!r} (use --limit for a subset)")
-    aligned = args.aligned or REPO / "work" / f"celeba-112x96-{images.name}"
-    ok, failed = align(table.files, images, aligned, args.workers)
-    keep = np.isin(table.files, ok)
-    log(f"aligned: {len(ok)} of {len(table.files)} images; {len(failed)} dropped (no face found etc.: "
-        f"{aligned / 'failures.txt'})")
-    train_idx, test_idx, eval_idx, split_desc = plan_split(table, keep, args.split, args.heldout, args.seed)
-    log(f"split {split_desc}: {len(train_idx)} training, {len(test_idx)} test-net, {len(eval_idx)} evaluation images")
+    return celeba, images, table
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    data, weights = build_data(out, table, aligned, train_idx, test_idx, names, args.target, args.seed)
-    try:
-        render_moon(out, absolute_paths=True, backbone=preset["backbone"], width=preset["width"],
-                    blocks=preset["blocks"], attributes=names, batch=preset["batch"], iters=preset["iters"],
-                    base_lr=preset["lr"], test_images=len(test_idx), random_seed=args.seed,
-                    train_lmdb=data / "train_lmdb", train_hdf5=data / "train_moon.h5.txt",
-                    test_lmdb=data / "val_lmdb", test_hdf5=data / "val_moon.h5.txt")
-    except GenerateError as e:
-        raise moon.MoonError(str(e)) from None
 
+def train_or_reuse(out: Path, options: MoonOptions, preset: dict, meta: dict) -> None:
+    """Train unless OUT holds final weights of the same data and model (then reused, unless
+    --retrain); ``meta`` gets the training time, and is written to OUT."""
     final = out / al.WEIGHTS_FILE
     meta_path = out / al.META_FILE
-    meta = {"attributes": names, "run_dir": str(out.resolve()), "weights": str(final.resolve()),
-            "deploy": str((out / al.DEPLOY_FILE).resolve()), "aligned": str(aligned.resolve()),
-            "crop": "112x96 (MTCNN + SphereFace 5-point template, tools/align_faces.py)",
-            "target": args.target, **weights, "split": split_desc, "seed": args.seed,
-            "images": {"attribute_file": len(table.files), "aligned": len(ok), "dropped": len(failed),
-                       "train": len(train_idx), "test_net": len(test_idx), "evaluation": len(eval_idx)},
-            "preset": args.preset, "model": preset, "celeba": str(celeba.resolve()), "images_dir": str(images.resolve())}
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     same = {k: previous.get(k) for k in ("attributes", "plan_sha256", "model", "target")} == \
         {k: meta.get(k) for k in ("attributes", "plan_sha256", "model", "target")}
-    if final.is_file() and same and not args.retrain:
+    if final.is_file() and same and not options.retrain:
         log(f"train: {final} exists for this data and model; skipped (--retrain to train again)")
         meta["train_seconds"] = previous.get("train_seconds")
     else:
         final.unlink(missing_ok=True)
         t0 = time.time()
-        snap = train(out, args, preset["iters"])
+        snap = train(out, options, preset["iters"])
         atomic_write_bytes(final, snap.read_bytes())
         meta["train_seconds"] = round(time.time() - t0, 1)
         try:
@@ -256,7 +276,44 @@ def run(args) -> dict:
             log(f"warning: no training curves: {e}")
     atomic_write_json(meta_path, meta, indent=1)
 
-    res = evaluate(out, table, eval_idx, names, args, split_desc)
+
+def run(options: MoonOptions) -> dict:
+    """Align, split, build, train and evaluate (each step resumable); the evaluation's results."""
+    start = time.time()
+    inference.require_gpu_build(options.gpu)  # before hours of work: a CPU-only Caffe cannot take -gpu
+    preset = model_settings(options)
+    names = attribute_names(options)
+    celeba, images, table = celeba_images(options, names)
+    aligned = options.aligned or REPO / "work" / f"celeba-112x96-{images.name}"
+    ok, failed = align(table.files, images, aligned, options.workers)
+    keep = np.isin(table.files, ok)
+    log(f"aligned: {len(ok)} of {len(table.files)} images; {len(failed)} dropped (no face found etc.: "
+        f"{aligned / 'failures.txt'})")
+    train_idx, test_idx, eval_idx, split_desc = plan_split(table, keep, options.split, options.heldout, options.seed)
+    log(f"split {split_desc}: {len(train_idx)} training, {len(test_idx)} test-net, {len(eval_idx)} evaluation images")
+
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    data, weights = build_data(out, table, aligned, train_idx, test_idx, names, options.target, options.seed)
+    try:
+        render_moon(out, absolute_paths=True, backbone=preset["backbone"], width=preset["width"],
+                    blocks=preset["blocks"], attributes=names, batch=preset["batch"], iters=preset["iters"],
+                    base_lr=preset["lr"], test_images=len(test_idx), random_seed=options.seed,
+                    train_lmdb=data / "train_lmdb", train_hdf5=data / "train_moon.h5.txt",
+                    test_lmdb=data / "val_lmdb", test_hdf5=data / "val_moon.h5.txt")
+    except GenerateError as e:
+        raise moon.MoonError(str(e)) from None
+    meta = {"attributes": names, "run_dir": str(out.resolve()), "weights": str((out / al.WEIGHTS_FILE).resolve()),
+            "deploy": str((out / al.DEPLOY_FILE).resolve()), "aligned": str(aligned.resolve()),
+            "crop": "112x96 (MTCNN + SphereFace 5-point template, tools/align_faces.py)",
+            "target": options.target, **weights, "split": split_desc, "seed": options.seed,
+            "images": {"attribute_file": len(table.files), "aligned": len(ok), "dropped": len(failed),
+                       "train": len(train_idx), "test_net": len(test_idx), "evaluation": len(eval_idx)},
+            "preset": options.preset, "model": preset, "celeba": str(celeba.resolve()),
+            "images_dir": str(images.resolve())}
+    train_or_reuse(out, options, preset, meta)
+
+    res = evaluate(out, table, eval_idx, names, options, split_desc)
     res["train_seconds"] = meta["train_seconds"]
     res["total_seconds"] = round(time.time() - start, 1)
     atomic_write_json(out / "eval" / "attributes.json", res, indent=1)

@@ -4,7 +4,6 @@ Real LFW photos, real MTCNN; a real full disk on a small tmpfs where the contain
 mount; fault injection (an OSError raised where the write or read happens) for the cases a
 test cannot make for real (an I/O error, an unreadable folder when the tests run as root)."""
 import errno
-import importlib.util
 import os
 import subprocess
 import sys
@@ -38,10 +37,8 @@ def records(path):
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("align_faces_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from mtdnn import alignment
+    return alignment
 
 
 def face(k=0, grey=False):
@@ -212,7 +209,7 @@ def test_save_and_read_errors_of_the_machine_stop_the_run(tmp_path, monkeypatch)
     assert status == "stop" and "Input/output error" in info
 
 
-def test_crop_names_never_overwrite_each_other(capsys):
+def test_crop_names_never_overwrite_each_other(capsys, tmp_path):
     tool = load_tool()
     names = tool.output_paths(["a/x.jpg", "a/x.png", "yale/subject01.glasses", "yale/subject01.happy", "s1/1.pgm"], "png")
     assert names == {"a/x.jpg": "a/x.jpg.png", "a/x.png": "a/x.png", "yale/subject01.glasses": "yale/subject01.glasses.png",
@@ -220,11 +217,16 @@ def test_crop_names_never_overwrite_each_other(capsys):
     assert "a/x.jpg -> a/x.jpg.png" in capsys.readouterr().err
     assert len(set(tool.output_paths(["x.JPG", "x.jpg", "x.jpeg"], "jpg").values())) == 3
     capsys.readouterr()
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(tool.AlignInputError) as refused:  # bad input: the tool exits with status 2
         tool.output_paths(["x.jpg", "x.png", "x.jpg.png"], "png")
-    assert refused.value.code == 2  # bad input
     assert ("1 crop name(s) would be written by more than one input:\n"
-            "  x.jpg.png <- x.jpg, x.jpg.png") in capsys.readouterr().err
+            "  x.jpg.png <- x.jpg, x.jpg.png") in str(refused.value)
+    for name in ("x.jpg", "x.png", "x.jpg.png"):  # the command refuses it before loading a net
+        (tmp_path / "src" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "src" / name).write_bytes(FACES[0].read_bytes())
+    r = run_align(tmp_path / "src", tmp_path / "out", "--ext", "png")
+    assert r.returncode == 2 and ("align_faces.py: error: 1 crop name(s) would be written by more than one "
+                                  "input:\n  x.jpg.png <- x.jpg, x.jpg.png") in r.stderr, r.stderr
 
 
 def test_error_records_of_earlier_runs_are_tried_again(tmp_path):

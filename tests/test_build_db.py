@@ -401,10 +401,7 @@ def test_full_disk_stops_with_a_machine_error(tree, tmp_path):
 
 def test_the_reference_size_is_the_one_most_images_have(tmp_path):
     """Was: the first image written set the size, so an odd first image left out all the others."""
-    import argparse
-    import importlib.util
-
-    from mtdnn import datasets
+    from mtdnn import datasets, db_build
     from mtdnn.fileio import sha256_file
     listed = read_image_list(data_path("lfw", "lfw-112x96_list.txt"))
     people = {}
@@ -415,12 +412,9 @@ def test_the_reference_size_is_the_one_most_images_have(tmp_path):
         for rel in people[name][:3]:
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REF / rel, tree / rel)
-    spec = importlib.util.spec_from_file_location("build_db_tool", TOOLS / "build_db.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     samples = datasets.read_identity_folders(tree)
-    args = argparse.Namespace(min_images=1, val_per_identity=1, seed=0)
-    train, *_ = tool.plan(samples, None, args, [sha256_file(tree / s.path) for s in samples])
+    options = db_build.BuildOptions(out=tmp_path / "db", images=tree, min_images=1, val_per_identity=1, seed=0)
+    train, *_ = db_build.plan(samples, None, options, [sha256_file(tree / s.path) for s in samples])
     first = samples[train[0]].path  # the first record written: make it the odd one
     cv2.imwrite(str(tree / first), cv2.resize(cv2.imread(str(tree / first)), (250, 250)))
     out = tmp_path / "db"

@@ -113,3 +113,25 @@ def test_out_with_a_space_is_refused_up_front(tmp_path):
     r = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--limit", "10"], capture_output=True, text=True)
     assert r.returncode == 2 and "holds white space" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_align_takes_the_records_of_odd_names_in_process(tmp_path):
+    """Was: MOON ran tools/align_faces.py as a subprocess and re-parsed its landmarks.txt. Now
+    it takes align_images' records: a name with a tab, a backslash or a byte that is not UTF-8
+    (escaped in the record files) comes back as the file's own name."""
+    import os
+    import shutil
+
+    from mtdnn import moon_train
+    from mtdnn.records import read_lines, unescape_field
+    faces = sorted(data_path("lfw", "lfw-deepfunneled", "Aaron_Peirsol").glob("*.jpg"))[:3]
+    names = ["a\tb.jpg", "back\\slash.jpg", os.fsdecode(b"caf\xe9.jpg")]
+    images = tmp_path / "images"
+    images.mkdir()
+    for face, name in zip(faces, names):
+        shutil.copyfile(face, images / name)
+    ok, failed = moon_train.align(names, images, tmp_path / "aligned", workers=1)
+    assert ok == names and failed == {}
+    recorded = [unescape_field(line.rsplit(None, 10)[0])
+                for _, line in read_lines(tmp_path / "aligned" / "landmarks.txt", comments=True)]
+    assert sorted(recorded) == sorted(names) and all((tmp_path / "aligned" / n).is_file() for n in names)

@@ -92,11 +92,8 @@ def test_align_faces_records_every_name_once(photo_tree, tmp_path):
 
 
 def _align_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("align_faces_tool", TOOLS / "align_faces.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from mtdnn import alignment
+    return alignment
 
 
 @pytest.fixture(scope="module")

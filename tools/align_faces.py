@@ -29,7 +29,8 @@ ones, broken links and unreadable folders are reported, never dropped silently.
 The run is resumable: an image whose crop exists and whose landmarks are recorded is skipped,
 as is an image already in failures.txt (unless --retry-failed). Every crop is written to a
 temporary file and renamed into place. Where a photo holds several faces, the one nearest the
-image centre is kept (--select largest for the largest). See mtdnn/mtcnn.py and mtdnn/align.py.
+image centre is kept (--select largest for the largest). See mtdnn/mtcnn.py and mtdnn/align.py;
+the library of this command is mtdnn/alignment/.
 
 MegaFace distractors and FaceScrub probes (--devkit-boxes): the devkit's <image>.json beside
 each image gives the face the challenge means; where MTCNN finds no face or none overlapping
@@ -46,30 +47,15 @@ exit status is 1 when any image was not aligned, unless --allow-failures (docs/r
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import os
-import signal
 import sys
-import time
+from dataclasses import fields
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tqdm import tqdm  # noqa: E402
-
-from mtdnn import datasets, devkit_align, inference  # noqa: E402
-from mtdnn.cli import bad_input, run_tool  # noqa: E402
-from mtdnn.fileio import MachineError, OutputLock, atomic_write_text, is_machine_error  # noqa: E402
-from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
-                          scan_images)
-from mtdnn.records import escape_field, read_failures, read_lines, unescape_field, write_failures, write_lines  # noqa: E402
-from mtdnn.train import blas_threads_env  # noqa: E402
-
-# Suffixes that --ext keep writes as they are; any other input is written as PNG (OpenCV cannot
-# write a colour crop as .pgm, and .gif would reduce it to 256 colours).
-KEEP_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-
-LANDMARKS_HEADER = "# path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 (left eye, right eye, nose, left mouth, right mouth; 0-based)\n"
+from mtdnn import devkit_align, inference
+from mtdnn.alignment import AlignInputError, AlignOptions, AlignResult, align_images
+from mtdnn.cli import run_tool
+from mtdnn.fileio import is_machine_error
+from mtdnn.records import escape_field
 
 
 def parse_args(argv=None):
@@ -115,179 +101,11 @@ def parse_args(argv=None):
     return args
 
 
-# --------------------------------------------------------------------------- inputs
-
-def input_paths(args):
-    """(relative paths to align in a deterministic order, the tree scan or None); duplicates
-    are reported and dropped."""
-    scan = None
-    if args.people:
-        paths = [s.path for s in datasets.lfw_people_samples(args.people)]
-    elif args.list:
-        paths = []  # names that are not UTF-8 come back as os.fsdecode gives them
-        for _, line in read_lines(args.list, comments=True):
-            parts = line.rsplit(None, 1)
-            paths.append(unescape_field(parts[0] if len(parts) == 2 and parts[1].lstrip("-").isdigit() else line))
-    else:
-        scan = scan_images(args.src, exclude=[args.out])
-        paths = scan.paths
-        for rel, reason in scan.problems:
-            print(f"warning: {escape_field(rel)}: {reason}", file=sys.stderr)
-    seen, unique = set(), []
-    for rel in paths:
-        if rel in seen:
-            print(f"warning: {escape_field(rel)} is listed more than once; aligned once", file=sys.stderr)
-            continue
-        seen.add(rel)
-        unique.append(rel)
-    if not unique:
-        skipped = f"; {scan.summary()}" if scan and scan.summary() else ""
-        bad_input(f"no images to align in {args.list or args.people or args.src}{skipped}. "
-                  f"Accepted: {ACCEPTED}")
-    return unique, scan
-
-
-def output_path(rel: str, ext: str) -> str:
-    """The crop name of input ``rel`` for ``--ext`` (see the module help)."""
-    suffix = Path(rel).suffix
-    if ext == "keep":
-        target = suffix if suffix.lower() in KEEP_SUFFIXES else ".png"
-    else:
-        target = "." + ext
-    if suffix == target:
-        return rel
-    return (rel[:-len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else rel) + target
-
-
-def _shared(out: dict[str, str]) -> dict[str, list[str]]:
-    """{crop name: inputs} for the names more than one input would get."""
-    by_name: dict[str, list[str]] = {}
-    for rel, name in out.items():
-        by_name.setdefault(name, []).append(rel)
-    return {name: rels for name, rels in by_name.items() if len(rels) > 1}
-
-
-def output_paths(paths: list[str], ext: str) -> dict[str, str]:
-    """{input: crop name} for every input; names two inputs would share are resolved by keeping
-    the full input name (x.jpg -> x.jpg.png), clashes left after that are refused."""
-    out = {rel: output_path(rel, ext) for rel in paths}
-    renamed = [rel for rels in _shared(out).values() for rel in rels if out[rel] != rel]
-    for rel in renamed:
-        out[rel] = rel + Path(out[rel]).suffix
-    clashes = _shared(out)
-    if clashes:
-        listing = "\n".join(f"  {escape_field(k)} <- {', '.join(map(escape_field, v))}" for k, v in sorted(clashes.items()))
-        bad_input(f"{len(clashes)} crop name(s) would be written by more than one input:\n"
-                  f"{listing}\nrename those inputs, or align them into separate folders")
-    if renamed:
-        print(f"note: {len(renamed)} input(s) would share a crop name with another one and keep their full "
-              f"name instead, e.g. {escape_field(renamed[0])} -> {escape_field(out[renamed[0]])}", file=sys.stderr)
-    converted = sorted({Path(rel).suffix.lower() if Path(rel).suffix.lower() in IMAGE_EXTENSIONS
-                        else "suffix-less" for rel in paths
-                        if ext == "keep" and Path(out[rel]).suffix != Path(rel).suffix})
-    if converted:
-        print(f"note: crops of {', '.join(converted)} input are written as PNG (--ext keep writes only "
-              f"{' '.join(KEEP_SUFFIXES)} as they are)", file=sys.stderr)
-    return out
-
-
-def read_landmarks(path: Path) -> dict[str, str]:
-    """{path: line} of a landmarks file; malformed (e.g. cut-off) lines are ignored."""
-    out = {}
-    if path.is_file():
-        for _, line in read_lines(path, comments=True):
-            parts = line.rsplit(None, 10)
-            if len(parts) != 11:
-                continue
-            try:
-                [float(v) for v in parts[1:]]
-            except ValueError:
-                continue
-            out[unescape_field(parts[0])] = line
-    return out
-
-
-def write_records(landmarks_path: Path, failures_path: Path, done: dict, failed: dict) -> None:
-    """Both record files, sorted and de-duplicated, each replaced atomically."""
-    write_lines(landmarks_path, (done[k] + "\n" for k in sorted(done)), header=LANDMARKS_HEADER)
-    write_failures(failures_path, failed)
-
-
-# --------------------------------------------------------------------------- work (in workers)
-
-_STATE = {}
-
-
-def init_worker(config: dict) -> None:
-    """Load this process's own nets."""
-    import cv2
-    cv2.setNumThreads(1)
-    from mtdnn import onnx_export
-    onnx_export.set_num_threads(1)  # likewise for ONNX Runtime (--engine onnxruntime / auto)
-    from mtdnn.mtcnn import MTCNN
-    _STATE["config"] = config
-    _STATE["detector"] = MTCNN(config["models"], minsize=config["minsize"], thresholds=config["thresholds"],
-                               factor=config["factor"], refine_landmarks=config["refine"],
-                               resize=config["resize"], engine=config.get("engine", "auto"), gpu=config.get("gpu"))
-
-
-def align_one(task):
-    """``('ok', rel, line)``, ``('fail', rel, reason)`` for a problem of the image, ``('error',
-    rel, reason)`` for an unexpected error while aligning it (recorded, retried on every run), or
-    ``('stop', rel, message)`` for a problem of the machine or of saving the crop; never raises."""
-    from mtdnn import align
-    from mtdnn.mtcnn import MIN_SIDE
-    rel, out_name = task
-    cfg, detector = _STATE["config"], _STATE["detector"]
-    try:
-        image = load_image(Path(cfg["src"]) / rel)
-        if min(image.shape[:2]) < MIN_SIDE:
-            return "fail", rel, f"too small: {image.shape[1]}x{image.shape[0]} px (MTCNN needs >= {MIN_SIDE})"
-        case = None
-        if cfg.get("devkit"):  # (points, method, reason) or None
-            found = devkit_align.find_face(detector, image, devkit_align.read_meta(Path(cfg["src"]) / rel),
-                                           cfg["select"], cfg["max_side"], cfg["crop"])
-        else:  # (points, box) or None
-            found = detector.detect_one(image, cfg["select"], cfg["max_side"])
-        if found is None:
-            return "fail", rel, "no face found"
-        points = found[0]
-        if cfg.get("devkit"):
-            case = f"{found[1]}\t{found[2]}"
-        crop = align.align_face(image, points, cfg["crop"])
-    except ImageError as e:
-        return "fail", rel, str(e).split(": ", 1)[1]
-    except datasets.DatasetError as e:  # a malformed devkit JSON of this image
-        return "fail", rel, str(e)
-    except (MemoryError, MachineError) as e:
-        return "stop", rel, f"{type(e).__name__}: {e}"
-    except Exception as e:  # noqa: BLE001 - one bad image must not stop a 500k-image run
-        if is_machine_error(e):
-            return "stop", rel, f"{e.strerror or e} while reading the image"
-        return "error", rel, f"error: {type(e).__name__}: {e}"
-    target = Path(cfg["out"]) / out_name
-    try:
-        save_image(target, crop, cfg["quality"])
-    except Exception as e:  # noqa: BLE001 - never a property of the image
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
-        return "stop", rel, f"cannot save {target}: {reason}"
-    line = escape_field(rel) + " " + " ".join(f"{v:.3f}" for v in points.reshape(-1))
-    return ("ok", rel, line) if case is None else ("ok", rel, line, case)
-
-
-# --------------------------------------------------------------------------- main
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.workers < 1:
-        bad_input("--workers must be >= 1")
-    if not args.src.is_dir():
-        bad_input(f"{args.src} is not a folder")
-    if args.out.exists() and not args.out.is_dir():
-        bad_input(f"the output {args.out} is not a folder; name a new or existing folder")
     try:
-        with OutputLock(args.out):  # two runs on one OUT: the second stops at once, naming the first
-            return run(args)
+        options = AlignOptions(**{f.name: getattr(args, f.name) for f in fields(AlignOptions)})  # same names
+        return report(align_images(options), args.allow_failures)
     except OSError as e:
         if not is_machine_error(e):
             raise
@@ -298,115 +116,39 @@ def main(argv=None) -> int:
         return 1
 
 
-def run(args) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
-    landmarks_path = args.landmarks or args.out / "landmarks.txt"
-    failures_path = args.failures or args.out / "failures.txt"
-    try:
-        paths, scan = input_paths(args)
-    except datasets.DatasetError as e:
-        bad_input(e)
-    names = output_paths(paths, args.ext)
-    if args.limit:
-        paths = paths[:args.limit]
-
-    done = read_landmarks(landmarks_path)
-    failed = read_failures(failures_path)
-    if args.retry_failed:
-        failed = {}
-    # "error: ..." records are unexpected errors, not properties of the image: tried again.
-    todo = [rel for rel in paths
-            if (rel not in failed or failed[rel].startswith("error:"))
-            and not (rel in done and (args.out / names[rel]).is_file())]
-    print(f"{len(paths)} images: {len(paths) - len(todo)} already done or failed, {len(todo)} to align "
-          f"with {args.workers} worker(s)", file=sys.stderr)
-
-    config = dict(src=str(args.src), out=str(args.out), models=args.models, minsize=args.minsize,
-                  thresholds=tuple(args.thresholds), factor=args.factor, refine=args.refine_landmarks,
-                  resize=args.resize, select=args.select, max_side=args.max_side, crop=args.crop,
-                  quality=args.quality, engine=args.engine, gpu=args.gpu, devkit=args.devkit_boxes)
-    cases_path = args.out / devkit_align.CASES_FILE
-    cases = devkit_align.read_cases(cases_path) if args.devkit_boxes else {}
-    new_ok = new_fail = 0
-    stopped = None
-    start = time.time()
-    if not landmarks_path.is_file():
-        atomic_write_text(landmarks_path, LANDMARKS_HEADER)
-    with open(landmarks_path, "a", encoding="utf-8") as log:
-        pool = None
-        tasks = [(rel, names[rel]) for rel in todo]
-        if args.workers == 1 or len(todo) <= 1:
-            init_worker(config)
-            results = map(align_one, tasks)
-        else:
-            # One BLAS thread per worker: the workers are the parallelism. Spawned, not forked,
-            # so no worker inherits a half-initialised BLAS or Caffe.
-            os.environ.update(blas_threads_env(1))
-            # Workers start with Ctrl-C ignored (inherited through exec): the main process alone
-            # handles it, so a Ctrl-C while they import prints no traceback of theirs.
-            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                pool = mp.get_context("spawn").Pool(args.workers, init_worker, (config,))
-            finally:
-                signal.signal(signal.SIGINT, sigint)
-            results = pool.imap_unordered(align_one, tasks, chunksize=4)
-        try:
-            for status, rel, info, *case in tqdm(results, total=len(todo), unit="img", smoothing=0.05,
-                                          desc="align", dynamic_ncols=True):
-                if status == "stop":
-                    stopped = (rel, info)
-                    break
-                if status == "ok":
-                    log.write(info + "\n")
-                    log.flush()
-                    done[rel] = info
-                    failed.pop(rel, None)
-                    new_ok += 1
-                    if case:
-                        cases[rel] = case[0]
-                else:
-                    failed[rel] = info
-                    new_fail += 1
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-            # Final, sorted, de-duplicated files, replaced atomically (when anything changed).
-            if new_ok or new_fail or args.retry_failed:
-                write_records(landmarks_path, failures_path, done, failed)
-                if args.devkit_boxes:
-                    devkit_align.write_cases(cases_path, cases)
-    if stopped:
-        print(f"error: stopped at {escape_field(stopped[0])}: {stopped[1]}. This is a problem of the machine "
+def report(r: AlignResult, allow_failures: bool) -> int:
+    """The closing lines and the exit status."""
+    out, paths, scan = r.options.out, r.paths, r.scan
+    if r.stopped:
+        print(f"error: stopped at {escape_field(r.stopped[0])}: {r.stopped[1]}. This is a problem of the machine "
               f"or the output, not of the image: nothing was recorded as its failure. Fix it and rerun "
-              f"the same command: the {new_ok} crops of this run are kept and the run resumes.", file=sys.stderr)
+              f"the same command: the {r.new_ok} crops of this run are kept and the run resumes.", file=sys.stderr)
         return 1
-    elapsed = time.time() - start
-    rate = (new_ok + new_fail) / elapsed if elapsed > 0 else 0.0
-    print(f"aligned {new_ok}, failed {new_fail} in {elapsed:.1f} s ({rate:.1f} img/s)", file=sys.stderr)
-    n_ok = sum(1 for rel in paths if rel in done and (args.out / names[rel]).is_file())
-    n_failed = sum(1 for rel in paths if rel in failed)
+    rate = (r.new_ok + r.new_fail) / r.elapsed if r.elapsed > 0 else 0.0
+    print(f"aligned {r.new_ok}, failed {r.new_fail} in {r.elapsed:.1f} s ({rate:.1f} img/s)", file=sys.stderr)
+    n_ok, n_failed = len(r.aligned()), len(r.failures())
     unreadable = len(scan.problems) if scan else 0
     not_images = len(scan.not_images) if scan else 0
     parts = [f"{n_ok} of {len(paths)} images aligned"]
     if n_failed:
-        parts.append(f"{n_failed} failed (listed in {failures_path})")
+        parts.append(f"{n_failed} failed (listed in {r.options.failures_path})")
     if unreadable:
         parts.append(f"{unreadable} unreadable (named above)")
     if not_images:
         parts.append(f"{not_images} entries skipped as not images ({scan.skipped_kinds()})")
-    if args.devkit_boxes:
-        print(devkit_align.format_counts(devkit_align.case_counts(cases, paths)) + f" ({cases_path})",
-              file=sys.stderr)
+    if r.options.devkit_boxes:
+        print(devkit_align.format_counts(devkit_align.case_counts(r.cases, paths))
+              + f" ({out / devkit_align.CASES_FILE})", file=sys.stderr)
     if n_failed or unreadable or n_ok < len(paths):
-        status = 0 if args.allow_failures else 1
+        status = 0 if allow_failures else 1
         print(f"incomplete: {', '.join(parts)}" + ("" if status == 0 else
               "; exit status 1 (--allow-failures accepts failed images)"), file=sys.stderr)
         return status
-    print(f"done: {', '.join(parts)} -> {args.out}", file=sys.stderr)
+    print(f"done: {', '.join(parts)} -> {out}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    run_tool(main, bad=(), interrupt_hint="the crops aligned so far and their records in landmarks.txt and "
-                                          "failures.txt are kept; rerun the same command to resume")
+    run_tool(main, bad=(AlignInputError,),
+             interrupt_hint="the crops aligned so far and their records in landmarks.txt and "
+                            "failures.txt are kept; rerun the same command to resume")

@@ -25,11 +25,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mtdnn import clean_list, datasets  # noqa: E402
-from mtdnn.cli import bad_input, run_tool  # noqa: E402
-from mtdnn.fileio import atomic_write_json, atomic_write_text, escape_field, sha256_file  # noqa: E402
+from mtdnn import clean_list, datasets
+from mtdnn.cli import bad_input, run_tool
+from mtdnn.fileio import atomic_write_json, atomic_write_text, escape_field, sha256_file
 
 
 def parse_args(argv=None):

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+from dataclasses import fields
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # evaluation in pycaffe: see --threads
 
@@ -46,7 +45,7 @@ from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.fileio import OutputLock  # noqa: E402
 from mtdnn.evaluation.attributes import format_table  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
-from mtdnn.moon_train import PRESETS  # noqa: E402
+from mtdnn.moon_train import PRESETS, MoonOptions  # noqa: E402
 from mtdnn.train import TrainError  # noqa: E402
 
 
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     inference.require_gpu_build(args.gpu)  # a refused request leaves nothing behind, not even the lock file
     lock = OutputLock(args.out)  # noqa: F841 - held while main runs: a second run on OUT stops at once
-    res = moon_train.run(args)
+    res = moon_train.run(MoonOptions(**{f.name: getattr(args, f.name) for f in fields(MoonOptions)}))
     print(f"held-out evaluation: {res['images']} images of {res['identities']} identities ({res['split']})")
     print(format_table(res))
     v = res["after_vote"]
