@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe loads: no per-layer log
-from mtdnn import netstats  # noqa: E402
+from mtdnn.caffe import netstats  # noqa: E402
 from mtdnn.paths import REPO  # noqa: E402
 from mtdnn.prototxt import read_net, with_input_layers, write_prototxt  # noqa: E402
 from mtdnn.netgen.render import render_model  # noqa: E402

@@ -63,7 +63,7 @@ from mtdnn.fileio import MachineError, OutputLock, atomic_write_text, is_machine
 from mtdnn.images import (ACCEPTED, IMAGE_EXTENSIONS, ImageError, load_image, save_image,  # noqa: E402
                           scan_images)
 from mtdnn.records import escape_field, read_failures, read_lines, unescape_field, write_failures, write_lines  # noqa: E402
-from mtdnn.train import blas_threads_env  # noqa: E402
+from mtdnn.caffe.run import blas_threads_env  # noqa: E402
 
 # Suffixes that --ext keep writes as they are; any other input is written as PNG (OpenCV cannot
 # write a colour crop as .pgm, and .gif would reduce it to 256 colours).

@@ -9,12 +9,11 @@ verification.csv (tools/train.py --watch-every: a pair-list check of the snapsho
 accuracy of the log's phase is drawn in a fourth panel.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from mtdnn.cli import bad_input
-from mtdnn.caffe_log import parse_caffe_log, plot_curves, write_csv
+from mtdnn.cli import bad_input, run_tool
+from mtdnn.caffe.log import parse_caffe_log, plot_curves, write_csv
 from mtdnn.watch import phase_curve
 
 
@@ -51,7 +50,8 @@ def main(argv=None):
             time.sleep(args.follow)
         except KeyboardInterrupt:
             break
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)
