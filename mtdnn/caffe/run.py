@@ -146,3 +146,19 @@ def failure_reason(rc: int) -> str:
     if rc < 0:
         return f"failed (killed by {signal.Signals(-rc).name})"
     return f"failed (exit status {rc})"
+
+
+def timing_net(train_val: Path, batch: int, out: Path, *, dropout: bool = True) -> Path:
+    """``train_val``'s TRAIN net with Input blobs for its data (``batch`` images of 3 x 112 x 96,
+    labels, the paper's attributes), as `caffe time` or a forward + backward without data needs;
+    ``dropout=False`` leaves its Dropout layers out. Written to ``out``, returned."""
+    from ..paper import PAPER_ATTRIBUTES
+    from ..prototxt import read_net, with_input_layers, write_prototxt
+    net = with_input_layers(read_net(train_val), "TRAIN",
+                            {"data": (batch, 3, 112, 96), "label": (batch,),
+                             "attributes": (batch, len(PAPER_ATTRIBUTES))})
+    if not dropout:
+        for i in reversed(range(len(net.layer))):
+            if net.layer[i].type == "Dropout":
+                del net.layer[i]
+    return write_prototxt(net, out)
