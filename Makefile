@@ -137,9 +137,11 @@ ci-titan-build:
 	$(MAKE) ci-gpu-build VENV=$(TITAN_VENV) CAFFE_CUDA=11.8 CI_GPU_ARCH=61
 
 # On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
+# The repository goes on PYTHONPATH: the tools import mtdnn, also from a Python that is not the
+# venv's (the portable bundle's).
 gpu-check: $(VENV)/.requirements
 	@if nvidia-smi -L >/dev/null 2>&1; then $(MAKE) setup CAFFE_TESTS=$(CAFFE_GTESTS); fi
-	$(PY) tools/gpu_check.py
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) tools/gpu_check.py
 
 # A tarball of the built caffe tools and their libraries for a machine where nothing can be
 # installed (docker/caffe_bundle.sh); CUDA_LIBS=bundle puts CUDA's libraries in (GPU builds).

@@ -68,7 +68,8 @@ def score(scores: np.ndarray, names: list, labels_file: Path, attributes: list) 
 def train_variant(out: Path, run: Path, state: dict, db: Path, iters: int, lambda1: float, seed: int,
                   threads: int, pretrained: Path | None = None) -> Path:
     """Fine-tune one variant from the demo's pre-trained weights; returns the final weights."""
-    from mtdnn.train import caffe_binary, find_database, prepare, run_caffe
+    from mtdnn.caffe.run import caffe_binary, run_caffe
+    from mtdnn.train import find_database, prepare
     overrides = {**state["overrides"], "finetune_iter": iters, "lambda1": lambda1, "random_seed": seed}
     _, phases = prepare(out, state["model"], find_database(db), overrides, restart=True, log=lambda *_: None)
     fine = next(p for p in phases if p.name == "finetune")  # (restart: an interrupted variant starts over)
@@ -85,7 +86,7 @@ def train_variant(out: Path, run: Path, state: dict, db: Path, iters: int, lambd
 def extract(deploy: Path, weights: Path, names_file: Path, root: Path, prefix: Path, threads: int) -> None:
     import subprocess
 
-    from mtdnn.train import blas_threads_env
+    from mtdnn.caffe.run import blas_threads_env
     cmd = [sys.executable, str(REPO / "tools" / "extract_features.py"), "--deploy", str(deploy), "--weights",
            str(weights), "--list", str(names_file), "--root", str(root), "--blob", "attr_pred", "--out",
            str(prefix), "--restart"]

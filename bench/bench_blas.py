@@ -40,7 +40,7 @@ from pathlib import Path
 
 from mtdnn.paths import REPO
 from mtdnn.prototxt import read_net, with_input_layers, write_prototxt
-from mtdnn.train import blas_threads_env
+from mtdnn.caffe.run import blas_threads_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_caffe_time import NUM_ATTRIBUTES, PAPER_BATCH, caffe_time  # noqa: E402

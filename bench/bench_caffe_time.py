@@ -14,20 +14,19 @@ alternating, and the ratio of the two is printed ("patched/original" speed-up).
 """
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe loads: no per-layer log
-from mtdnn import netstats  # noqa: E402
-from mtdnn.paths import REPO  # noqa: E402
-from mtdnn.prototxt import read_net, with_input_layers, write_prototxt  # noqa: E402
+from mtdnn.caffe import netstats  # noqa: E402
+from mtdnn.caffe.run import caffe_time as run_caffe_time, timing_net  # noqa: E402
 from mtdnn.netgen.render import render_model  # noqa: E402
+from mtdnn.paper import PAPER_ATTRIBUTES  # noqa: E402
+from mtdnn.paths import REPO  # noqa: E402
 
 PAPER_BATCH = {"full": 40, "fast": 48}
-NUM_ATTRIBUTES = 7
+NUM_ATTRIBUTES = len(PAPER_ATTRIBUTES)  # the attribute head's outputs (bench_blas.py reads it)
 DEMO_IDENTITIES = 430  # the identities of the full demo's training set (docs/demo.md)
 
 
@@ -44,17 +43,9 @@ def caffe_time(model: Path, iterations: int, patched: bool = True, env: dict | N
     """Average forward and backward milliseconds that `caffe time` reports (the environment,
     ``env`` or this process's, is kept, OPENBLAS_CORETYPE included; ``patched=False`` runs
     Caffe's original CPU code)."""
-    env = {**(os.environ if env is None else env), "GLOG_minloglevel": "0", "GLOG_logtostderr": "1",
-           "MTDNN_CAFFE_CPU_PATCH": "1" if patched else "0",
+    env = {**(os.environ if env is None else env), "MTDNN_CAFFE_CPU_PATCH": "1" if patched else "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    out = subprocess.run(["caffe", "time", "-model", str(model), "-iterations", str(iterations)],
-                         capture_output=True, text=True, env=env)
-    log = out.stdout + out.stderr
-    if out.returncode != 0:
-        raise RuntimeError(f"caffe time failed on {model}:\n{log[-3000:]}")
-    fwd = float(re.search(r"Average Forward pass: ([\d.]+) ms", log).group(1))
-    bwd = float(re.search(r"Average Backward pass: ([\d.]+) ms", log).group(1))
-    return fwd, bwd
+    return run_caffe_time(model, iterations, env=env)
 
 
 def main(argv=None):
@@ -74,10 +65,7 @@ def main(argv=None):
             if name == "demo":
                 folder = Path(tmp) / "demo"
                 batch = render_demo_net(folder)
-            net = with_input_layers(read_net(folder / "train_val.prototxt"), "TRAIN",
-                                    {"data": (batch, 3, 112, 96), "label": (batch,),
-                                     "attributes": (batch, NUM_ATTRIBUTES)})
-            timed = write_prototxt(net, Path(tmp) / f"{name}_time.prototxt")
+            timed = timing_net(folder / "train_val.prototxt", batch, Path(tmp) / f"{name}_time.prototxt")
             gflop = netstats.summarize(folder / "deploy.prototxt").total_flops / 1e9
             times = {True: [], False: []}
             for r in range(args.repeats):

@@ -47,6 +47,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .caffe.cuda import caffe_has_cuda  # the one CUDA probe (also used by name: inference.caffe_has_cuda)
+
 ENGINES = ("auto", "caffe", "opencv", "onnxruntime")
 # What ``auto`` tries on the CPU, in this order, before pycaffe: the faster engine first.
 # Measured with bench/bench_engines.py (interleaved, ratios): ONNX Runtime ahead of OpenCV on
@@ -98,19 +100,6 @@ def _import_caffe():
 
 
 # --------------------------------------------------------------------------- devices
-
-def caffe_has_cuda() -> bool:
-    """Whether the installed pycaffe/libcaffe was built with CUDA.
-
-    A CUDA build of Caffe links cuBLAS (and the CUDA runtime) dynamically, so importing
-    pycaffe maps ``libcublas`` into this process; a CPU-only build (``CPU_ONLY``) links
-    neither. The ``caffe`` tool beside the venv's Python is built from the same tree by
-    ``make setup``, so the answer holds for it too.
-    """
-    _import_caffe()
-    maps = Path("/proc/self/maps").read_text()
-    return re.search(r"/lib(cublas|cudart)[^/\s]*\.so", maps) is not None
-
 
 def require_gpu_build(gpu: int | None) -> None:
     """Raise :class:`GpuUnavailable` when ``gpu`` is set and Caffe has no CUDA."""

@@ -25,7 +25,7 @@ from mtdnn.netgen.spec import GenerateError
 
 from . import attribute_labels as al
 from . import db, inference, moon
-from .caffe_log import parse_caffe_log, plot_curves
+from .caffe.log import parse_caffe_log, plot_curves
 from .evaluation.attributes import attribute_accuracy
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .images import load_image
@@ -166,9 +166,11 @@ def build_data(out: Path, table, aligned: Path, train, test, names, target_spec,
 
 
 def train(out: Path, options: MoonOptions, iters: int) -> Path:
-    """`caffe train` in OUT through the project's one Caffe runner (mtdnn.train.run_caffe: log in
+    """`caffe train` in OUT through the project's one Caffe runner (mtdnn.caffe.run.run_caffe: log in
     OUT/train.log, progress bar, Ctrl-C passed on to Caffe); returns the final snapshot."""
-    from .train import Phase, caffe_binary, caffe_errors, run_caffe
+    from .caffe.log import caffe_errors
+    from .caffe.run import caffe_binary, run_caffe
+    from .caffe.snapshots import Phase
     phase = Phase("train", out / "solver.prototxt", out / "train_val.prototxt", iters, "moon", 0)
     cmd = [caffe_binary(options.caffe), "train", "-solver", phase.solver.name]
     if options.gpu is not None:

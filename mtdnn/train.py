@@ -37,34 +37,33 @@ momentum, decay, seed, ...; not the schedule's length, nor the display, snapshot
 intervals) is refused, and nothing in it is touched: a finished run is never passed off as
 one of other settings. Bad input (no model of that name, a missing or inconsistent database, too little
 free disk space, another train.py on the same folder, a Caffe failure, an interruption)
-raises :class:`TrainError` whose message says what to do; rerunning the same command
-continues from the last good state.
+raises :class:`TrainError` whose message says what to do (a failed or interrupted `caffe train`:
+:class:`TrainStopped`); rerunning the same command continues from the last good state.
+
+The phases run through a :class:`mtdnn.caffe.engine.TrainingEngine` (`caffe train`, the only
+engine); the snapshot checks and fingerprints are mtdnn.caffe.snapshots.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .caffe.engine import CaffeEngine, TrainingEngine
+from .caffe.log import parse_caffe_log, plot_curves, write_csv
+from .caffe.run import TrainError, TrainStopped, failure_reason
+from .caffe.snapshots import (FINGERPRINT_VERSION, PHASES, Phase, latest_good_snapshot, net_fingerprint,
+                              read_phases, recorded_fingerprint, set_aside, snapshot_bytes, snapshot_files,
+                              snapshot_pair, snapshot_problem, solver_fingerprint, weights_problem)
 from .paths import REPO
 
-PHASES = ("pretrain", "finetune")
 STATE_FILE = "run.json"
 LOCK_FILE = ".train.lock"
 # Space kept free beyond the snapshots' estimate (logs, plots, the file system's own needs).
 DISK_MARGIN = 200 * 2**20
-
-
-class TrainError(RuntimeError):
-    """Training cannot go on; the message says why and what to do."""
 
 
 # --------------------------------------------------------------------------- the database
@@ -114,7 +113,7 @@ def database_key(manifests: dict) -> dict | None:
 
 
 BUILD_HINT = ("build one with tools/align_faces.py, tools/build_db.py and tools/label_attributes.py "
-              "(see docs/demo.md), or pass --data (make train DATA=...) pointing at a "
+              "(see docs/demo.md), or pass --db (make train DATA=...) pointing at a "
               "tools/build_db.py output folder")
 
 
@@ -179,226 +178,7 @@ def _attribute_file(root: Path, split: str, m: dict | None) -> Path | None:
     return path if path.is_file() else None
 
 
-# --------------------------------------------------------------------------- phases and snapshots
-
-@dataclass
-class Phase:
-    name: str
-    solver: Path        # in the run folder
-    net: Path           # the solver's net, in the run folder
-    max_iter: int
-    prefix: str         # snapshot prefix, relative to the run folder
-    snapshot: int       # snapshot interval (0: none)
-
-    @property
-    def final_weights(self) -> Path:
-        return self.solver.parent / f"{self.prefix}_iter_{self.max_iter}.caffemodel"
-
-    @property
-    def log(self) -> Path:
-        return self.solver.parent / f"{self.name}.log"
-
-    def snapshots(self) -> list[tuple[int, Path]]:
-        """(iteration, .solverstate) of this phase, newest first."""
-        pattern = re.compile(re.escape(Path(self.prefix).name) + r"_iter_(\d+)\.solverstate$")
-        found = []
-        folder = (self.solver.parent / self.prefix).parent
-        for p in folder.glob(f"{Path(self.prefix).name}_iter_*.solverstate"):
-            if m := pattern.match(p.name):
-                found.append((int(m[1]), p))
-        return sorted(found, reverse=True)
-
-    def weights(self) -> list[Path]:
-        folder = (self.solver.parent / self.prefix).parent
-        return sorted(folder.glob(f"{Path(self.prefix).name}_iter_*.caffemodel"))
-
-
-def read_phases(run_dir: Path) -> list[Phase]:
-    from .prototxt import read_solver
-    phases = []
-    for name in PHASES:
-        solver = run_dir / f"solver_{name}.prototxt"
-        s = read_solver(solver)
-        net = Path(s.net)
-        phases.append(Phase(name, solver, net if net.is_absolute() else run_dir / net, int(s.max_iter),
-                            s.snapshot_prefix, int(s.snapshot)))
-    return phases
-
-
-FINGERPRINT_VERSION = 3  # 1: line-based (missed fields that share a line); 2: parsed prototxt;
-#                         3: without the net's name (the run folder's name: a renamed folder is the same net)
-
-
-def _legacy_fingerprint(text: str, left_out: tuple) -> str:
-    """Version 1: sha256 of a prototxt's lines without comments, blank lines and the lines whose
-    key is in ``left_out`` (kept to recognise run folders recorded with it)."""
-    kept = [line for line in (raw.split("#", 1)[0].strip() for raw in text.splitlines())
-            if line and line.split(":", 1)[0].strip() not in left_out]
-    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
-
-
-def _message_fingerprint(message) -> str:
-    from google.protobuf import text_format
-    return hashlib.sha256(text_format.MessageToString(message).encode()).hexdigest()
-
-
-# per-layer data parameters whose source and batch size are not part of the net
-DATA_PARAMS = ("data_param", "hdf5_data_param", "image_data_param", "window_data_param")
-
-
-def net_fingerprint(text: str, keep_name: bool = False) -> str:
-    """sha256 of a net prototxt parsed as Caffe does (caffe_pb2 text format: comments and
-    layout do not count) without its name (the run folder's), data sources and batch sizes: two
-    nets with the same fingerprint have the same layers and parameters, so their snapshots are
-    interchangeable (the folder may be renamed, the data may have moved, the batch may differ).
-    ``keep_name``: version 2's fingerprint, which kept the name."""
-    from google.protobuf import text_format
-
-    from caffe.proto import caffe_pb2
-    net = text_format.Parse(text, caffe_pb2.NetParameter())
-    if not keep_name:
-        net.ClearField("name")
-    for layer in net.layer:
-        for field in DATA_PARAMS:
-            if layer.HasField(field):
-                getattr(layer, field).ClearField("source")
-                getattr(layer, field).ClearField("batch_size")
-    return _message_fingerprint(net)
-
-
-# solver fields left out of its fingerprint: what is logged or saved, and the schedule's length
-# (a longer or shorter schedule continues from the last snapshot; a finished phase of another
-# length is not finished, see phase_done)
-SOLVER_FREE = ("net", "train_net", "test_iter", "test_interval", "test_initialization", "display", "average_loss",
-               "snapshot", "snapshot_prefix", "snapshot_format", "snapshot_after_train", "solver_mode", "device_id",
-               "max_iter", "stepvalue", "stepsize")
-
-
-def solver_fingerprint(text: str) -> str:
-    """sha256 of a parsed solver prototxt without the SOLVER_FREE fields: two solvers with the
-    same fingerprint learn alike (same learning rates, momentum, decay, seed, ...)."""
-    from google.protobuf import text_format
-
-    from caffe.proto import caffe_pb2
-    solver = text_format.Parse(text, caffe_pb2.SolverParameter())
-    for field in SOLVER_FREE:
-        solver.ClearField(field)
-    return _message_fingerprint(solver)
-
-
-FINGERPRINTS = {"nets": (net_fingerprint, ("source", "batch_size")), "solvers": (solver_fingerprint, SOLVER_FREE)}
-
-
-def recorded_fingerprint(state: dict, kind: str, name: str, old_file: Path) -> str | None:
-    """The fingerprint (of the current version) of what made a phase's snapshots: from
-    run.json, or for a run recorded with version 1, from the file it rendered then (still in
-    the run folder), when that file's version-1 fingerprint is the recorded one."""
-    recorded = state.get(kind, {}).get(name)
-    if state.get("fingerprint_version") == FINGERPRINT_VERSION or recorded is None:
-        return recorded
-    if state.get("fingerprint_version") == 2:  # the same parse, with the net's name
-        if kind == "solvers":
-            return recorded
-        if old_file.is_file() and net_fingerprint(old_file.read_text(), keep_name=True) == recorded:
-            return net_fingerprint(old_file.read_text())
-        return recorded
-    fingerprint, left_out = FINGERPRINTS[kind]
-    if old_file.is_file() and _legacy_fingerprint(old_file.read_text(), left_out) == recorded:
-        return fingerprint(old_file.read_text())
-    return recorded
-
-
-def weights_problem(weights: Path, solverstate=None) -> str | None:
-    """Why a .caffemodel cannot be used (None: it can): it does not parse, a blob holds fewer
-    values than its shape (a file cut short), or its blobs are not those that the
-    .solverstate's history (one blob per learned parameter, in order) says."""
-    from .weights import WeightsError, blob_dims, incomplete_blob, parse_weights, weights_layers
-    if not weights.is_file():
-        return "missing"
-    try:
-        net = parse_weights(weights)
-    except WeightsError as e:
-        return str(e).removeprefix(f"{weights}: ")
-    problem = incomplete_blob(net)
-    if problem:
-        return problem
-    shapes = [blob_dims(b) for blobs in weights_layers(net).values() for b in blobs]
-    if solverstate is not None and not len(solverstate.history):  # Caffe's SGD restores one per parameter
-        return (f"holds {len(shapes)} parameter blobs, its .solverstate no history blobs (cut short, or not "
-                f"written by Caffe's SGD solver): Caffe would abort on resuming it")
-    if solverstate is not None:
-        history = [blob_dims(h) for h in solverstate.history]
-        if len(history) % len(shapes) or history != shapes * (len(history) // len(shapes)):  # SGD 1x, Adam 2x
-            return (f"holds {len(shapes)} parameter blobs, its .solverstate {len(history)} history blobs "
-                    f"of other shapes (cut short, or of another net)")
-    return None
-
-
-def snapshot_problem(phase: Phase, it: int, path: Path) -> str | None:
-    """Why the snapshot pair of iteration ``it`` (``path``: its .solverstate) cannot be resumed
-    from: the .solverstate does not parse or is of another iteration, it names another
-    .caffemodel, or that .caffemodel is damaged (:func:`weights_problem`). Caffe writes the
-    weights first and neither file is fsync'ed, so a power cut can leave either cut short."""
-    from caffe.proto import caffe_pb2
-    state = caffe_pb2.SolverState()
-    try:
-        state.ParseFromString(path.read_bytes())
-    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        return f"{path.name} is damaged ({type(e).__name__})"
-    expected = f"{Path(phase.prefix).name}_iter_{it}.caffemodel"
-    if state.iter != it or Path(state.learned_net).name != expected:
-        return f"{path.name} is damaged (it says iteration {state.iter}, weights {state.learned_net!r})"
-    weights = path.with_name(expected)
-    problem = weights_problem(weights, state)
-    return f"{weights.name} {problem}" if problem else None
-
-
-def set_aside(paths, log=print) -> list[Path]:
-    """Rename damaged snapshot files to ``<name>.damaged`` (``.damaged2``, ... when that exists;
-    kept for inspection, never deleted);
-    returns the new paths."""
-    moved = []
-    for p in paths:
-        if p.is_file():
-            target, n = p.with_name(p.name + ".damaged"), 1
-            while target.exists():  # an earlier damaged copy is kept too
-                n += 1
-                target = p.with_name(f"{p.name}.damaged{n}")
-            os.replace(p, target)
-            moved.append(target)
-    if moved:
-        log(f"  set aside: {', '.join(m.name for m in moved)} (delete them when you no longer need them)")
-    return moved
-
-
-def _pair(phase: Phase, it: int) -> list[Path]:
-    folder = (phase.solver.parent / phase.prefix).parent
-    stem = f"{Path(phase.prefix).name}_iter_{it}"
-    return [folder / f"{stem}.caffemodel", folder / f"{stem}.solverstate"]
-
-
-def latest_good_snapshot(phase: Phase, log=print) -> tuple[int, Path] | None:
-    """The newest snapshot pair that is whole (:func:`snapshot_problem`); a damaged newer pair
-    (a kill or power cut while Caffe wrote it) is named and set aside, and the one before is
-    tried."""
-    for it, path in phase.snapshots():
-        problem = snapshot_problem(phase, it, path)
-        if problem is None:
-            return it, path
-        log(f"  {problem}: skipped; the snapshot before it is used")
-        set_aside(_pair(phase, it), log)
-    return None
-
-
 # --------------------------------------------------------------------------- disk space
-
-def snapshot_bytes(net: Path) -> int:
-    """Bytes of one snapshot pair (.caffemodel + SGD .solverstate) of ``net``: 4 bytes per
-    learned value and BatchNorm statistic, plus the same again for the momentum history."""
-    from .netstats import summarize
-    stats = summarize(net)
-    return 4 * (2 * stats.total_params + stats.total_stats) + 64 * 1024
-
 
 def needed_bytes(phases: list[Phase], start_iters: dict) -> int:
     total, cache = 0, {}
@@ -425,111 +205,8 @@ def check_disk(run_dir: Path, need: int, reserve: int = 0) -> None:
             "less often (--snapshot); then rerun: finished snapshots are kept and reused")
 
 
-# --------------------------------------------------------------------------- running caffe
-
-def caffe_binary(explicit: str | None = None) -> str:
-    if explicit:
-        return explicit
-    here = Path(sys.executable).parent / "caffe"
-    found = str(here) if here.is_file() else shutil.which("caffe")
-    if not found:
-        raise TrainError("no caffe binary beside this Python or on PATH: run `make setup`, or pass --caffe")
-    return found
-
-
-def binary_has_cuda(binary: str) -> bool | None:
-    """Whether the caffe binary was built with CUDA: a CUDA build loads the CUDA runtime or
-    cuBLAS (``ldd`` lists libcaffe's dependencies too); None when that cannot be told (no
-    ``ldd``, a wrapper script)."""
-    try:
-        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if "=>" not in out:
-        return None
-    return re.search(r"/lib(cudart|cublas)[^/\s]*\.so", out) is not None
-
-
-_ERROR_LINE = re.compile(r"^(F\d{4} |E\d{4} )|Check failed|Error|error:|No space left|"
-                         r"Aborted|what\(\)|Cannot |cannot |Failed|failed")
-
-
-def caffe_errors(log_text: str, limit: int = 12) -> str:
-    """The lines of a Caffe log that say why it failed (glog F/E lines, checks, errors)."""
-    lines = [ln for ln in log_text.splitlines() if _ERROR_LINE.search(ln) and "Iteration" not in ln]
-    if not lines:
-        lines = log_text.splitlines()[-limit:]
-    return "\n".join("    " + ln for ln in lines[-limit:])
-
-
-def blas_threads_env(threads: int) -> dict[str, str]:
-    """The variables that fix a process's BLAS thread count (OpenBLAS, OpenMP builds, MKL):
-    Caffe's reductions add in an order that depends on it, so its results do too."""
-    return {v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
-def run_caffe(cmd: list[str], cwd: Path, log_path: Path, phase: Phase, start_iter: int,
-              threads: int | None = None, progress: bool = True, on_line=None) -> tuple[int, str]:
-    """Run `caffe train`, appending its stderr to ``log_path`` and drawing a progress bar of
-    the iterations; returns (exit status, the text it wrote this time). SIGINT/SIGTERM are
-    passed on to Caffe, which snapshots and stops (``-sigint_effect stop``)."""
-    from tqdm import tqdm
-    env = {**os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1"}
-    if threads:
-        env.update(blas_threads_env(threads))
-    pattern = re.compile(r"Iteration (\d+) .*?loss = ([-+\w.]+)")
-    written = []
-    with open(log_path, "a") as logf, tqdm(total=phase.max_iter, initial=start_iter, unit="it",
-                                           desc=phase.name, dynamic_ncols=True, disable=not progress,
-                                           file=sys.stdout) as bar:
-        header = (f"### tools/train.py {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)} (cwd {cwd})\n")
-        logf.write(header)
-        logf.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, errors="replace", preexec_fn=_die_with_parent)
-        previous = {}
-
-        def forward(signum, frame):  # let Caffe snapshot and stop, then report
-            proc.send_signal(signal.SIGINT)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                previous[sig] = signal.signal(sig, forward)
-            except ValueError:  # not the main thread
-                pass
-        try:
-            for line in proc.stdout:
-                logf.write(line)
-                written.append(line)
-                if on_line is not None:
-                    on_line(line)
-                if m := pattern.search(line):
-                    bar.update(max(0, int(m[1]) - bar.n))
-                    bar.set_postfix(loss=m[2])
-            rc = proc.wait()
-            if rc == 0 and phase.final_weights.is_file():
-                bar.update(phase.max_iter - bar.n)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return rc, "".join(written)
-
-
-def _die_with_parent() -> None:
-    """In the child: be killed when train.py dies (even by SIGKILL), so that no orphaned
-    Caffe keeps writing snapshots while a rerun starts another one."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def write_curves(phase: Phase) -> None:
     """<phase>.train.csv, <phase>.test.csv and <phase>.png beside the log (tools/plot_log.py)."""
-    from .caffe_log import parse_caffe_log, plot_curves, write_csv
     if not phase.log.is_file():
         return
     log = parse_caffe_log(phase.log.read_text(errors="replace"))
@@ -540,7 +217,6 @@ def write_curves(phase: Phase) -> None:
         from .watch import phase_curve
         plot_curves(log, stem.with_suffix(".png"), title=f"{phase.log.parent.name}: {phase.name}",
                     verification=phase_curve(phase.log.parent, phase.name))
-
 
 # --------------------------------------------------------------------------- the run
 
@@ -581,10 +257,6 @@ def _write_state(run_dir: Path, state: dict) -> None:
     atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, default=str) + "\n")
 
 
-def _snapshot_files(run_dir: Path) -> list[Path]:
-    return sorted(p for pat in ("*.solverstate", "*_iter_*.caffemodel") for p in run_dir.glob(pat))
-
-
 def _describe(opts: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(opts.items()) if v is not None) or "(none)"
 
@@ -604,81 +276,33 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
     """Render the model into ``run_dir`` after checking that the snapshots there (if any)
     come from the same nets; returns (state, phases)."""
     import tempfile
-
-    from mtdnn.netgen import GenerateError, render_model
-    params = {**database.render_params(), "test_images": database.val_count or database.train_count}
     given_ids = overrides.get("identities")
     if given_ids is not None and given_ids < database.identities:
         raise TrainError(f"--identities {given_ids} is smaller than the {database.identities} identities "
                          f"of {database.root}: labels would fall outside the classifier; leave it out "
                          f"(the database's count is used)")
-    params.update({k: v for k, v in overrides.items() if v is not None})
     run_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=run_dir))
     try:
-        from .db import caffe_readable, write_source
-        for name, h5 in database.sources().items():  # the run's own list files: the database as it is now
-            # (a path with a space goes through a link in the run folder: Caffe reads the list word by word)
-            write_source(staging / name, [caffe_readable(h5, staging / name.removesuffix(".txt"))])
-        try:
-            # the model is named after the run folder, whatever the staging folder's name
-            render_model(staging, variant=model, name=params.pop("name", run_dir.resolve().name), **params)
-        except GenerateError as e:
-            hint = ""
-            if "attributes of shape" in str(e):
-                hint = (" (label a copy of the database with the model's attributes: "
-                        "tools/label_attributes.py --attributes ... --out DIR, then --data DIR)")
-            raise TrainError(f"cannot render model {model!r}: {e}{hint}") from None
+        params = _render(staging, run_dir, model, database, overrides)
         staged = read_phases(staging)
         fingerprints = {p.name: net_fingerprint(p.net.read_text()) for p in staged}
         solvers = {p.name: solver_fingerprint(p.solver.read_text()) for p in staged}
-
         state = _read_state(run_dir)
-        existing = _snapshot_files(run_dir)
+        existing = snapshot_files(run_dir)
         # what made the snapshots, in this version's fingerprints (before the new files replace the old)
         old_nets = {p.name: recorded_fingerprint(state, "nets", p.name, run_dir / p.net.name) for p in staged}
         if existing and not restart:
-            if not state.get("nets"):
-                raise TrainError(
-                    f"{run_dir} holds snapshots ({existing[0].name}, ...) but no {STATE_FILE} saying which net "
-                    f"made them, so they cannot be resumed safely. Train into a new run folder "
-                    f"(--run / RUN=runs/NAME), or pass --restart to delete them and start over")
-            old_key = state.get("database_key")
-            if old_key and database.key and old_key != database.key:
-                raise TrainError(
-                    f"{run_dir} holds snapshots ({existing[0].name}, ...) trained on other data than "
-                    f"{database.root} holds (its manifests' record order or attribute checksums differ from "
-                    f"the database recorded in {STATE_FILE}, {state.get('database')}). Nothing was changed. "
-                    f"Train into a new run folder (--run / RUN=runs/NAME), or pass --restart to start over")
-            for p in staged:
-                has = [f for f in existing if f.name.startswith(Path(p.prefix).name + "_iter_")]
-                # runs recorded before solvers were: the solver files beside their snapshots made them
-                old_solver = (recorded_fingerprint(state, "solvers", p.name, run_dir / p.solver.name)
-                              if state.get("solvers") else
-                              solver_fingerprint((run_dir / p.solver.name).read_text())
-                              if (run_dir / p.solver.name).is_file() else None)
-                differs = ("of a different net" if old_nets[p.name] != fingerprints[p.name] else
-                           "made with a different solver" if old_solver != solvers[p.name] else None)
-                if has and differs:
-                    raise TrainError(
-                        f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) {differs} "
-                        f"({_changes(state, model, overrides, database)}). Nothing was changed. Train into "
-                        f"a new run folder (--run / RUN=runs/NAME), or pass --restart to delete this "
-                        f"folder's snapshots and logs and start over")
+            _check_resumable(run_dir, state, existing, staged, (old_nets, fingerprints, solvers),
+                             _changes(state, model, overrides, database), database)
         if restart:
-            for f in existing + [run_dir / f"{n}{s}" for n in PHASES
-                                 for s in (".log", ".train.csv", ".test.csv", ".png")]:
-                if f.exists():
-                    f.unlink()
-            if existing:
-                log(f"--restart: deleted {len(existing)} snapshot file(s) and the logs in {run_dir}")
+            _delete_run(run_dir, existing, log)
             state = {}
         for f in sorted(staging.iterdir()):
             os.replace(f, run_dir / f.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    phases = read_phases(run_dir)
     done = state.get("phases", {}) if not restart else {}
     for name, info in done.items():  # a phase recorded with version-1 fingerprints of the same net
         if name in old_nets and info.get("net") == state.get("nets", {}).get(name) and old_nets[name] == fingerprints[name]:
@@ -691,8 +315,73 @@ def prepare(run_dir: Path, model: str, database: Database, overrides: dict, rest
              "nets": fingerprints, "solvers": solvers, "fingerprint_version": FINGERPRINT_VERSION,
              "database_key": database.key, "phases": done}
     _write_state(run_dir, state)
-    return state, phases
+    return state, read_phases(run_dir)
 
+
+def _render(staging: Path, run_dir: Path, model: str, database: Database, overrides: dict) -> dict:
+    """The run's HDF5Data list files (the database as it is now) and the model rendered for this
+    data into ``staging``; returns the rendering parameters."""
+    from mtdnn.netgen import GenerateError, render_model
+
+    from .db import caffe_readable, write_source
+    params = {**database.render_params(), "test_images": database.val_count or database.train_count}
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    for name, h5 in database.sources().items():
+        # (a path with a space goes through a link in the run folder: Caffe reads the list word by word)
+        write_source(staging / name, [caffe_readable(h5, staging / name.removesuffix(".txt"))])
+    try:
+        # the model is named after the run folder, whatever the staging folder's name
+        render_model(staging, variant=model, name=params.pop("name", run_dir.resolve().name), **params)
+    except GenerateError as e:
+        hint = ""
+        if "attributes of shape" in str(e):
+            hint = (" (label a copy of the database with the model's attributes: "
+                    "tools/label_attributes.py --attributes ... --out DIR, then --db DIR)")
+        raise TrainError(f"cannot render model {model!r}: {e}{hint}") from None
+    return params
+
+
+NEW_RUN = "Train into a new run folder (--run / RUN=runs/NAME), or pass --restart"
+
+
+def _check_resumable(run_dir: Path, state: dict, existing: list[Path], staged: list[Phase],
+                     prints: tuple[dict, dict, dict], changes: str, database: Database) -> None:
+    """TrainError unless the snapshots in ``run_dir`` were made by the staged nets and solvers
+    (``prints``: the recorded nets', the staged nets' and solvers' fingerprints) on this data."""
+    old_nets, fingerprints, solvers = prints
+    if not state.get("nets"):
+        raise TrainError(
+            f"{run_dir} holds snapshots ({existing[0].name}, ...) but no {STATE_FILE} saying which net "
+            f"made them, so they cannot be resumed safely. {NEW_RUN} to delete them and start over")
+    old_key = state.get("database_key")
+    if old_key and database.key and old_key != database.key:
+        raise TrainError(
+            f"{run_dir} holds snapshots ({existing[0].name}, ...) trained on other data than "
+            f"{database.root} holds (its manifests' record order or attribute checksums differ from "
+            f"the database recorded in {STATE_FILE}, {state.get('database')}). Nothing was changed. "
+            f"{NEW_RUN} to start over")
+    for p in staged:
+        has = [f for f in existing if f.name.startswith(Path(p.prefix).name + "_iter_")]
+        # runs recorded before solvers were: the solver files beside their snapshots made them
+        old_solver = (recorded_fingerprint(state, "solvers", p.name, run_dir / p.solver.name)
+                      if state.get("solvers") else
+                      solver_fingerprint((run_dir / p.solver.name).read_text())
+                      if (run_dir / p.solver.name).is_file() else None)
+        differs = ("of a different net" if old_nets[p.name] != fingerprints[p.name] else
+                   "made with a different solver" if old_solver != solvers[p.name] else None)
+        if has and differs:
+            raise TrainError(
+                f"{run_dir} holds {p.name} snapshots ({has[-1].name}, ...) {differs} ({changes}). Nothing was "
+                f"changed. {NEW_RUN} to delete this folder's snapshots and logs and start over")
+
+
+def _delete_run(run_dir: Path, existing: list[Path], log) -> None:
+    """--restart: the snapshots, logs and curves of both phases go."""
+    for f in existing + [run_dir / f"{n}{s}" for n in PHASES for s in (".log", ".train.csv", ".test.csv", ".png")]:
+        if f.exists():
+            f.unlink()
+    if existing:
+        log(f"--restart: deleted {len(existing)} snapshot file(s) and the logs in {run_dir}")
 
 def phase_done(state: dict, phase: Phase, log=print) -> bool:
     """Whether ``phase`` finished with these settings and its final snapshot is whole (a
@@ -707,17 +396,20 @@ def phase_done(state: dict, phase: Phase, log=print) -> bool:
                else (f"{phase.final_weights.name} {p}" if (p := weights_problem(phase.final_weights)) else None))
     if problem:
         log(f"[{phase.name}] finished before, but {problem}: the phase is not finished")
-        set_aside(_pair(phase, phase.max_iter), log)
+        set_aside(snapshot_pair(phase, phase.max_iter), log)
         return False
     return True
 
 
+
 def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str | None = None,
           restart: bool = False, phases=PHASES, caffe: str | None = None, threads: int | None = None,
-          min_free: int = 0, progress: bool = True, log=print, watch=None) -> dict:
+          min_free: int = 0, progress: bool = True, log=print, watch=None,
+          engine: TrainingEngine | None = None) -> dict:
     """Train (or continue training) ``model`` in ``run_dir`` on the database ``data``.
     Returns the run's state (``run.json``): ``weights`` is the final fine-tuned caffemodel.
-    ``watch``: an :class:`mtdnn.watch.Watch` that checks snapshots on a pair list while Caffe runs."""
+    ``watch``: an :class:`mtdnn.watch.Watch` that checks snapshots on a pair list while Caffe runs.
+    ``engine``: what runs the phases (default `caffe train` of ``caffe``, :class:`CaffeEngine`)."""
     from mtdnn.netgen import ALIASES, VARIANTS
     overrides = dict(overrides or {})
     if model not in VARIANTS and model not in ALIASES:
@@ -725,12 +417,8 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
                          f"(or an alias: {', '.join(ALIASES)}); see `python -m generate list`")
     run_dir = Path(run_dir)
     database = find_database(data)
-    binary = caffe_binary(caffe)
-    if gpus is not None and not re.fullmatch(r"(all|\d+(,\d+)*)", gpus):
-        raise TrainError(f"--gpu {gpus!r}: give GPU ids separated by commas (0 or 0,1) or 'all'")
-    if gpus is not None and binary_has_cuda(binary) is False:
-        raise TrainError(f"--gpu {gpus}: {binary} was built without CUDA (CPU only); build the GPU one with "
-                         f"`CAFFE_GPU=1 make setup` (README, GPU), or leave out --gpu to train on the CPU")
+    engine = engine or CaffeEngine(caffe)
+    engine.check(gpus)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         state, all_phases = prepare(run_dir, model, database, overrides, restart, log=log)
@@ -740,78 +428,13 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
             f"{database.train_count} training / {database.val_count} validation images of "
             f"{database.identities} identities from {database.root}")
         todo = [p for p in all_phases if p.name in phases]
-
-        # which phases are finished, where the others start, and the disk space that needs
-        finished, snaps = set(), {}
-        for phase in todo:
-            if phase_done(state, phase, log):
-                finished.add(phase.name)
-            else:
-                snaps[phase.name] = latest_good_snapshot(phase, log=log)
-        starts = {name: snap[0] if snap else 0 for name, snap in snaps.items()}
-        check_disk(run_dir, needed_bytes([p for p in todo if p.name not in finished], starts), min_free)
-
+        finished, snaps = _plan(state, todo, run_dir, min_free, log)
+        run = _PhaseRun(engine, run_dir, state, all_phases, gpus, threads, progress, log, watch)
         for phase in todo:
             if phase.name in finished:
                 log(f"[{phase.name}] finished before: {phase.final_weights.name} (skipped)")
-                continue
-            cmd = [binary, "train", "-solver", phase.solver.name]
-            snap = snaps[phase.name]
-            if snap:
-                cmd += ["-snapshot", snap[1].name]
-                what = f"continuing from iteration {snap[0]} ({snap[1].name})"
-            elif phase.name == "finetune":
-                pre = next(p for p in all_phases if p.name == "pretrain")
-                if not (pre.name in finished or phase_done(state, pre, log)):
-                    raise TrainError(f"fine-tuning starts from the pre-trained weights {pre.final_weights}, "
-                                     f"which do not exist or are not whole: run the pretrain phase first (--phase all; it "
-                                     f"continues from its last good snapshot)")
-                cmd += ["-weights", pre.final_weights.name]
-                what = f"from the pre-trained weights {pre.final_weights.name}"
             else:
-                what = "from scratch"
-            if gpus is not None:
-                cmd += ["-gpu", gpus]
-            log(f"[{phase.name}] {phase.max_iter} iterations, {what}; log {phase.log}")
-            log(f"  (cd {run_dir} && {' '.join(cmd)})")
-            t0 = time.time()
-            try:
-                rc, text = run_caffe(cmd, run_dir, phase.log, phase, starts[phase.name], threads, progress,
-                                     on_line=(lambda line, ph=phase: watch.on_line(ph, line)) if watch else None)
-                if watch is not None and rc == 0:
-                    watch.finish_phase(phase)  # the last snapshot's check too
-            finally:
-                if watch is not None:
-                    watch.close()  # a check still running when Caffe failed or was interrupted
-                try:
-                    write_curves(phase)
-                except Exception as e:  # noqa: BLE001 - curves must not hide the real outcome
-                    log(f"  warning: no curves from {phase.log}: {e}")
-            stopped = latest_good_snapshot(phase, log=lambda *_: None)
-            at = f"iteration {stopped[0]}" if stopped else "the start (no snapshot yet)"
-            if rc != 0:
-                if rc in (-signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, 130, 143):
-                    why = "was interrupted"
-                elif rc < 0:
-                    why = f"failed (killed by {signal.Signals(-rc).name})"
-                else:
-                    why = f"failed (exit status {rc})"
-                raise TrainError(
-                    f"caffe train {why} in the {phase.name} phase; Caffe said:\n{caffe_errors(text)}\n"
-                    f"  full log: {phase.log}\n"
-                    f"Fix the cause and rerun the same command: it continues from {at}")
-            if not phase.final_weights.is_file():
-                raise TrainError(f"caffe train stopped before the end of {phase.name} "
-                                 f"({phase.final_weights.name} was not written; log {phase.log}). "
-                                 f"Rerun the same command to continue from {at}")
-            info = state["phases"].get(phase.name, {})
-            state["phases"][phase.name] = {
-                "done": True, "max_iter": phase.max_iter, "net": state["nets"][phase.name],
-                "weights": phase.final_weights.name,
-                "seconds": round((info.get("seconds", 0) if snap else 0) + time.time() - t0, 1),
-                "resumed_from": snap[0] if snap else info.get("resumed_from")}
-            _write_state(run_dir, state)
-            log(f"[{phase.name}] done in {time.time() - t0:.0f} s: {phase.final_weights}")
+                run.run(phase, snaps[phase.name], finished)
         fine = next(p for p in all_phases if p.name == "finetune")
         if fine.final_weights.is_file() and phase_done(state, fine, log=lambda *_: None):
             state["weights"] = fine.final_weights.name
@@ -820,6 +443,94 @@ def train(run_dir, model: str, data, overrides: dict | None = None, *, gpus: str
             from .card import write_card  # the model card (docs/model_card.md): how to use these weights
             log(f"model card: {write_card(run_dir, state, database.attribute_names)}")
         return state
+
+
+def _plan(state: dict, todo: list[Phase], run_dir: Path, min_free: int, log) -> tuple[set, dict]:
+    """Which phases are finished, the snapshot each other one continues from (None: none), and
+    whether the disk holds the snapshots they will write (TrainError if not)."""
+    finished, snaps = set(), {}
+    for phase in todo:
+        if phase_done(state, phase, log):
+            finished.add(phase.name)
+        else:
+            snaps[phase.name] = latest_good_snapshot(phase, log=log)
+    starts = {name: snap[0] if snap else 0 for name, snap in snaps.items()}
+    check_disk(run_dir, needed_bytes([p for p in todo if p.name not in finished], starts), min_free)
+    return finished, snaps
+
+
+@dataclass
+class _PhaseRun:
+    """Runs one phase after another through ``engine`` and records each in run.json."""
+    engine: TrainingEngine
+    run_dir: Path
+    state: dict
+    all_phases: list
+    gpus: str | None
+    threads: int | None
+    progress: bool
+    log: object
+    watch: object
+
+    def run(self, phase: Phase, snap, finished: set) -> None:
+        log, watch = self.log, self.watch
+        weights = None
+        if snap:
+            what = f"continuing from iteration {snap[0]} ({snap[1].name})"
+        elif phase.name == "finetune":
+            weights = self._pretrained(finished)
+            what = f"from the pre-trained weights {weights.name}"
+        else:
+            what = "from scratch"
+        cmd = self.engine.command(phase, snapshot=snap[1] if snap else None, weights=weights, gpus=self.gpus)
+        log(f"[{phase.name}] {phase.max_iter} iterations, {what}; log {phase.log}")
+        log(f"  (cd {self.run_dir} && {' '.join(cmd)})")
+        t0 = time.time()
+        try:
+            rc, text = self.engine.run(cmd, phase, self.run_dir, start=snap[0] if snap else 0,
+                                       threads=self.threads, progress=self.progress,
+                                       on_line=(lambda line, ph=phase: watch.on_line(ph, line)) if watch else None)
+            if watch is not None and rc == 0:
+                watch.finish_phase(phase)  # the last snapshot's check too
+        finally:
+            if watch is not None:
+                watch.close()  # a check still running when Caffe failed or was interrupted
+            try:
+                write_curves(phase)
+            except Exception as e:  # noqa: BLE001 - curves must not hide the real outcome
+                log(f"  warning: no curves from {phase.log}: {e}")
+        self._check_outcome(phase, rc, text)
+        info = self.state["phases"].get(phase.name, {})
+        self.state["phases"][phase.name] = {
+            "done": True, "max_iter": phase.max_iter, "net": self.state["nets"][phase.name],
+            "weights": phase.final_weights.name,
+            "seconds": round((info.get("seconds", 0) if snap else 0) + time.time() - t0, 1),
+            "resumed_from": snap[0] if snap else info.get("resumed_from")}
+        _write_state(self.run_dir, self.state)
+        log(f"[{phase.name}] done in {time.time() - t0:.0f} s: {phase.final_weights}")
+
+    def _pretrained(self, finished: set) -> Path:
+        """The pre-training's final weights, which fine-tuning starts from (TrainError if not whole)."""
+        pre = next(p for p in self.all_phases if p.name == "pretrain")
+        if not (pre.name in finished or phase_done(self.state, pre, self.log)):
+            raise TrainError(f"fine-tuning starts from the pre-trained weights {pre.final_weights}, "
+                             f"which do not exist or are not whole: run the pretrain phase first (--phase all; it "
+                             f"continues from its last good snapshot)")
+        return pre.final_weights
+
+    def _check_outcome(self, phase: Phase, rc: int, text: str) -> None:
+        """TrainStopped when the engine failed, was interrupted or stopped before the last snapshot."""
+        stopped = latest_good_snapshot(phase, log=lambda *_: None)
+        at = f"iteration {stopped[0]}" if stopped else "the start (no snapshot yet)"
+        if rc != 0:
+            raise TrainStopped(
+                f"caffe train {failure_reason(rc)} in the {phase.name} phase; Caffe said:\n"
+                f"{self.engine.errors(text)}\n  full log: {phase.log}\n"
+                f"Fix the cause and rerun the same command: it continues from {at}")
+        if not phase.final_weights.is_file():
+            raise TrainStopped(f"caffe train stopped before the end of {phase.name} "
+                               f"({phase.final_weights.name} was not written; log {phase.log}). "
+                               f"Rerun the same command to continue from {at}")
 
 
 def default_run_dir(model: str) -> Path:

@@ -178,7 +178,7 @@ class Watch:
         from dataclasses import replace
 
         from mtdnn.prototxt import read_solver, write_prototxt
-        from mtdnn.train import read_phases
+        from mtdnn.caffe.snapshots import read_phases
         self.run_dir = Path(run_dir)
         for p in phases:
             self._own_snapshots[p.name] = p.snapshot
@@ -243,7 +243,7 @@ class Watch:
                "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                               os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         if self.threads:
-            from mtdnn.train import blas_threads_env
+            from mtdnn.caffe.run import blas_threads_env
             env.update(blas_threads_env(self.threads))
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self._running = (phase, iteration, weights, time.time())

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from mtdnn.caffe_log import parse_caffe_log
+from mtdnn.caffe.log import parse_caffe_log
 from mtdnn.paths import REPO
 
 PLOT_LOG = str(REPO / "tools" / "plot_log.py")

@@ -12,7 +12,7 @@ import pytest
 
 from mtdnn.netgen import render_model
 from mtdnn import db
-from mtdnn.caffe_log import parse_caffe_log
+from mtdnn.caffe.log import parse_caffe_log
 from mtdnn.paths import data_path
 
 PEOPLE, PER_PERSON = 6, 8  # 48 aligned LFW faces of the 6 people with the most images

@@ -1,4 +1,4 @@
-"""tools/gpu_check.py: the no-GPU path (exit 0, nothing written) and the pieces that need no GPU."""
+"""tools/gpu_check.py (mtdnn.caffe.gpu_check): the no-GPU path (exit 0, nothing written) and the pieces that need no GPU."""
 import json
 import subprocess
 import sys
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mtdnn.paths import REPO
-from tools import gpu_check
+from mtdnn.caffe import gpu_check
+from mtdnn.caffe.log import parse_caffe_time
 
 TOOL = REPO / "tools" / "gpu_check.py"
 
@@ -78,9 +79,9 @@ def test_max_rel_diff():
 
 def test_parse_caffe_time_and_gtest():
     log = "I1202 Average Forward pass: 12.5 ms.\nI1202 Average Backward pass: 30.25 ms.\n"
-    assert gpu_check.parse_caffe_time(log) == (12.5, 30.25)
+    assert parse_caffe_time(log) == (12.5, 30.25)
     with pytest.raises(ValueError):
-        gpu_check.parse_caffe_time("F1202 Check failed: error == cudaSuccess")
+        parse_caffe_time("F1202 Check failed: error == cudaSuccess")
     gtest = ("[  PASSED  ] 10 tests.\n[  FAILED  ] 2 tests, listed below:\n"
              "[  FAILED  ] ConvolutionLayerTest/2.TestGradient, where TypeParam = caffe::GPUDevice<float>\n"
              "[  FAILED  ] CuDNNPoolingLayerTest/0.TestSetup, where TypeParam = float\n")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mtdnn import db
-from mtdnn.caffe_log import parse_caffe_log
+from mtdnn.caffe.log import parse_caffe_log
 from mtdnn.paths import REPO, data_path
 
 TOOL = REPO / "tools" / "train_attributes.py"

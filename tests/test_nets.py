@@ -1,6 +1,6 @@
 """Every generated net instantiates in pycaffe (TRAIN and TEST) with the paper's shapes and
 block counts, trains a step on real LMDB/HDF5 input that stays aligned, and costs what
-design.md says (mtdnn.netstats)."""
+design.md says (mtdnn.caffe.netstats)."""
 import os
 
 import numpy as np
@@ -12,7 +12,8 @@ import caffe  # noqa: E402
 from mtdnn import netgen as generate  # noqa: E402
 from mtdnn.netgen import render_model  # noqa: E402
 from mtdnn.netgen.render import MODELS  # noqa: E402
-from mtdnn import db, netstats  # noqa: E402
+from mtdnn import db  # noqa: E402
+from mtdnn.caffe import netstats  # noqa: E402
 from mtdnn.prototxt import read_net  # noqa: E402
 
 GROUPS = [(1, 3, 64, (54, 46)), (2, 4, 128, (26, 22)), (3, 6, 256, (12, 10)), (4, 3, 512, (5, 4))]

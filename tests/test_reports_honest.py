@@ -147,7 +147,7 @@ def test_first_loss_that_flattens_a_panel_gets_a_log_axis(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mtdnn.caffe_log import _scale_note, parse_caffe_log, plot_curves
+    from mtdnn.caffe.log import _scale_note, parse_caffe_log, plot_curves
     fig, ax = plt.subplots()
     note = _scale_note(ax, [70_000.0, 9.1, 8.7, 8.2])
     assert ax.get_yscale() == "log" and "log scale" in note and "70,000" in note

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from mtdnn.paths import REPO, data_path
-from mtdnn.train import RunLock, binary_has_cuda, caffe_binary, net_fingerprint
+from mtdnn.caffe.cuda import binary_has_cuda
+from mtdnn.caffe.run import caffe_binary
+from mtdnn.train import RunLock, net_fingerprint
 
 TOOL = REPO / "tools" / "train.py"
 PEOPLE, PER_PERSON = 6, 8
@@ -254,7 +256,7 @@ def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
     assert (run / "train_attributes.h5.txt").read_text() == f"{(copy / 'train_attributes.h5').resolve()}\n"
     assert f'source: "train_attributes.h5.txt"' in (run / "train_val.prototxt").read_text()
     # a run.json of the line-based fingerprints (version 1): the same net, recognised
-    from mtdnn.train import FINGERPRINTS, _legacy_fingerprint
+    from mtdnn.caffe.snapshots import FINGERPRINTS, _legacy_fingerprint
     state = json.loads((run / "run.json").read_text())
     for kind in ("nets", "solvers"):
         for name in state[kind]:

@@ -96,7 +96,7 @@ from mtdnn.watch import read_rows as watch_rows  # noqa: E402
 from mtdnn.fileio import OutputBusy, OutputLock, atomic_write_text  # noqa: E402
 from mtdnn.records import read_names, write_names  # noqa: E402
 from mtdnn.paths import REPO, data_root  # noqa: E402
-from mtdnn.train import blas_threads_env  # noqa: E402
+from mtdnn.caffe.run import blas_threads_env  # noqa: E402
 
 TOOLS = REPO / "tools"
 

@@ -7,15 +7,13 @@
 FLOPs count Convolution and InnerProduct only (a multiply-add = 2 FLOPs); parameters are the
 learned blobs, BatchNorm statistics counted apart. A train_val net is read without its data:
 its images become an Input of --input-shape and its loss and accuracy layers are dropped.
-See mtdnn/netstats.py.
+See mtdnn/caffe/netstats.py.
 """
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mtdnn import netstats  # noqa: E402
+from mtdnn.caffe import netstats
+from mtdnn.cli import run_tool
 
 
 def main(argv=None) -> int:
@@ -48,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -5,16 +5,15 @@
     python tools/plot_log.py runs/fast/pretrain.log --follow 30     # redraw every 30 s while training runs
 
 Outputs: LOG.train.csv, LOG.test.csv and LOG.png (or in --out). When the log's folder holds
-verification.csv (tools/train.py --watch-every: a pair-list check of the snapshots), the
+verification.csv (tools/train.py --watch: a pair-list check of the snapshots), the
 accuracy of the log's phase is drawn in a fourth panel.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from mtdnn.cli import bad_input
-from mtdnn.caffe_log import parse_caffe_log, plot_curves, write_csv
+from mtdnn.cli import bad_input, run_tool
+from mtdnn.caffe.log import parse_caffe_log, plot_curves, write_csv
 from mtdnn.watch import phase_curve
 
 
@@ -23,7 +22,7 @@ def render(log_path: Path, out: Path) -> str:
     stem = out / log_path.stem
     write_csv(log.train, stem.with_suffix(".train.csv"))
     write_csv(log.test, stem.with_suffix(".test.csv"))
-    # the watch's checks (tools/train.py --watch-every) of this phase, from the run folder
+    # the watch's checks (tools/train.py --watch) of this phase, from the run folder
     verification = phase_curve(log_path.parent, log_path.stem)
     plot_curves(log, stem.with_suffix(".png"), title=log_path.name, verification=verification)
     last = log.train[-1] if log.train else {}
@@ -51,7 +50,8 @@ def main(argv=None):
             time.sleep(args.follow)
         except KeyboardInterrupt:
             break
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

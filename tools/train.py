@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Train a model of the paper with Caffe: pre-training, then fine-tuning (Sec. 4.4).
 
-    tools/train.py --model full --data work/casia-db                   # runs/full, CPU
-    tools/train.py --model fast --data work/casia-db --gpu 0,1         # two GPUs (NCCL)
-    tools/train.py --model fast --data work/lfw-db --run runs/small \\
+    tools/train.py --model full --db work/casia-db                     # runs/full, CPU
+    tools/train.py --model fast --db work/casia-db --gpus 0,1          # two GPUs (NCCL)
+    tools/train.py --model fast --db work/lfw-db --run runs/small \\
         --width 0.25 --batch 32 --pretrain-iter 2000 --finetune-iter 1000   # small scale
     make train MODEL=fast DATA=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"
 
-DATA is a tools/build_db.py output folder (train_lmdb, val_lmdb, train/val_attributes.h5.txt,
+--db is a tools/build_db.py output folder (train_lmdb, val_lmdb, train/val_attributes.h5.txt,
 manifests) whose attributes were filled in by tools/label_attributes.py; the number of
 identities and of held-out images (test_iter) are read from it.
 
@@ -40,22 +40,21 @@ RUN/verification.csv and the accuracy is drawn beside the loss curves (<phase>.p
 tools/plot_log.py --follow shows it while training runs). Caffe then snapshots at least every
 N iterations; snapshots written only for a check are deleted once checked. See mtdnn/watch.py
 for what a check costs (about 1.4 % of the GPU training's compute at N = 2000, batch 40).
-Exit status: 0 done, 1 training stopped (Caffe failed or was interrupted), 2 bad input.
+Exit status: 0 done, 1 training stopped (Caffe failed or was interrupted; a fault of the machine),
+2 bad input, 130 Ctrl-C outside Caffe.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.cli import run_tool  # noqa: E402
 from mtdnn.paths import REPO  # noqa: E402
-from mtdnn.train import PHASES, TrainError, train  # noqa: E402
+from mtdnn.train import PHASES, TrainError, TrainStopped, train  # noqa: E402
 from mtdnn.watch import DEFAULT_EVERY, Watch, WatchError  # noqa: E402
 
 DEFAULT_DATA = REPO / "work" / "casia-db"
@@ -89,10 +88,12 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="full", help="variant of models/ or alias (python -m generate list); "
                                                     "default %(default)s")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="tools/build_db.py output folder (default %(default)s)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DATA,
+                   help="training database: a tools/build_db.py output folder (default %(default)s)")
+    p.add_argument("--data", dest="db", type=Path, help=argparse.SUPPRESS)  # the old name of --db
     p.add_argument("--run", type=Path, help="run folder (default runs/<model>)")
-    p.add_argument("--gpu", help="GPU ids for `caffe train -gpu` (0, 0,1 or all); default: CPU")
+    p.add_argument("--gpus", help="GPU ids for `caffe train -gpu` (0, 0,1 or all); default: CPU")
+    p.add_argument("--gpu", dest="gpus", help=argparse.SUPPRESS)  # the old name of --gpus
     p.add_argument("--phase", choices=PHASES + ("all",), default="all", help="run only one phase (default all)")
     p.add_argument("--restart", action="store_true",
                    help="delete the run folder's snapshots and logs and start over")
@@ -123,27 +124,14 @@ def main(argv=None) -> int:
     watch = None
     if args.watch is not None:
         from mtdnn.paths import data_path
-        try:
-            watch = Watch(args.watch, args.watch_pairs or data_path("lfw", "pairsDevTest.txt", must_exist=False),
-                          args.watch_images or data_path("lfw", "lfw-112x96", must_exist=False),
-                          gpu=None if args.gpu is None else int(args.gpu.replace("all", "0").split(",")[0]),
-                          threads=args.threads or 1, log=lambda msg: print(msg, flush=True))
-        except WatchError as e:
-            print(f"train.py: error: {e}", file=sys.stderr)
-            return 2
-    try:
-        state = train(run, args.model, args.data, overrides, gpus=args.gpu, restart=args.restart,
-                      phases=PHASES if args.phase == "all" else (args.phase,), caffe=args.caffe,
-                      threads=args.threads, min_free=int(args.min_free * 2**30), progress=not args.quiet,
-                      log=lambda msg: print(msg, flush=True), watch=watch)
-    except TrainError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        text = str(e)
-        return 1 if text.startswith("caffe train") else 2
-    except KeyboardInterrupt:
-        print(f"train.py: interrupted; rerun the same command to continue from the last snapshot in {run}",
-              file=sys.stderr)
-        return 1
+        watch = Watch(args.watch, args.watch_pairs or data_path("lfw", "pairsDevTest.txt", must_exist=False),
+                      args.watch_images or data_path("lfw", "lfw-112x96", must_exist=False),
+                      gpu=None if args.gpus is None else int(args.gpus.replace("all", "0").split(",")[0]),
+                      threads=args.threads or 1, log=lambda msg: print(msg, flush=True))
+    state = train(run, args.model, args.db, overrides, gpus=args.gpus, restart=args.restart,
+                  phases=PHASES if args.phase == "all" else (args.phase,), caffe=args.caffe,
+                  threads=args.threads, min_free=int(args.min_free * 2**30), progress=not args.quiet,
+                  log=lambda msg: print(msg, flush=True), watch=watch)
     if state.get("weights"):
         print(f"done in {time.time() - t0:.0f} s: {run / state['weights']} (deploy: {run / state['deploy']})")
     else:
@@ -152,5 +140,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # a read-only or full run folder: exit 1 with a message that blames the machine, no traceback
-    run_tool(main, bad=(ValueError, FileNotFoundError))
+    # TrainStopped (Caffe failed or was interrupted): 1; bad input: 2; a read-only or full run
+    # folder: 1 with a message that blames the machine, no traceback
+    run_tool(main, bad=(TrainError, WatchError, ValueError, FileNotFoundError), stop=(TrainStopped,),
+             interrupt_hint="rerun the same command to continue from the last snapshot in the run folder")

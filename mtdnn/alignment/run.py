@@ -16,7 +16,7 @@ from mtdnn import datasets, devkit_align
 from mtdnn.fileio import OutputLock, atomic_write_text
 from mtdnn.images import ACCEPTED, TreeScan, scan_images
 from mtdnn.records import escape_field, read_failures, read_lines, unescape_field
-from mtdnn.train import blas_threads_env
+from mtdnn.caffe.run import blas_threads_env
 
 from .landmarks import LANDMARKS_HEADER, read_landmarks, write_records
 from .naming import output_paths

@@ -1,4 +1,6 @@
-"""Parse the log that `caffe train` writes (glog lines on stderr) into training and test records.
+"""Read what Caffe's tools write: the log of `caffe train` (glog lines on stderr) as training and
+test records (:func:`parse_caffe_log`), the lines that say why it failed (:func:`caffe_errors`),
+and the averages of `caffe time` (:func:`parse_caffe_time`).
 
 The lines used (Caffe 1.0's solver.cpp):
 
@@ -17,13 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 _ITER_LOSS = re.compile(r"Iteration (\d+) .*?, loss = ([-+\w.]+)")
 _TRAIN_OUT = re.compile(r"Train net output #\d+: (\S+) = ([-+\w.]+)")
 _LR = re.compile(r"Iteration (\d+), lr = ([-+\w.]+)")
 _TESTING = re.compile(r"Iteration (\d+), Testing net")
 _TEST_OUT = re.compile(r"Test net output #\d+: (\S+) = ([-+\w.]+)")
+_ERROR_LINE = re.compile(r"^(F\d{4} |E\d{4} )|Check failed|Error|error:|No space left|"
+                         r"Aborted|what\(\)|Cannot |cannot |Failed|failed")
+_TIME = {"forward": re.compile(r"Average Forward pass: ([\d.]+) ms"),
+         "backward": re.compile(r"Average Backward pass: ([\d.]+) ms")}
 
 
 @dataclass
@@ -126,3 +132,19 @@ def plot_curves(log: CaffeLog, path: Path, title: str = "", verification=None) -
     plt.close(fig)
     tmp.replace(path)
     return Path(path)
+
+
+def caffe_errors(log_text: str, limit: int = 12) -> str:
+    """The lines of a Caffe log that say why it failed (glog F/E lines, checks, errors)."""
+    lines = [ln for ln in log_text.splitlines() if _ERROR_LINE.search(ln) and "Iteration" not in ln]
+    if not lines:
+        lines = log_text.splitlines()[-limit:]
+    return "\n".join("    " + ln for ln in lines[-limit:])
+
+
+def parse_caffe_time(log: str) -> tuple[float, float]:
+    """Average forward and backward milliseconds of a `caffe time` log; ValueError without them."""
+    found = [rx.search(log) for rx in _TIME.values()]
+    if not all(found):
+        raise ValueError("no 'Average Forward/Backward pass' line in caffe time's log")
+    return float(found[0].group(1)), float(found[1].group(1))

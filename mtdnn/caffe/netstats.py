@@ -24,12 +24,12 @@ Figures (``tools/net_summary.py``, see ``tests/test_nets.py``): the Full-Model's
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .prototxt import DATA_LAYER_TYPES, in_phase, read_net, write_prototxt
+from . import import_pycaffe
+from ..prototxt import DATA_LAYER_TYPES, in_phase, read_net, write_prototxt
 
 STAT_LAYERS = ("BatchNorm",)
 FLOP_LAYERS = ("Convolution", "InnerProduct")
@@ -70,12 +70,6 @@ class NetStats:
     @property
     def total_flops(self) -> int:
         return sum(s.flops for s in self.layers)
-
-
-def _import_caffe():
-    os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dump off stderr
-    import caffe
-    return caffe
 
 
 def per_image_net(path: Path, phase: str = "TEST", input_shape=(3, 112, 96)):
@@ -119,7 +113,7 @@ def per_image_net(path: Path, phase: str = "TEST", input_shape=(3, 112, 96)):
 
 def summarize(path, phase: str = "TEST", input_shape=(3, 112, 96)) -> NetStats:
     """Instantiate ``path`` in pycaffe (batch 1) and count per layer; see the module doc."""
-    caffe = _import_caffe()
+    caffe = import_pycaffe()
     param = per_image_net(Path(path), phase, input_shape)
     with tempfile.TemporaryDirectory() as tmp:
         net = caffe.Net(str(write_prototxt(param, Path(tmp) / "net.prototxt")), caffe.TEST)
