@@ -64,3 +64,13 @@ def run_tool(main, *, bad=(ValueError, KeyError, FileNotFoundError), stop=(),
             raise
         print(f"{name}: error: {e}: {machine_hint}", file=sys.stderr)
         sys.exit(FAILURE)
+
+
+def check_engine(parser, engine: str, gpu: int | None, weights: bool = True) -> None:
+    """The --engine and --gpu values (:func:`mtdnn.inference.add_arguments`) checked by
+    :func:`mtdnn.inference.check_request`: a refusal is a usage error (``parser.error``, exit 2)."""
+    from mtdnn import inference
+    try:
+        inference.check_request(engine, gpu, weights)
+    except inference.EngineError as e:
+        parser.error(str(e))
