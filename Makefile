@@ -1,6 +1,6 @@
 # Multi-task face recognition + attributes (Wang et al., ICMR 2017) in Caffe.
 #
-#   make setup      .venv with the pinned Python packages and Caffe 1.0 built from Debian's source
+#   make setup      .venv: the pinned Python packages, this repository (editable) and Caffe 1.0 from Debian's source
 #   make data       fetch the data the demo and tests read into data/ (or $MTDNN_DATA); docs/data.md
 #   make test       setup + data, then the test suite (real Caffe, real data)
 #   make demo       setup + the demo's data, then the main job end to end on real data (see README)
