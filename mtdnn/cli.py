@@ -3,7 +3,8 @@
 Every tool exits with 0 on success, 2 for bad input or usage (argparse's own errors included)
 and 1 for a failure of the run (a download, a training, the machine). :func:`bad_input` ends a
 tool the bad-input way with a one-line message, no traceback; :func:`run_tool` runs a tool's
-``main`` under that rule.
+``main`` under that rule, choosing the status by the exception's type. :func:`check_engine`
+checks a tool's --engine/--gpu values (a usage error, status 2).
 """
 import sys
 from pathlib import Path
