@@ -1,6 +1,6 @@
 # Multi-task face recognition + attributes (Wang et al., ICMR 2017) in Caffe.
 #
-#   make setup      .venv with the pinned Python packages and Caffe 1.0 built from Debian's source
+#   make setup      .venv: the pinned Python packages, this repository (editable) and Caffe 1.0 from Debian's source
 #   make data       fetch the data the demo and tests read into data/ (or $MTDNN_DATA); docs/data.md
 #   make test       setup + data, then the test suite (real Caffe, real data)
 #   make demo       setup + the demo's data, then the main job end to end on real data (see README)
@@ -19,6 +19,8 @@ PYTHON_BASE ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 CAFFE       := $(VENV)/caffe/.stamp
+# The pinned packages + the repository installed in editable mode: what every target running a tool needs.
+REPO_INSTALLED := $(VENV)/.repo
 # The data folder: data/ in the repository unless MTDNN_DATA names another (mtdnn/paths.py).
 # pycaffe prints every layer it builds through glog; tests and tools want quiet stderr.
 export GLOG_minloglevel ?= 2
@@ -47,7 +49,7 @@ endif
 export CAFFE_CUDA
 GPU_REQUIREMENTS := $(if $(filter 11.8,$(CAFFE_CUDA)),$(VENV)/.requirements-gpu-cu11,$(VENV)/.requirements-gpu)
 
-setup: check-host $(VENV)/.requirements $(if $(filter 1,$(CAFFE_GPU)),$(GPU_REQUIREMENTS)) $(CAFFE)
+setup: check-host $(REPO_INSTALLED) $(if $(filter 1,$(CAFFE_GPU)),$(GPU_REQUIREMENTS)) $(CAFFE)
 
 # The host, said up front: the native build is made and tested on Debian 12 (docker/check_host.sh).
 check-host:
@@ -56,8 +58,15 @@ check-host:
 $(VENV)/.requirements: requirements.txt | check-host
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@# The repository root on the venv's path: `import mtdnn` and `import generate` work from tools/ too.
-	$(PY) -c 'import sysconfig; print("$(CURDIR)", file=open(sysconfig.get_paths()["purelib"] + "/mtdnn-repo.pth", "w"))'
+	touch $@
+
+# The repository itself, installed in editable mode (pyproject.toml): `import mtdnn` and `import
+# generate` work from tools/, bench/ and tests/ with no sys.path line. No download: its dependencies
+# are the pins above (--no-deps) and the pinned setuptools builds it (--no-build-isolation, --no-index).
+# The .pth file that earlier setups wrote for the same purpose is removed.
+$(REPO_INSTALLED): pyproject.toml $(VENV)/.requirements
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "mtdnn-repo.pth").unlink(missing_ok=True)'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -e .
 	touch $@
 
 $(VENV)/.requirements-gpu: requirements-gpu.txt $(VENV)/.requirements
@@ -75,22 +84,22 @@ $(CAFFE): FORCE $(VENV)/.requirements
 	$(if $(CAFFE_GPU),CAFFE_GPU=$(CAFFE_GPU)) docker/build_caffe.sh $(PY) $(VENV)/caffe
 FORCE:
 
-prototxt: $(VENV)/.requirements
+prototxt: $(REPO_INSTALLED)
 	$(PY) -m generate all
 
 # A complete folder is checked in well under a second and used as it is; what needs a licence
 # form is listed with where to get it (exit 2).
-data: $(VENV)/.requirements
+data: $(REPO_INSTALLED)
 	$(PY) tools/fetch_data.py
 
 # CelebA is optional for the demo (Google Drive may refuse): without it the demo runs its
 # recognition half alone. Only the first 2,000 CelebA images are unpacked (the demo reads those).
-data-demo: $(VENV)/.requirements
+data-demo: $(REPO_INSTALLED)
 	$(PY) tools/fetch_data.py --group demo --celeba-limit 2000 \
 	  --optional celeba-attr celeba-identity celeba-partition celeba-images
 
 # make test fetches what it can and goes on: the tests of what is missing skip, with the reason.
-data-test: $(VENV)/.requirements
+data-test: $(REPO_INSTALLED)
 	$(PY) tools/fetch_data.py --missing-ok
 
 test: setup data-test
@@ -139,7 +148,7 @@ ci-titan-build:
 # On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
 # The repository goes on PYTHONPATH: the tools import mtdnn, also from a Python that is not the
 # venv's (the portable bundle's).
-gpu-check: $(VENV)/.requirements
+gpu-check: $(REPO_INSTALLED)
 	@if nvidia-smi -L >/dev/null 2>&1; then $(MAKE) setup CAFFE_TESTS=$(CAFFE_GTESTS); fi
 	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) tools/gpu_check.py
 

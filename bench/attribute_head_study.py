@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from mtdnn.evaluation.attributes import attribute_accuracy, read_celeba_attributes  # noqa: E402

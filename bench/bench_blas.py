@@ -38,12 +38,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.bench_caffe_time import NUM_ATTRIBUTES, PAPER_BATCH, caffe_time
 from mtdnn.paths import REPO
 from mtdnn.prototxt import read_net, with_input_layers, write_prototxt
 from mtdnn.caffe.run import blas_threads_env
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_caffe_time import NUM_ATTRIBUTES, PAPER_BATCH, caffe_time  # noqa: E402
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 KNOWN = {  # name: (library, where it comes from)

@@ -12,18 +12,15 @@ both alike); the figures are the medians.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from mtdnn import inference  # noqa: E402
-from mtdnn.features import extract_features, load_net, read_image_list  # noqa: E402
-from mtdnn.paths import REPO, data_path  # noqa: E402
+from mtdnn import inference
+from mtdnn.features import extract_features, load_net, read_image_list
+from mtdnn.paths import REPO, data_path
 
 ENGINES = ("caffe", "opencv", "onnxruntime")
 

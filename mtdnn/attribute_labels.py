@@ -266,25 +266,13 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
     match its manifest) is replaced without ``force``.
     Returns the summary written to ``attribute_labels.json``.
     """
-    from .manifest import ManifestError
     db_dir = Path(db_dir)
     out_dir = Path(out_dir) if out_dir is not None else db_dir
     in_place = out_dir.resolve() == db_dir.resolve()
     cols = columns(meta, names)
     names = [meta["attributes"][c] for c in cols]
     splits = database_splits(db_dir)
-    manifests = {}
-    for split, path in splits.items():
-        try:
-            manifests[split] = manifest.read_manifest(path)
-            # the images only: the attribute side is what this replaces (and may be half-written
-            # by an interrupted run)
-            manifest.verify(path, check_hdf5=False)
-        except ManifestError as e:
-            raise LabelError(f"{db_dir}: {e}") from None
-    ids = {tuple(m["identities"]) for m in manifests.values()}
-    if len(ids) != 1:
-        raise LabelError(f"{db_dir}: the splits' manifests list different identities; cannot vote across them")
+    manifests = _read_split_manifests(db_dir, splits)
     key = {"model": (model_info or {}).get("key"), "attributes": names, "mirror": mirror,
            "records": {split: m["order_sha256"] for split, m in manifests.items()}}
     if key["model"] and not force and _labelled_with(out_dir, splits, key):
@@ -292,20 +280,67 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         return {**summary, "up_to_date": True, "out": str(out_dir.resolve())}
     if in_place and not force:
-        for split, m in manifests.items():
-            h5 = db_dir / m["hdf5"] if m.get("hdf5") else None
-            if h5 is None or not h5.is_file():
-                continue
-            old = db.read_attribute_hdf5(h5)
-            whole = old.shape[0] == m["count"] and manifest.attributes_checksum(old) == m.get("attributes_sha256")
-            if np.any(old != 0) and whole:
-                made = (m.get("build") or {}).get("attribute_labels")
-                why = ("by another classifier or with other settings (the weights' sha256, the attributes "
-                       "or --mirror differ)" if made else "(not the placeholder zeros)")
-                raise LabelError(f"{h5} already holds attribute labels {why}; pass force=True (--force) to "
-                                 f"replace them")
+        _refuse_to_replace_labels(db_dir, manifests)
 
     start = time.time()
+    scores, identities, owner = _score_splits(net, db_dir, manifests, cols, batch_size=batch_size, mirror=mirror,
+                                              progress=progress)
+    seconds = time.time() - start
+    labels, summary = vote_summary(scores, identities, names)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"model": str(Path(meta.get("run_dir", "?"))), "weights": meta.get("weights"),
+            "target": meta.get("target"), "mirror": mirror, **(model_info or {})}
+    made = {**info, "attributes": names, "majority_vote": "mtdnn.vote over all splits", "key": key}
+    for split, m in manifests.items():
+        rows = owner == split
+        _write_split(out_dir / splits[split].name, m, split, labels[rows], scores[rows], names=names, info=info,
+                     made=made, lmdb=None if in_place else (db_dir / m["lmdb"]).resolve())
+    summary.update({"database": str(db_dir.resolve()), "out": str(out_dir.resolve()),
+                    "splits": {s: int((owner == s).sum()) for s in manifests},
+                    "scoring_seconds": round(seconds, 1), **info})
+    _write_json(out_dir / "attribute_labels.json", summary)
+    return summary
+
+
+def _read_split_manifests(db_dir: Path, splits: dict) -> dict:
+    """``{split: manifest}``, each checked against its LMDB (the images only: the attribute side
+    is what labelling replaces, and may be half-written by an interrupted run); the splits must
+    list the same identities (the vote runs across them)."""
+    from .manifest import ManifestError
+    manifests = {}
+    for split, path in splits.items():
+        try:
+            manifests[split] = manifest.read_manifest(path)
+            manifest.verify(path, check_hdf5=False)
+        except ManifestError as e:
+            raise LabelError(f"{db_dir}: {e}") from None
+    ids = {tuple(m["identities"]) for m in manifests.values()}
+    if len(ids) != 1:
+        raise LabelError(f"{db_dir}: the splits' manifests list different identities; cannot vote across them")
+    return manifests
+
+
+def _refuse_to_replace_labels(db_dir: Path, manifests: dict) -> None:
+    """LabelError when a split's attribute file is whole and holds labels (not the placeholder
+    zeros) that another classifier or other settings made: only ``force`` replaces them."""
+    for split, m in manifests.items():
+        h5 = db_dir / m["hdf5"] if m.get("hdf5") else None
+        if h5 is None or not h5.is_file():
+            continue
+        old = db.read_attribute_hdf5(h5)
+        whole = old.shape[0] == m["count"] and manifest.attributes_checksum(old) == m.get("attributes_sha256")
+        if np.any(old != 0) and whole:
+            made = (m.get("build") or {}).get("attribute_labels")
+            why = ("by another classifier or with other settings (the weights' sha256, the attributes "
+                   "or --mirror differ)" if made else "(not the placeholder zeros)")
+            raise LabelError(f"{h5} already holds attribute labels {why}; pass force=True (--force) to "
+                             f"replace them")
+
+
+def _score_splits(net, db_dir: Path, manifests: dict, cols, *, batch_size, mirror, progress):
+    """Every split's LMDB scored in record order (columns ``cols``): (scores of all splits
+    stacked, the identity of every row, the split of every row)."""
     scores, identities, owner = [], [], []
     for split, m in manifests.items():
         lmdb_path = db_dir / m["lmdb"]
@@ -316,37 +351,29 @@ def label_database(db_dir, net, meta: dict, out_dir=None, names: Sequence[str] |
         scores.append(s)
         identities += [m["identities"][label] for label in m["labels"]]
         owner += [split] * len(s)
-    scores = np.concatenate(scores)
-    seconds = time.time() - start
-    labels, summary = vote_summary(scores, identities, names)
-    owner = np.array(owner)
+    return np.concatenate(scores), identities, np.array(owner)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info = {"model": str(Path(meta.get("run_dir", "?"))), "weights": meta.get("weights"),
-            "target": meta.get("target"), "mirror": mirror, **(model_info or {})}
-    for split, m in manifests.items():
-        rows = owner == split
-        h5_name = m.get("hdf5") or f"{split}_attributes.h5"
-        db.write_attribute_hdf5(out_dir / h5_name, labels[rows].astype(np.float32), force=True, extra={
-            "scores": scores[rows], "own": own_predictions(scores[rows]),
-            "paths": m["paths"], "labels": np.asarray(m["labels"])}, relative_source=True)
-        write_scores(out_dir / f"{split}_attribute_scores", scores[rows], m["paths"],
-                     {"attributes": names, **info})
-        new = dict(m)
-        new.update(hdf5=h5_name, attribute_names=names,
-                   attributes_sha256=manifest.attributes_checksum(labels[rows].astype(np.float32)),
-                   build={**m.get("build", {}), "attribute_labels": {
-                       **info, "attributes": names, "majority_vote": "mtdnn.vote over all splits", "key": key,
-                       "created": time.strftime("%Y-%m-%d %H:%M:%S")}})
-        if not in_place:
-            new["lmdb"] = str((db_dir / m["lmdb"]).resolve())
-        manifest.write_manifest(out_dir / splits[split].name, new)
-        try:
-            manifest.verify(out_dir / splits[split].name)
-        except ManifestError as e:  # cannot happen unless the database changed under us
-            raise LabelError(f"after labelling: {e}") from None
-    summary.update({"database": str(db_dir.resolve()), "out": str(out_dir.resolve()),
-                    "splits": {s: int((owner == s).sum()) for s in manifests},
-                    "scoring_seconds": round(seconds, 1), **info})
-    _write_json(out_dir / "attribute_labels.json", summary)
-    return summary
+
+def _write_split(manifest_path: Path, m: dict, split: str, labels, scores, *, names, info: dict, made: dict,
+                 lmdb: Path | None) -> None:
+    """One split's attribute HDF5 file, its scores and its manifest (``lmdb``: the LMDB's
+    absolute path when the output is not the database's own folder) beside ``manifest_path``,
+    then the pair checked."""
+    from .manifest import ManifestError
+    out_dir = manifest_path.parent
+    h5_name = m.get("hdf5") or f"{split}_attributes.h5"
+    db.write_attribute_hdf5(out_dir / h5_name, labels.astype(np.float32), force=True, extra={
+        "scores": scores, "own": own_predictions(scores),
+        "paths": m["paths"], "labels": np.asarray(m["labels"])}, relative_source=True)
+    write_scores(out_dir / f"{split}_attribute_scores", scores, m["paths"], {"attributes": names, **info})
+    new = dict(m)
+    new.update(hdf5=h5_name, attribute_names=names,
+               attributes_sha256=manifest.attributes_checksum(labels.astype(np.float32)),
+               build={**m.get("build", {}), "attribute_labels": {**made, "created": time.strftime("%Y-%m-%d %H:%M:%S")}})
+    if lmdb is not None:
+        new["lmdb"] = str(lmdb)
+    manifest.write_manifest(manifest_path, new)
+    try:
+        manifest.verify(manifest_path)
+    except ManifestError as e:  # cannot happen unless the database changed under us
+        raise LabelError(f"after labelling: {e}") from None

@@ -3,7 +3,8 @@
 Every tool exits with 0 on success, 2 for bad input or usage (argparse's own errors included)
 and 1 for a failure of the run (a download, a training, the machine). :func:`bad_input` ends a
 tool the bad-input way with a one-line message, no traceback; :func:`run_tool` runs a tool's
-``main`` under that rule.
+``main`` under that rule, choosing the status by the exception's type. :func:`check_engine`
+checks a tool's --engine/--gpu values (a usage error, status 2).
 """
 import sys
 from pathlib import Path
@@ -64,3 +65,13 @@ def run_tool(main, *, bad=(ValueError, KeyError, FileNotFoundError), stop=(),
             raise
         print(f"{name}: error: {e}: {machine_hint}", file=sys.stderr)
         sys.exit(FAILURE)
+
+
+def check_engine(parser, engine: str, gpu: int | None, weights: bool = True) -> None:
+    """The --engine and --gpu values (:func:`mtdnn.inference.add_arguments`) checked by
+    :func:`mtdnn.inference.check_request`: a refusal is a usage error (``parser.error``, exit 2)."""
+    from mtdnn import inference
+    try:
+        inference.check_request(engine, gpu, weights)
+    except inference.EngineError as e:
+        parser.error(str(e))

@@ -22,6 +22,7 @@ run goes on. A net that gives NaN or infinite values stops the run (:class:`Feat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -257,48 +258,100 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
     ``restart``. ``on_batch(rows_done)`` is called after each batch.
     Returns the meta dict (``failed``: the number of images left out).
     """
-    from tqdm import tqdm
     if mirror not in MIRROR_MODES:
         raise ValueError(f"mirror must be one of {', '.join(MIRROR_MODES)}, not {mirror!r}")
-    files = feature_paths(out_prefix)
-    partial = Path(str(files["features"]) + ".partial")
-    progress_file = Path(str(out_prefix).removesuffix(".npy") + ".progress.json")
-    failures_file = Path(str(out_prefix).removesuffix(".npy") + ".failures.txt")
-    files["features"].parent.mkdir(parents=True, exist_ok=True)
+    out = _Outputs.of(out_prefix)
+    out.files["features"].parent.mkdir(parents=True, exist_ok=True)
     paths = list(paths)
     n, dim = len(paths), feature_dim(net, blob, mirror)
     settings = {"n": n, "dim": dim, "blob": blob, "mirror": mirror, "l2norm": bool(l2norm),
                 "list_sha1": _list_digest(paths), "images_sha256": images_digest(paths, root, progress),
                 "bin_dir": str(bin_dir) if bin_dir else None,
                 "bin_suffix": bin_suffix if bin_dir else None, **(info or {})}
-
-    if not restart and files["features"].exists() and files["meta"].exists():
-        meta = json.loads(files["meta"].read_text())
+    if not restart and out.files["features"].exists() and out.files["meta"].exists():
+        meta = json.loads(out.files["meta"].read_text())
         if meta.get("settings") == settings:
             return {**meta, "skipped": True}  # already complete
+    mm, done, failed = _open_partial(out, settings, restart)
+    size = input_size(net)
+    t0 = time.time()
+    _extract_batches(net, paths, Path(root) if root is not None else Path(), mm, done, failed,
+                     size=size, blob=blob, batch_size=batch_size, mirror=mirror, l2norm=l2norm, bin_dir=bin_dir,
+                     bin_suffix=bin_suffix, progress=progress, on_batch=on_batch,
+                     save_state=lambda b: atomic_write_json(out.progress, {
+                         "done": b, "failed": {str(r): v for r, v in failed.items()}, "settings": settings}))
+    keep = [i for i in range(n) if i not in failed]
+    if not keep:
+        raise ValueError(f"none of the {n} images could be used (e.g. {paths[0]}: {failed[0]}); "
+                         f"nothing written. Is --root / --tree the folder of the aligned crops?")
+    _write_kept(out, mm, keep, failed, paths, labels)
+    del mm  # the memory map closed before its file is renamed or removed
+    if failed:
+        out.partial.unlink()
+    else:
+        os.replace(out.partial, out.files["features"])
+    meta = {"settings": settings, **({"sources": record} if record else {}),
+            "preprocess": f"(x - {PIXEL_MEAN}) * {PIXEL_SCALE}, BGR, NCHW",
+            "input_size": list(size), "seconds_last_run": round(time.time() - t0, 3),
+            "rows_last_run": n - done, "rows": len(keep), "failed": len(failed),
+            "failures": str(out.failures) if failed else None}
+    atomic_write_json(out.files["meta"], meta)
+    out.progress.unlink(missing_ok=True)
+    return meta
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outputs:
+    """The files of one feature set: ``files`` (:func:`feature_paths`), the ``.npy.partial`` the
+    rows are written into, the ``.progress.json`` recording the rows done and the
+    ``.failures.txt`` listing the images left out."""
+    files: dict
+    partial: Path
+    progress: Path
+    failures: Path
+
+    @classmethod
+    def of(cls, out_prefix) -> _Outputs:
+        files = feature_paths(out_prefix)
+        stem = str(out_prefix).removesuffix(".npy")
+        return cls(files, Path(str(files["features"]) + ".partial"), Path(stem + ".progress.json"),
+                   Path(stem + ".failures.txt"))
+
+
+def _open_partial(out: _Outputs, settings: dict, restart: bool):
+    """The memory map of the rows (``n x dim`` float32), continued from a partial run made with
+    the same ``settings`` or started anew (``restart``: always), its blocks reserved; returns
+    (memory map, rows done, {row: reason} of the failed images)."""
+    n, dim = settings["n"], settings["dim"]
     done, failed = 0, {}
     if restart:
-        for p in (partial, progress_file):
+        for p in (out.partial, out.progress):
             p.unlink(missing_ok=True)
-    if partial.exists() and progress_file.exists():
-        state = json.loads(progress_file.read_text())
+    if out.partial.exists() and out.progress.exists():
+        state = json.loads(out.progress.read_text())
         if state.get("settings") != settings:
-            raise ValueError(f"{partial} was started with other inputs or settings (changed: "
-                             f"{_differences(state.get('settings') or {}, settings)}; {progress_file}): its "
+            raise ValueError(f"{out.partial} was started with other inputs or settings (changed: "
+                             f"{_differences(state.get('settings') or {}, settings)}; {out.progress}): its "
                              f"rows would mix two runs; pass restart=True (--restart) to start over")
         done, failed = int(state["done"]), {int(k): v for k, v in state.get("failed", {}).items()}
-        mm = np.lib.format.open_memmap(partial, mode="r+")
+        mm = np.lib.format.open_memmap(out.partial, mode="r+")
         if mm.shape != (n, dim) or mm.dtype != np.float32:
-            raise ValueError(f"{partial}: shape {mm.shape} {mm.dtype}, expected ({n}, {dim}) float32")
+            raise ValueError(f"{out.partial}: shape {mm.shape} {mm.dtype}, expected ({n}, {dim}) float32")
     else:
-        mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, dim))
-        atomic_write_json(progress_file, {"done": 0, "failed": {}, "settings": settings})
-    _reserve(partial)  # before the first row (and again on resume): ENOSPC now, not SIGBUS later
-    files["meta"].unlink(missing_ok=True)  # the output is complete again only with its new meta
+        mm = np.lib.format.open_memmap(out.partial, mode="w+", dtype=np.float32, shape=(n, dim))
+        atomic_write_json(out.progress, {"done": 0, "failed": {}, "settings": settings})
+    _reserve(out.partial)  # before the first row (and again on resume): ENOSPC now, not SIGBUS later
+    out.files["meta"].unlink(missing_ok=True)  # the output is complete again only with its new meta
+    return mm, done, failed
 
-    size = input_size(net)
-    root = Path(root) if root is not None else Path()
-    t0 = time.time()
+
+def _extract_batches(net, paths, root: Path, mm, done: int, failed: dict, *, size, blob, batch_size, mirror,
+                     l2norm, bin_dir, bin_suffix, progress, on_batch, save_state) -> None:
+    """Rows ``done`` onward into ``mm`` batch by batch (the next batch's images read while the
+    net runs); an image that cannot be used goes into ``failed`` with its reason. After every
+    batch the map is flushed and ``save_state(rows_done)`` records the progress."""
+    from tqdm import tqdm
+    n = len(paths)
     starts = list(range(done, n, batch_size))
 
     def load(a):  # an image or, for an image that cannot be used, the reason
@@ -329,33 +382,21 @@ def extract_to_file(net, paths: Sequence[str], out_prefix, *, root=None, labels=
                     for r, v in zip(rows, f):
                         write_bin(bin_path(bin_dir, paths[r], bin_suffix), v)
             mm.flush()
-            atomic_write_json(progress_file, {"done": b, "failed": {str(r): v for r, v in failed.items()},
-                                              "settings": settings})
+            save_state(b)
             bar.update(len(loaded))
             if on_batch is not None:
                 on_batch(b)
-    keep = [i for i in range(n) if i not in failed]
-    if not keep:
-        raise ValueError(f"none of the {n} images could be used (e.g. {paths[0]}: {failed[0]}); "
-                         f"nothing written. Is --root / --tree the folder of the aligned crops?")
+
+
+def _write_kept(out: _Outputs, mm, keep: list[int], failed: dict, paths, labels) -> None:
+    """The names (and labels) of the rows ``keep``; with failures, their list and the kept rows
+    copied to the ``.npy`` (the caller then removes the partial file, else renames it)."""
     mm.flush()
-    write_names(files["names"], [paths[i] for i in keep])
+    write_names(out.files["names"], [paths[i] for i in keep])
     if labels is not None:
-        _save_npy(files["labels"], np.asarray(labels, dtype=np.int64)[keep])
+        _save_npy(out.files["labels"], np.asarray(labels, dtype=np.int64)[keep])
     if failed:
-        write_failures(failures_file, {paths[i]: failed[i] for i in failed})
-        _copy_rows(mm, keep, partial.with_name(partial.name + ".kept"), files["features"])
-        del mm
-        partial.unlink()
+        write_failures(out.failures, {paths[i]: failed[i] for i in failed})
+        _copy_rows(mm, keep, out.partial.with_name(out.partial.name + ".kept"), out.files["features"])
     else:
-        failures_file.unlink(missing_ok=True)
-        del mm
-        os.replace(partial, files["features"])
-    meta = {"settings": settings, **({"sources": record} if record else {}),
-            "preprocess": f"(x - {PIXEL_MEAN}) * {PIXEL_SCALE}, BGR, NCHW",
-            "input_size": list(size), "seconds_last_run": round(time.time() - t0, 3),
-            "rows_last_run": n - done, "rows": len(keep), "failed": len(failed),
-            "failures": str(failures_file) if failed else None}
-    atomic_write_json(files["meta"], meta)
-    progress_file.unlink(missing_ok=True)
-    return meta
+        out.failures.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """The Caffe that `make setup` installs: usable with no variable set, idempotent, atomic on failure."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,26 @@ def test_cuda_home_lacking_libraries_is_named(tmp_path):
     assert "lacks:" in out.stderr and "include/cublas_v2.h" in out.stderr and "lib64/libcudnn.so" in out.stderr, \
         out.stderr[-2000:]
     assert not prefix.exists()
+
+
+def test_the_repository_installs_in_editable_mode_offline(tmp_path):
+    """make setup's own pip command (Makefile, .venv/.repo) with the pinned setuptools and no
+    index: its .pth names this checkout, so tools run from anywhere import this checkout's
+    mtdnn and generate with no sys.path line; pyproject.toml lists no dependencies (the pins
+    are requirements*.txt) and the install writes nothing into the repository."""
+    recipe = re.search(r"^\$\(REPO_INSTALLED\):.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
+    pip = next(line.strip() for line in recipe.group(1).splitlines() if "pip install" in line)
+    assert pip.endswith("--no-deps --no-build-isolation --no-index -e ."), pip
+    before = sorted(REPO.iterdir())  # an in-tree build would leave build/ or mtdnn.egg-info/ here
+    prefix = tmp_path / "prefix"
+    out = run([sys.executable, *pip.split()[1:], "--prefix", str(prefix)], cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    assert [p.read_text().strip() for p in site.glob("__editable__*.pth")] == [str(REPO)]
+    meta = next(site.glob("mtdnn-*.dist-info")) / "METADATA"
+    assert "Requires-Dist" not in meta.read_text()
+    # -S: not the venv's own site-packages (in a git worktree they name the main checkout)
+    code = f"import site; site.addsitedir({str(site)!r}); import mtdnn.cli, generate; print(mtdnn.cli.__file__)"
+    where = run([sys.executable, "-S", "-c", code], cwd=tmp_path)
+    assert where.returncode == 0 and where.stdout.strip() == str(REPO / "mtdnn" / "cli.py"), where.stderr[-2000:]
+    assert sorted(REPO.iterdir()) == before

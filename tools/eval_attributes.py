@@ -39,7 +39,7 @@ from mtdnn.fileio import OutputLock, atomic_write_json
 from mtdnn.paths import data_path
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predictions", required=True, help="prediction prefix (PREFIX.npy N x A + names)")
     labels = ap.add_mutually_exclusive_group()
@@ -52,7 +52,11 @@ def main(argv=None):
     ap.add_argument("--val-predictions", help="predictions of validation images (same format) on which the "
                                               "extra column's thresholds are chosen (default: the other half "
                                               "of the evaluated images)")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
     lock = OutputLock(a.out / "attributes")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     names = parse_attributes(a.attributes)

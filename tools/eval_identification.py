@@ -21,26 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from mtdnn.card import record_evaluation
-from mtdnn.cli import bad_input, run_tool
+from mtdnn.cli import run_tool
 from mtdnn.evaluation.features_io import check_distinct_sets, check_features, check_same_making, load_features, name_index
-from mtdnn.evaluation.lfw import lfw_person, read_people
+from mtdnn.evaluation.lfw import read_people, split_lfw
 from mtdnn.evaluation.megaface import evaluate_megaface
 from mtdnn.evaluation.plots import plot_megaface
 from mtdnn.evaluation.roc import TAR_RULES
 from mtdnn.fileio import OutputLock, atomic_write_json
 
 
-def split_lfw(names, min_images=4, exclude=()):
-    """Indices of probe images, their person, and indices of one-image people (distractors)."""
-    people = np.array([lfw_person(n) for n in names])
-    uniq, inv, count = np.unique(people, return_inverse=True, return_counts=True)
-    excluded = np.isin(people, list(exclude))
-    probe = np.flatnonzero((count[inv] >= min_images) & ~excluded)
-    single = np.flatnonzero((count[inv] == 1) & ~excluded)
-    return probe, people[probe], single
-
-
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lfw", required=True, help="LFW feature prefix (names NAME/NAME_0001.jpg)")
     ap.add_argument("--distractors", nargs="*", default=[], help="distractor feature prefixes (e.g. CelebA)")
@@ -58,7 +48,11 @@ def main(argv=None):
     ap.add_argument("--accept-mismatch", action="store_true",
                     help="compare feature sets whose meta.json say they were made differently (other weights, "
                          "blob, --mirror or --l2norm): warned about and recorded in the result")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
     lock = OutputLock(a.out / "identification")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
 
     sets = {"LFW set": a.lfw, **{f"distractor set {k + 1}": d for k, d in enumerate(a.distractors)}}
@@ -72,21 +66,7 @@ def main(argv=None):
     check_features(lfw, f"{a.lfw}.npy", names=lnames)
     exclude = {p for f in a.exclude for p, _ in read_people(f)}
     probe, pids, single = split_lfw(lnames, a.min_images, exclude)
-    parts = [np.asarray(lfw[single])] if not a.no_lfw_singles else []
-    dnames = [lnames[i] for i in single] if not a.no_lfw_singles else []
-    for src in a.distractors:
-        f, n, _ = load_features(src)
-        name_index(n, f"{src}.names.txt")
-        if f.shape[1] != lfw.shape[1]:
-            raise ValueError(f"{src}.npy: features of dimension {f.shape[1]}, but the LFW features "
-                             f"{a.lfw}.npy have {lfw.shape[1]}: extract both with the same net and blob")
-        parts.append(check_features(f, f"{src}.npy", names=n))
-        dnames += [f"{Path(src).name}:{x}" for x in n]
-    if not parts:
-        bad_input("no distractors: give --distractors or allow the one-image LFW people")
-    distr = np.concatenate(parts)
-    order = np.random.default_rng(a.seed).permutation(len(distr))
-    distr, dnames = distr[order], [dnames[i] for i in order]
+    distr, dnames = distractor_set(a.lfw, lfw, lnames, None if a.no_lfw_singles else single, a.distractors, a.seed)
     n = len(distr)
     sizes = a.sizes or [s for s in (10, 100, 1000, 10000, 100000) if s < n] + [n]
     res = evaluate_megaface(np.asarray(lfw[probe]), pids, distr, sizes,
@@ -110,6 +90,26 @@ def main(argv=None):
     print("model card: " + record_evaluation(a.lfw, "identification", {
         "file": str(a.out / "identification.json"), "protocol": res["protocol"], "n_probes": res["n_probes"],
         "rank1": {str(s["distractors"]): s["rank1"] for s in res["results"]}}))
+
+
+def distractor_set(lfw_prefix, lfw, lnames, single, sources, seed):
+    """The LFW images ``single`` (None: none) and every image of the feature sets ``sources``
+    (each checked as read), in the order seeded by ``seed``: (features, names)."""
+    parts = [np.asarray(lfw[single])] if single is not None else []
+    dnames = [lnames[i] for i in single] if single is not None else []
+    for src in sources:
+        f, n, _ = load_features(src)
+        name_index(n, f"{src}.names.txt")
+        if f.shape[1] != lfw.shape[1]:
+            raise ValueError(f"{src}.npy: features of dimension {f.shape[1]}, but the LFW features "
+                             f"{lfw_prefix}.npy have {lfw.shape[1]}: extract both with the same net and blob")
+        parts.append(check_features(f, f"{src}.npy", names=n))
+        dnames += [f"{Path(src).name}:{x}" for x in n]
+    if not parts:
+        raise ValueError("no distractors: give --distractors or allow the one-image LFW people")
+    distr = np.concatenate(parts)
+    order = np.random.default_rng(seed).permutation(len(distr))
+    return distr[order], [dnames[i] for i in order]
 
 
 if __name__ == "__main__":

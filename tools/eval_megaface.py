@@ -28,12 +28,9 @@ OUT/megaface_{cmc,roc,rank1}.png.
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from mtdnn.card import record_evaluation
-from mtdnn.cli import bad_input, run_tool
-from mtdnn.evaluation.features_io import (check_distinct_sets, check_same_making, load_features, lookup, name_index,
-                                         read_bin_features)
+from mtdnn.cli import run_tool
+from mtdnn.evaluation.features_io import check_distinct_sets, check_same_making, load_feature_set
 from mtdnn.evaluation.megaface import (DEFAULT_SIZES, NOISE_CHOICES, evaluate_with_noise_lists, megaface_list_size,
                                        nested_distractor_order, read_facescrub_list,
                                        read_megaface_list, read_noise_list)
@@ -45,28 +42,7 @@ from mtdnn.paths import data_path
 PLOT_PREFIX = {"original": "megaface", "cleaned": "megaface_cleaned", "noise_removed": "megaface_removed"}
 
 
-def norm_path(p: str) -> str:
-    return p.replace("\\", "/").removeprefix("./")
-
-
-def load_set(src: str, names, suffix: str, what: str, progress: bool):
-    """Features of ``names`` (or of the whole set when None) from a prefix or a .bin folder.
-    Returns (features, names, labels or None)."""
-    if Path(src).is_dir():
-        if names is None:
-            bad_input(f"{src} is a folder of .bin files: give the {what} list too")
-        return read_bin_features(src, names, suffix, progress=progress, desc=f"{what} .bin"), names, None
-    feats, fnames, labels = load_features(src, mmap=True)
-    index = name_index(fnames, f"{src}.names.txt", key=norm_path)  # a name twice: its image would count twice
-    if names is None:
-        return feats, fnames, labels
-    rows = lookup(index, [norm_path(n) for n in names], f"{what} features {src}")
-    if np.all(rows == np.arange(len(fnames))):
-        return feats, names, None
-    return np.asarray(feats[rows]), names, None
-
-
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probes", required=True, help="probe feature prefix or .bin folder")
     ap.add_argument("--probe-list", type=Path, help="devkit facescrub_features_list.json")
@@ -93,7 +69,11 @@ def main(argv=None):
     ap.add_argument("--accept-mismatch", action="store_true",
                     help="compare probes and distractors whose meta.json say they were made differently (other "
                          "weights, blob, --mirror or --l2norm): warned about and recorded in the result")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
     lock = OutputLock(a.out / "megaface")  # noqa: F841 - held while main runs: the same evaluation twice on OUT stops
     prog = not a.quiet
     sets = {"probes": a.probes, "distractors": a.distractors}
@@ -101,16 +81,16 @@ def main(argv=None):
     mismatch = check_same_making(sets, accept=a.accept_mismatch)
 
     plist, pids = read_facescrub_list(a.probe_list) if a.probe_list else (None, None)
-    probes, pnames, plabels = load_set(a.probes, plist, a.suffix, "probe", prog)
+    probes, pnames, plabels = load_feature_set(a.probes, plist, a.suffix, "probe", prog)
     pids = pids if pids is not None else plabels
     if pids is None:
-        bad_input(f"{a.probes} has no labels: give --probe-list")
+        raise ValueError(f"{a.probes} has no labels: give --probe-list")
     if a.distractor_lists:
         order, sizes = nested_distractor_order({megaface_list_size(p): read_megaface_list(p)
                                                 for p in a.distractor_lists})
     else:
         order, sizes = None, None
-    distr, dnames, _ = load_set(a.distractors, order, a.suffix, "distractor", prog)
+    distr, dnames, _ = load_feature_set(a.distractors, order, a.suffix, "distractor", prog)
     if sizes is None:
         sizes = a.sizes or [s for s in DEFAULT_SIZES if s < distr.shape[0]] + [distr.shape[0]]
     noises = {}
@@ -124,18 +104,23 @@ def main(argv=None):
     if mismatch:
         res["settings_mismatch_accepted"] = mismatch
     atomic_write_json(a.out / "megaface.json", res, indent=1)
+    show(runs, a.out, a.label)
+    print(f"-> {a.out / 'megaface.json'}")
+    print("model card: " + record_evaluation(a.probes, "megaface", {
+        "file": str(a.out / "megaface.json"), "distractors": str(a.distractors),
+        "rank1": {key: {str(s["distractors"]): s["rank1"] for s in r["results"]} for key, r in runs.items()}}))
+
+
+def show(runs: dict, out: Path, label: str) -> None:
+    """Each variant's plots in ``out`` and its figures printed."""
     for key, r in runs.items():
-        plot_megaface(r, a.out, PLOT_PREFIX[key], a.label)
+        plot_megaface(r, out, PLOT_PREFIX[key], label)
         print(f"MegaFace ({key}: {r['noise_procedure'].split(':')[0]}): {r['n_probes']} probes of "
               f"{r['n_identities']} identities")
         for s in r["results"]:
             t = s["tar_at_far"][0]
             print(f"  {s['distractors']:>9,} distractors: rank-1 {100 * s['rank1']:6.2f} %   "
                   f"TAR@FAR {t['far']:g} {100 * t['tar']:6.2f} %")
-    print(f"-> {a.out / 'megaface.json'}")
-    print("model card: " + record_evaluation(a.probes, "megaface", {
-        "file": str(a.out / "megaface.json"), "distractors": str(a.distractors),
-        "rank1": {key: {str(s["distractors"]): s["rank1"] for s in r["results"]} for key, r in runs.items()}}))
 
 
 if __name__ == "__main__":

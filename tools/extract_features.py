@@ -27,13 +27,13 @@ import sys
 from pathlib import Path
 
 from mtdnn import inference
-from mtdnn.cli import run_tool
+from mtdnn.cli import check_engine, run_tool
 from mtdnn.evaluation.features_io import feature_paths
 from mtdnn.features import MIRROR_MODES, FeatureError, extract_to_file, list_tree, load_net, read_image_list, source_keys
 from mtdnn.fileio import OutputLock, content_key
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deploy", required=True, type=Path, help="deploy prototxt (Input layer)")
     ap.add_argument("--weights", type=Path, help="caffemodel (omit to use the fillers' random weights)")
@@ -56,7 +56,12 @@ def main(argv=None):
                          "OUT.failures.txt and left out of the output)")
     inference.add_arguments(ap, "the net (without --weights: caffe)")
     a = ap.parse_args(argv)
-    inference.check_arguments(ap, a, a.weights is not None)
+    check_engine(ap, a.engine, a.gpu, a.weights is not None)
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
     feature_paths(a.out)  # a folder ('DIR/') is refused before the net is loaded
     lock = OutputLock(a.out)  # noqa: F841 - held while main runs: a second run on OUT stops at once
 

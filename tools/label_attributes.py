@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 # One BLAS thread: as fast as two for these nets here, and far faster when the cores are shared.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -45,7 +43,7 @@ from mtdnn.paper import parse_attributes  # noqa: E402
 from mtdnn import attribute_labels as al  # noqa: E402
 from mtdnn.evaluation.features_io import feature_paths  # noqa: E402
 from mtdnn import datasets, inference  # noqa: E402
-from mtdnn.cli import run_tool  # noqa: E402
+from mtdnn.cli import check_engine, run_tool  # noqa: E402
 from mtdnn.fileio import OutputLock  # noqa: E402
 from mtdnn.images import ImageError  # noqa: E402
 
@@ -70,7 +68,7 @@ def parse_args(argv=None):
     inference.add_arguments(p, "the classifier")
     p.add_argument("--force", action="store_true", help="--db: label again even when up to date, and replace labels made by another classifier")
     args = p.parse_args(argv)
-    inference.check_arguments(p, args)
+    check_engine(p, args.engine, args.gpu)
     return args
 
 

@@ -269,3 +269,28 @@ def read_bin_features(root, names: Sequence[str], suffix: str, *, progress: bool
     if out is None:
         raise ValueError(f"no feature names given for {root}")
     return out
+
+
+def devkit_name(path: str) -> str:
+    """An image path as the devkit's lists and the feature sets are matched on: ``/`` folders,
+    no leading ``./``."""
+    return path.replace("\\", "/").removeprefix("./")
+
+
+def load_feature_set(src, names: Sequence[str] | None, suffix: str, what: str, progress: bool = True):
+    """The features of ``names`` (or of the whole set when None) from a project feature prefix
+    or a folder of devkit ``.bin`` files (``<name><suffix>.bin``; it needs ``names``), in the
+    order of ``names``: (features, names, labels or None). A name twice in the set is an error
+    (its image would count twice), as is a name the set lacks."""
+    if Path(src).is_dir():
+        if names is None:
+            raise ValueError(f"{src} is a folder of .bin files: give the {what} list too")
+        return read_bin_features(src, names, suffix, progress=progress, desc=f"{what} .bin"), names, None
+    feats, fnames, labels = load_features(src, mmap=True)
+    index = name_index(fnames, f"{src}.names.txt", key=devkit_name)
+    if names is None:
+        return feats, fnames, labels
+    rows = lookup(index, [devkit_name(n) for n in names], f"{what} features {src}")
+    if np.all(rows == np.arange(len(fnames))):
+        return feats, names, None
+    return np.asarray(feats[rows]), names, None

@@ -69,6 +69,19 @@ def read_people(path) -> list[tuple[str, int]]:
     return [entry for fold in read_lfw_people(path) for entry in fold]
 
 
+def split_lfw(names, min_images=4, exclude=()):
+    """The identification stand-in's split of LFW images (``tools/eval_identification.py``):
+    indices of the probe images (people with at least ``min_images`` images), their person,
+    and indices of the images of one-image people (distractors); people in ``exclude`` are
+    in neither."""
+    people = np.array([lfw_person(n) for n in names])
+    uniq, inv, count = np.unique(people, return_inverse=True, return_counts=True)
+    excluded = np.isin(people, list(exclude))
+    probe = np.flatnonzero((count[inv] >= min_images) & ~excluded)
+    single = np.flatnonzero((count[inv] == 1) & ~excluded)
+    return probe, people[probe], single
+
+
 def pair_rows(pairs: Sequence[Pair], names: Sequence[str], missing: str = "error"):
     """Feature rows of the pairs' images, matched by file name without extension.
 

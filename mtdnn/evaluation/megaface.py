@@ -35,6 +35,7 @@ evaluation against the bare GEMMs (1M distractors on 2 cores: 1.10 and 1.14x, 20
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 import os
@@ -388,20 +389,48 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
     above a gallery image, never accepted): the published "cleaned MegaFace" treatment of
     noisy distractors (``evaluate_with_noise_lists``).
 
-    Scale: each chunk's probe x distractor scores come from one float32 GEMM and are never
-    held whole or sorted. Per probe j only the distractors scoring at least the lowest of
-    j's gallery scores are kept (few) and sorted to count, for every gallery image i of j, the
-    distractors scoring >= s(j, i); a running top-k (``np.partition``) keeps the highest
-    impostor scores for TAR at small FAR; a histogram on the k / 256 grid gives the rest of
-    the ROC. Memory: the distractor chunk and one n x ``chunk_size`` float32 score buffer per
-    worker (one worker per core, at most 8).
+    Scale (the module's note): each chunk's scores come from one float32 GEMM, never held
+    whole or sorted (``_ChunkScorer``). Memory: the distractor chunk and one n x ``chunk_size``
+    float32 score buffer per worker (one worker per core, at most 8).
 
     Returns a dict: protocol notes (``tie_rule``, ``tar_rule``), counts, and ``results``:
     one entry per size with ``rank1``, ``cmc`` {rank, rate}, ``tar_at_far`` [...] and ``roc``
     {far, tar}.
     """
-    from tqdm import tqdm
+    probes, code, single, sizes, ignore = _checked_inputs(probes, probe_ids, distractors, sizes, tar_rule=tar_rule,
+                                                          normalize=normalize, singletons=singletons,
+                                                          probe_names=probe_names, ignore=ignore)
+    n = probes.shape[0]
+    gallery = _Gallery.of(probes, code)
+    grid = (np.arange(-GRID_STEPS, GRID_STEPS + 1) / GRID_STEPS).astype(np.float32) if normalize \
+        else np.empty(0, dtype=np.float32)
+    n_imp_max = n * sizes[-1]
+    top = TopK(min(n_imp_max, max(roc_topk, matlab_round(max(far_targets, default=0) * n_imp_max) + 1)))
+    workers, blas_threads = _threads()
+    scorer = _ChunkScorer(probes, distractors, gallery, normalize=normalize, ignore=ignore, top_k=top.k,
+                          columns=min(chunk_size, sizes[-1]), workers=workers)
+    results = []
 
+    def at_size(size, hist, pair_ge):
+        grid_ge = np.cumsum(hist[::-1])[::-1][1:] if normalize else np.zeros(0, np.int64)
+        results.append(_summarize(size, n, pair_ge, gallery.genuine, top, grid, grid_ge,
+                                  far_targets, tar_rule, cmc_ranks))
+
+    _score_all(scorer, sizes, chunk_size, top, at_size, workers=workers, blas_threads=blas_threads,
+               progress=progress, desc=desc)
+    return {"protocol": "MegaFace challenge 1 (probe/gallery pairs of one identity vs N distractors)",
+            "tie_rule": TIE_RULE, "tar_rule": tar_rule, "tar_rule_text": TAR_RULES[tar_rule],
+            "score": "cosine of L2-normalised features" if normalize else "dot product",
+            "n_probes": int(n), "n_identities": int(code.max() + 1),
+            "n_probe_gallery_pairs": int(len(gallery.pair_probe)), "n_genuine_pairs": int(gallery.genuine.size),
+            "singleton_identities_dropped": single, "results": results}
+
+
+def _checked_inputs(probes, probe_ids, distractors, sizes, *, tar_rule, normalize, singletons, probe_names,
+                    ignore):
+    """``evaluate_megaface``'s arguments checked (ValueError naming what is wrong): the probes
+    kept (normalised when ``normalize``, as one contiguous array), their identity codes 0..k-1,
+    the single-image identities dropped, the sorted sizes and the ``ignore`` mask (or None)."""
     if tar_rule not in TAR_RULES:
         raise ValueError(f"unknown TAR rule {tar_rule!r}: use one of {', '.join(TAR_RULES)}")
     probes = l2_normalize(probes, "probe features") if normalize else \
@@ -410,7 +439,7 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
         raise ValueError(f"{len(probe_ids)} probe ids for {len(probes)} probe features")
     code, keep, single = identity_groups(probe_ids, singletons=singletons, names=probe_names)
     probes, code = np.ascontiguousarray(probes[keep]), np.unique(code[keep], return_inverse=True)[1]
-    n, dim = probes.shape
+    dim = probes.shape[1]
     n_total, ddim = distractors.shape
     if ddim != dim:
         raise ValueError(f"distractor features have dimension {ddim}, probe features {dim}")
@@ -423,111 +452,128 @@ def evaluate_megaface(probes, probe_ids, distractors, sizes=DEFAULT_SIZES, *,
         ignore = np.asarray(ignore, dtype=bool)
         if ignore.shape != (n_total,):
             raise ValueError(f"ignore mask of shape {ignore.shape} for {n_total} distractors")
+    return probes, code, single, sizes, ignore
 
-    # probe-probe scores: gallery scores of the (probe, gallery) pairs and genuine pairs
-    spp = probes @ probes.T
-    p_idx, g_idx, offsets = probe_gallery_pairs(code)
-    gal_score = spp[p_idx, g_idx].astype(np.float32)
-    gal_min = np.minimum.reduceat(gal_score, offsets[:-1])   # every kept probe has >= 1 pair
-    gal_key = _ordered_bits(gal_score + np.float32(0))
-    upper = p_idx < g_idx                                    # each unordered pair once
-    genuine = np.sort(spp[p_idx[upper], g_idx[upper]].astype(np.float64))
-    copies = _ProbeCopies(probes)
 
-    grid = (np.arange(-GRID_STEPS, GRID_STEPS + 1) / GRID_STEPS).astype(np.float32) if normalize \
-        else np.empty(0, dtype=np.float32)
-    hist = np.zeros(GRID_BINS, dtype=np.int64)
-    n_imp_max = n * sizes[-1]
-    k = min(n_imp_max, max(roc_topk, matlab_round(max(far_targets, default=0) * n_imp_max) + 1))
-    top = TopK(k)
-    pair_ge = np.zeros(len(p_idx), dtype=np.int64)   # distractors scoring >= s(j, i), so far
-    L_max = min(chunk_size, sizes[-1])
-    rows_per_block = max(1, (1 << 21) // L_max)      # ~8 MB of scores per scan
-    workers, blas_threads = _threads()
-    buffers = queue.SimpleQueue()                    # one score buffer per worker: memory bounded
-    for _ in range(workers):
-        buffers.put(np.empty(n * L_max, dtype=np.float32))
+@dataclasses.dataclass
+class _Gallery:
+    """The probe-probe side: all probe-probe scores ``spp``; the (probe, gallery) pairs of one
+    identity sorted by probe (``pair_probe``, ``pair_gallery``; probe j's are
+    ``offsets[j]:offsets[j+1]``), each probe's lowest gallery score and every pair's score as
+    an exact sort key; the genuine scores (each unordered pair once), sorted."""
+    spp: np.ndarray
+    pair_probe: np.ndarray
+    pair_gallery: np.ndarray
+    offsets: np.ndarray
+    gal_min: np.ndarray
+    gal_key: np.ndarray
+    genuine: np.ndarray
 
-    def load(a, b):
-        chunk = np.asarray(distractors[a:b])
-        chunk = l2_normalize(chunk, "distractor features", first_row=a) if normalize else \
+    @classmethod
+    def of(cls, probes: np.ndarray, code: np.ndarray) -> _Gallery:
+        spp = probes @ probes.T
+        p_idx, g_idx, offsets = probe_gallery_pairs(code)
+        gal_score = spp[p_idx, g_idx].astype(np.float32)
+        upper = p_idx < g_idx                                    # each unordered pair once
+        return cls(spp, p_idx, g_idx, offsets,
+                   gal_min=np.minimum.reduceat(gal_score, offsets[:-1]),   # every kept probe has >= 1 pair
+                   gal_key=_ordered_bits(gal_score + np.float32(0)),
+                   genuine=np.sort(spp[p_idx[upper], g_idx[upper]].astype(np.float64)))
+
+
+class _ChunkScorer:
+    """One chunk of distractors scored on its own, so that chunks run in parallel: its GEMM
+    against the probes, exact ties for copies of probes, ``ignore``d rows at -inf, then the
+    scan (``_count_block``) in blocks of rows of about 8 MB. Memory stays bounded: one score
+    buffer of ``n x columns`` per worker, taken from a queue while a chunk is scored."""
+
+    def __init__(self, probes, distractors, gallery: _Gallery, *, normalize: bool, ignore, top_k: int,
+                 columns: int, workers: int):
+        self.probes, self.distractors, self.gallery = probes, distractors, gallery
+        self.normalize, self.ignore, self.top_k = normalize, ignore, top_k
+        self.copies = _ProbeCopies(probes)
+        self.rows_per_block = max(1, (1 << 21) // columns)      # ~8 MB of scores per scan
+        self.buffers = queue.SimpleQueue()
+        for _ in range(workers):
+            self.buffers.put(np.empty(probes.shape[0] * columns, dtype=np.float32))
+
+    def load(self, a, b):
+        """Distractor rows a:b, checked and normalised like the probes."""
+        dim = self.probes.shape[1]
+        chunk = np.asarray(self.distractors[a:b])
+        chunk = l2_normalize(chunk, "distractor features", first_row=a) if self.normalize else \
             check_features(chunk, "distractor features", first_row=a)
         if chunk.shape != (b - a, dim):
             raise ValueError(f"distractor rows {a}:{b} have shape {chunk.shape}, expected "
                              f"{(b - a, dim)}")
         return chunk
 
-    def score(a, b, tau):
-        """Chunk a:b on its own: its scores, what they add to ``pair_ge``, the histogram and
-        the top-k candidates above ``tau``."""
-        chunk = load(a, b)
-        buf = buffers.get()
+    def __call__(self, a, b, tau):
+        """Chunk a:b: its grid histogram, its top-k candidates above ``tau`` and, per
+        (probe, gallery) pair, how many of its distractors score >= the gallery score."""
+        g, n = self.gallery, self.probes.shape[0]
+        chunk = self.load(a, b)
+        buf = self.buffers.get()
         try:
             s = buf[:n * (b - a)].reshape(n, b - a)
-            np.matmul(probes, chunk.T, out=s)
-            cols, same_as = copies.find(chunk)
+            np.matmul(self.probes, chunk.T, out=s)
+            cols, same_as = self.copies.find(chunk)
             if cols.size:
-                s[:, cols] = spp[:, same_as]
-            if ignore is not None and ignore[a:b].any():
-                s[:, ignore[a:b]] = -np.inf
-            ge = np.zeros(len(p_idx), dtype=np.int64)
+                s[:, cols] = g.spp[:, same_as]
+            if self.ignore is not None and self.ignore[a:b].any():
+                s[:, self.ignore[a:b]] = -np.inf
+            ge = np.zeros(len(g.pair_probe), dtype=np.int64)
             h = np.zeros(GRID_BINS, dtype=np.int64)
             found = []
-            for r0 in range(0, n, rows_per_block):
-                hb, cands = _count_block(s, r0, min(r0 + rows_per_block, n), tau, gal_min, gal_key, p_idx,
-                                         offsets, ge, normalize)
+            for r0 in range(0, n, self.rows_per_block):
+                hb, cands = _count_block(s, r0, min(r0 + self.rows_per_block, n), tau, g.gal_min, g.gal_key,
+                                         g.pair_probe, g.offsets, ge, self.normalize)
                 h += hb
                 found.append(cands)
             cands = np.concatenate(found)
-            if cands.size > top.k:       # only this chunk's own top k can enter the top k
-                cands = np.partition(cands, cands.size - top.k)[cands.size - top.k:]
+            if cands.size > self.top_k:       # only this chunk's own top k can enter the top k
+                cands = np.partition(cands, cands.size - self.top_k)[cands.size - self.top_k:]
             return h, cands, ge
         finally:
-            buffers.put(buf)
+            self.buffers.put(buf)
 
-    results = []
+
+def _score_all(scorer: _ChunkScorer, sizes, chunk_size, top: TopK, at_size, *, workers, blas_threads,
+               progress, desc):
+    """Every chunk up to the largest size through ``scorer``, summed in chunk order into the
+    histogram, ``top`` and the pairs' counts; ``at_size(size, hist, pair_ge)`` at each size.
+
+    Chunks are scored in parallel, one per worker, each with its own single-threaded (or few-
+    threaded) GEMM and its scan right after: no core waits for another, and no BLAS thread spins
+    beside the scan. The results are taken in chunk order; a chunk's top-k prefilter is the
+    threshold known when it starts (a lower one only lets more candidates through)."""
+    from tqdm import tqdm
+
+    hist = np.zeros(GRID_BINS, dtype=np.int64)
+    pair_ge = np.zeros(len(scorer.gallery.pair_probe), dtype=np.int64)   # distractors scoring >= s(j, i), so far
     bounds = iter(_chunks(sizes, chunk_size))
     bar = tqdm(total=sizes[-1], desc=desc, unit="distr", unit_scale=True, disable=not progress)
-    # Chunks are scored in parallel, one per worker, each with its own single-threaded (or few-
-    # threaded) GEMM and its scan right after: no core waits for another, and no BLAS thread spins
-    # beside the scan. The results are taken in chunk order; a chunk's top-k prefilter is the
-    # threshold known when it starts (a lower one only lets more candidates through).
     with threadpool_limits(blas_threads, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         pending = collections.deque()
 
         def submit():
             nxt = next(bounds, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(score, nxt[0], nxt[1], np.float32(top.threshold))))
+                pending.append((nxt, pool.submit(scorer, nxt[0], nxt[1], np.float32(top.threshold))))
 
         for _ in range(workers):
             submit()
         while pending:
-            (a, b, at_size), fut = pending.popleft()
+            (a, b, ends_size), fut = pending.popleft()
             h, cands, ge = fut.result()
             hist += h
             top.push(cands)
             pair_ge += ge
             submit()
             bar.update(b - a)
-            if at_size:
-                grid_ge = np.cumsum(hist[::-1])[::-1][1:] if normalize else np.zeros(0, np.int64)
-                results.append(_summarize(b, n, pair_ge, genuine, top, grid, grid_ge,
-                                          far_targets, tar_rule, cmc_ranks))
+            if ends_size:
+                at_size(b, hist, pair_ge)
     bar.close()
-    return {
-        "protocol": "MegaFace challenge 1 (probe/gallery pairs of one identity vs N distractors)",
-        "tie_rule": TIE_RULE,
-        "tar_rule": tar_rule,
-        "tar_rule_text": TAR_RULES[tar_rule],
-        "score": "cosine of L2-normalised features" if normalize else "dot product",
-        "n_probes": int(n),
-        "n_identities": int(code.max() + 1),
-        "n_probe_gallery_pairs": int(len(p_idx)),
-        "n_genuine_pairs": int(genuine.size),
-        "singleton_identities_dropped": single,
-        "results": results,
-    }
 
 
 def _summarize(size, n, pair_ge, genuine, top, grid, grid_ge, far_targets, tar_rule,
