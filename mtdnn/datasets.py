@@ -111,7 +111,7 @@ def list_images(root, report=_say) -> list[str]:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     scan = scan_images(root)
-    folders = [f"{escape_field(rel)}: {why}" for rel, why in scan.problems if "folder" in why]
+    folders = [f"{escape_field(rel)}: {why}" for rel, why in scan.unreadable_folders]
     if folders:
         raise DatasetError(f"{root}: cannot read {'; '.join(folders)}: fix the permissions or move it out of the tree")
     if not scan.paths:

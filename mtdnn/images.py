@@ -66,7 +66,8 @@ class TreeScan:
     entry it did not take, ``(relative path, reason)``."""
     paths: list[str] = field(default_factory=list)
     not_images: list[tuple[str, str]] = field(default_factory=list)  # other files: harmless
-    problems: list[tuple[str, str]] = field(default_factory=list)    # broken links, unreadable folders
+    problems: list[tuple[str, str]] = field(default_factory=list)    # broken links, unreadable files and folders
+    unreadable_folders: list[tuple[str, str]] = field(default_factory=list)  # also in problems
 
     def skipped_kinds(self) -> str:
         """What was skipped as not an image, by kind: '.txt files: 2, hidden file: 1'."""
@@ -157,6 +158,7 @@ def scan_images(root, exclude=()) -> TreeScan:
         if is_machine_error(err) and err.errno not in (errno.EACCES, errno.EPERM):
             raise err
         scan.problems.append((Path(rel).as_posix(), f"unreadable folder ({err.strerror})"))
+        scan.unreadable_folders.append(scan.problems[-1])
 
     for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
         rel_folder = Path(folder).relative_to(root)

@@ -168,21 +168,13 @@ def save_random_weights(deploy, out, seed: int = 1) -> Path:
 
 
 def add_arguments(parser, subject: str = "the net") -> None:
-    """The tools' --engine and --gpu options (check them with :func:`check_arguments`)."""
+    """The tools' --engine and --gpu options (checked by :func:`mtdnn.cli.check_engine`)."""
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help=f"inference engine of {subject}: onnxruntime or opencv (CPU, checked against pycaffe "
                              f"on load), caffe, or auto (default: onnxruntime, else opencv, whichever passes its "
                              f"check first, else caffe; caffe with --gpu)")
     parser.add_argument("--gpu", type=int, help=f"run {subject} with pycaffe on this GPU (needs a GPU build "
                                                 f"of Caffe: CAFFE_GPU=1 make setup)")
-
-
-def check_arguments(parser, args, weights: bool = True) -> None:
-    """:func:`check_request` on parsed --engine/--gpu; a refusal is a usage error (exit 2)."""
-    try:
-        check_request(args.engine, args.gpu, weights)
-    except EngineError as e:
-        parser.error(str(e))
 
 
 # --------------------------------------------------------------------------- the net

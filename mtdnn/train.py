@@ -322,6 +322,7 @@ def _render(staging: Path, run_dir: Path, model: str, database: Database, overri
     """The run's HDF5Data list files (the database as it is now) and the model rendered for this
     data into ``staging``; returns the rendering parameters."""
     from mtdnn.netgen import GenerateError, render_model
+    from mtdnn.netgen.spec import AttributeCountError
 
     from .db import caffe_readable, write_source
     params = {**database.render_params(), "test_images": database.val_count or database.train_count}
@@ -334,7 +335,7 @@ def _render(staging: Path, run_dir: Path, model: str, database: Database, overri
         render_model(staging, variant=model, name=params.pop("name", run_dir.resolve().name), **params)
     except GenerateError as e:
         hint = ""
-        if "attributes of shape" in str(e):
+        if isinstance(e, AttributeCountError):
             hint = (" (label a copy of the database with the model's attributes: "
                     "tools/label_attributes.py --attributes ... --out DIR, then --db DIR)")
         raise TrainError(f"cannot render model {model!r}: {e}{hint}") from None

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from mtdnn import devkit_align, inference
 from mtdnn.alignment import AlignInputError, AlignOptions, AlignResult, align_images
-from mtdnn.cli import run_tool
+from mtdnn.cli import check_engine, run_tool
 from mtdnn.fileio import is_machine_error
 from mtdnn.records import escape_field
 
@@ -97,7 +97,7 @@ def parse_args(argv=None):
                         "failures.txt and counted in the last line)")
     inference.add_arguments(p, "MTCNN's nets")
     args = p.parse_args(argv)
-    inference.check_arguments(p, args)
+    check_engine(p, args.engine, args.gpu)
     return args
 
 

@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from mtdnn import facemodel, inference
-from mtdnn.cli import BAD_INPUT, run_tool
+from mtdnn import facemodel
+from mtdnn.cli import BAD_INPUT, check_engine, run_tool
 from mtdnn.facemodel import ATTRIBUTE_RULE, FaceModel, MoonModel
 
 
@@ -33,7 +33,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print one JSON object per photo instead of tables")
     facemodel.add_arguments(ap, "the models and MTCNN")
     a = ap.parse_args(argv)
-    inference.check_arguments(ap, a)
+    check_engine(ap, a.engine, a.gpu)
     if not (a.run or a.moon):
         ap.error("give --run RUN (the multi-task net), --moon RUN (MOON) or both")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdnn import facemodel, inference
-from mtdnn.cli import run_tool
+from mtdnn import facemodel
+from mtdnn.cli import check_engine, run_tool
 from mtdnn.evaluation.features_io import feature_paths, write_names
 from mtdnn.facemodel import FaceModel
 from mtdnn.fileio import atomic_write, atomic_write_json, atomic_write_text, escape_field
@@ -42,7 +42,7 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     facemodel.add_arguments(ap, "the model and MTCNN")
     a = ap.parse_args(argv)
-    inference.check_arguments(ap, a)
+    check_engine(ap, a.engine, a.gpu)
     photos = [str(p) for p in a.photos]
     if a.list:
         root = a.root or a.list.parent

@@ -24,8 +24,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from mtdnn import facemodel, inference
-from mtdnn.cli import BAD_INPUT, run_tool
+from mtdnn import facemodel
+from mtdnn.cli import BAD_INPUT, check_engine, run_tool
 from mtdnn.facemodel import FaceModel
 
 SAME, DIFFERENT = 0, 3
@@ -54,7 +54,7 @@ def main(argv=None):
     ap.add_argument("--root", type=Path, help="folder the --pairs paths are relative to (default: the file's folder)")
     facemodel.add_arguments(ap, "the model and MTCNN")
     a = ap.parse_args(argv)
-    inference.check_arguments(ap, a)
+    check_engine(ap, a.engine, a.gpu)
     if (a.pairs is None) == (len(a.photos) != 2):
         ap.error("give two photos, or --pairs FILE (and no photos)")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 
 from mtdnn.paper import PAPER_ATTRIBUTES
-from .spec import DATA_PATHS, GenerateError, ModelSpec
+from .spec import DATA_PATHS, AttributeCountError, GenerateError, ModelSpec
 from .variants import ALIASES, VARIANTS, paper_rows, variant
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def check_data_paths(spec: ModelSpec, names, base: Path) -> None:
                     raise GenerateError(f"{flag}: {h5} has no '{ATTRIBUTE_DATASET}' dataset")
                 shape = f[ATTRIBUTE_DATASET].shape
             if len(shape) != 2 or shape[1] != len(spec.attributes):
-                raise GenerateError(
+                raise AttributeCountError(
                     f"{flag}: {h5} holds attributes of shape {shape}, but the model predicts "
                     f"{len(spec.attributes)} ({', '.join(spec.attributes)})")
             total += shape[0]

@@ -20,6 +20,10 @@ class GenerateError(ValueError):
     """Bad input to the generator; the message names the parameter and the problem."""
 
 
+class AttributeCountError(GenerateError):
+    """The attribute labels given to the generator are not as many as the model predicts."""
+
+
 # block type -> (convs on the main road, conv on the bypass, title, the paper's batch)
 BLOCKS = {
     "full": (3, False, "Full-Block", 40),
