@@ -114,9 +114,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     changes = {k: getattr(args, k) for k in Plan.__dataclass_fields__ if getattr(args, k, None) is not None}
     plan = replace(QUICK if args.quick else FULL, **changes)
-    lock = OutputLock(args.work.resolve())  # noqa: F841  a second demo on the same work folder stops at once
-    demo = Demo(plan, args.work, args.data or data_root(), quick=args.quick, no_celeba=args.no_celeba)
-    return demo.main(args.redo, args.quiet_tools)
+    with OutputLock(args.work.resolve()):  # a second demo on the same work folder stops at once, naming the first
+        demo = Demo(plan, args.work, args.data or data_root(), quick=args.quick, no_celeba=args.no_celeba)
+        return demo.main(args.redo, args.quiet_tools)
 
 
 if __name__ == "__main__":
