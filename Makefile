@@ -4,7 +4,7 @@
 #   make data       fetch the data the demo and tests read into data/ (or $MTDNN_DATA); docs/data.md
 #   make test       setup + data, then the test suite (real Caffe, real data)
 #   make demo       setup + the demo's data, then the main job end to end on real data (see README)
-#   make train      setup, then pre-train + fine-tune MODEL on DATA in RUN (GPUS=0,1 for GPUs; ARGS=...)
+#   make train      setup, then pre-train + fine-tune MODEL on the database DB in RUN (GPUS=0,1 for GPUs; ARGS=...)
 #   make prototxt   render prototxt_templates/ into models/
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
 #   CAFFE_GPU=1 make setup   Caffe with CUDA + cuDNN 9 + NCCL; the route (CAFFE_CUDA=13|11.8) from the GPU (README "GPU")
@@ -108,14 +108,14 @@ test: setup data-test
 demo: setup data-demo
 	$(PY) tools/demo.py
 
-# make train MODEL=fast DATA=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"
+# make train MODEL=fast DB=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"
 MODEL ?= full
-DATA  ?= work/casia-db
+DB    ?= work/casia-db
 RUN   ?= runs/$(MODEL)
 GPUS  ?=
 ARGS  ?=
 train: setup
-	$(PY) tools/train.py --model $(MODEL) --data $(DATA) --run $(RUN) $(if $(GPUS),--gpu $(GPUS)) $(ARGS)
+	$(PY) tools/train.py --model $(MODEL) --db $(DB) --run $(RUN) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
 
 bench: setup
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done

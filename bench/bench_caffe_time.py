@@ -20,6 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe loads: no per-layer log
 from mtdnn.caffe import netstats  # noqa: E402
+from mtdnn.demo import FULL  # noqa: E402
 from mtdnn.caffe.run import caffe_time as run_caffe_time, timing_net  # noqa: E402
 from mtdnn.netgen.render import render_model  # noqa: E402
 from mtdnn.paper import PAPER_ATTRIBUTES  # noqa: E402
@@ -31,10 +32,9 @@ DEMO_IDENTITIES = 430  # the identities of the full demo's training set (docs/de
 
 
 def render_demo_net(folder: Path) -> int:
-    """Render the multi-task net `make demo` trains (model, width and batch from tools/demo.py's
+    """Render the multi-task net `make demo` trains (model, width and batch from mtdnn.demo's
     full plan) into ``folder``; returns its batch size."""
-    import runpy
-    plan = runpy.run_path(str(REPO / "tools" / "demo.py"))["FULL"]
+    plan = FULL
     render_model(folder, variant=plan.model, width=plan.width, identities=DEMO_IDENTITIES, batch=plan.batch)
     return plan.batch
 

@@ -1,191 +1,23 @@
-"""The demo's stage runner and its glue (``tools/demo.py``, ``make demo``).
+"""The demo (``tools/demo.py``, ``make demo``): its plan of sizes, its work folder, its stage
+list and the glue between the tools (lists of images for the next tool); the report is
+:mod:`mtdnn.demo_report`, the stage runner :mod:`mtdnn.pipeline`.
 
-A :class:`Runner` runs stages in order. A stage is either a command of one of the project's
-tools (printed exactly before it runs; its progress bars go straight to the terminal) or a
-small piece of glue done in this process (lists of images for the next tool, the summary).
-When a stage succeeds, a marker ``<work>/.done/<stage>.json`` is written atomically with the
-command, its fingerprint and its duration. A tool stage's fingerprint is the sha256 of its
-command and of the fingerprint of the stage before it; a glue stage always runs (it takes
-well under a second) and its fingerprint is that of the files it wrote. A tool stage marked
-``background`` runs while the stages after it do (its output goes to ``<work>/logs/<stage>.log``),
-until a stage that lists it in ``after`` starts: that is how the demo fills a core that a
-one-thread stage leaves idle. So a rerun reuses
-every finished tool stage up to the first one whose command, or whose inputs as written by
-an earlier stage, changed, and redoes the rest. The tools themselves write their outputs
-atomically or resumably, so an interrupted stage is simply run again (and continues where
-its tool can).
+Each stage is a call of one of the project's tools (:func:`mtdnn.pipeline.tool`) or a little
+glue done in this process; :class:`Demo` builds the list, :class:`mtdnn.pipeline.Runner` runs it
+and reuses every finished stage on a rerun.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shlex
-import subprocess
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
 from .fileio import atomic_write_text
-
-
-class DemoError(RuntimeError):
-    """The demo cannot go on; the message names the stage and what to do (exit status 1)."""
-
-
-class DemoInputError(DemoError):
-    """The demo was given bad input: a missing data file, an unknown stage (exit status 2)."""
-
-
-def _sha(*parts) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else str(part).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-@dataclass
-class Stage:
-    name: str
-    title: str
-    cmd: list | None = None                    # a tool's command line ...
-    func: Callable[[], str | None] | None = None  # ... or glue in this process (returns a note)
-    describe: str = ""                          # what the glue does (printed)
-    outputs: tuple = ()                         # the files the glue writes (fingerprinted)
-    tool: Path | None = None                    # the tool the command needs (checked first)
-    env: dict = field(default_factory=dict)
-    background: bool = False                    # a tool stage that runs while the next ones do ...
-    after: tuple = ()                           # ... until a stage naming it here starts
-    restart_flag: str | None = None             # passed when the stage finished before with another command
-                                                # or inputs, or is redone: start over rather than resume
-
-
-@dataclass
-class Runner:
-    work: Path
-    quiet_tools: bool = False
-    out: Callable[[str], None] = lambda s: print(s, flush=True)
-    start: float = field(default_factory=time.time)
-    timings: list = field(default_factory=list)
-    redo: set = field(default_factory=set)      # the stages --redo asked for, and those after them
-
-    @property
-    def done_dir(self) -> Path:
-        return self.work / ".done"
-
-    def marker(self, stage: Stage) -> Path:
-        return self.done_dir / f"{stage.name}.json"
-
-    def forget_from(self, stages: list[Stage], name: str) -> None:
-        """Delete the markers of stage ``name`` and every stage after it."""
-        names = [s.name for s in stages]
-        if name not in names:
-            raise DemoInputError(f"--redo {name}: no such stage; the stages are {', '.join(names)}")
-        for s in stages[names.index(name):]:
-            self.marker(s).unlink(missing_ok=True)
-            self.redo.add(s.name)
-
-    def run(self, stages: list[Stage]) -> list[dict]:
-        previous = ""
-        self._background: dict[str, tuple] = {}
-        self._order = {s.name: k for k, s in enumerate(stages)}  # timings stay in stage order
-        try:
-            for i, stage in enumerate(stages, 1):
-                for name in stage.after:
-                    self._join(name)
-                previous = self._run_stage(i, len(stages), stage, previous)
-            for name in list(self._background):
-                self._join(name)
-        finally:
-            for proc, *_ in self._background.values():  # an error or Ctrl-C: stop what still runs
-                proc.terminate()
-        return self.timings
-
-    def _run_stage(self, i: int, n: int, stage: Stage, previous: str) -> str:
-        text = " ".join(shlex.quote(str(c)) for c in stage.cmd) if stage.cmd else f"(glue) {stage.describe}"
-        head = f"[{i}/{n}] {stage.name}: {stage.title}"
-        marker = self.marker(stage)
-        old = json.loads(marker.read_text()) if marker.is_file() else {}
-        if stage.cmd:
-            fingerprint = _sha(previous, text)
-            if old.get("fingerprint") == fingerprint:
-                self.out(f"== {fmt_time(time.time() - self.start)} {head}: done before "
-                         f"({old.get('seconds', 0):.0f} s then), reused")
-                self._record({"stage": stage.name, "title": stage.title, "seconds": old.get("seconds"),
-                              "reused": True, "command": text})
-                return fingerprint
-        marker.unlink(missing_ok=True)
-        cmd = stage.cmd
-        if cmd and stage.restart_flag and (old or stage.name in self.redo):
-            cmd = cmd + [stage.restart_flag]  # the fingerprint stays that of the plain command
-            text = " ".join(shlex.quote(str(c)) for c in cmd)
-        self.out(f"== {fmt_time(time.time() - self.start)} {head}" + (" (in the background)" if stage.background
-                                                                    else ""))
-        self.out(f"$ {text}")
-        t0 = time.time()
-        note = None
-        if stage.cmd:
-            if stage.tool is not None and not Path(stage.tool).is_file():
-                raise DemoError(f"stage {stage.name}: the tool {stage.tool} does not exist (yet); "
-                                f"it is needed to {stage.title[0].lower() + stage.title[1:]}")
-            env = {**os.environ, **stage.env}
-            if stage.background:
-                log = self.work / "logs" / f"{stage.name}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "w") as fh:
-                    proc = subprocess.Popen([str(c) for c in cmd], env=env, stdout=fh, stderr=subprocess.STDOUT)
-                self.out(f"   (its output: {log})")
-                self._background[stage.name] = (proc, stage, t0, fingerprint, text, log)
-                return fingerprint
-            rc = subprocess.run([str(c) for c in cmd], env=env,
-                                stdout=subprocess.DEVNULL if self.quiet_tools else None).returncode
-            self._check(stage, rc, text)
-        else:
-            note = stage.func()
-            fingerprint = _sha(previous, text, *(Path(p).read_bytes() for p in stage.outputs))
-        same = stage.func is not None and old.get("fingerprint") == fingerprint
-        self._finish(stage, text, fingerprint, time.time() - t0, note, same)
-        return fingerprint
-
-    def _join(self, name: str) -> None:
-        """Wait for a background stage (a no-op when it was reused or has been joined)."""
-        if name not in self._background:
-            return
-        proc, stage, t0, fingerprint, text, log = self._background[name]
-        self.out(f"== {fmt_time(time.time() - self.start)} waiting for {name} (in the background; {log})")
-        rc = proc.wait()
-        del self._background[name]
-        if rc != 0:
-            tail = "".join(Path(log).read_text(errors="replace").splitlines(keepends=True)[-15:])
-            self.out(tail.rstrip())
-        self._check(stage, rc, text)
-        self._finish(stage, text, fingerprint, time.time() - t0, None, False)
-
-    def _record(self, timing: dict) -> None:
-        """Add a stage's timing; a background stage that finishes late still lands in its place."""
-        self.timings.append(timing)
-        self.timings.sort(key=lambda t: self._order.get(t["stage"], len(self._order)))
-
-    def _check(self, stage: Stage, rc: int, text: str) -> None:
-        if rc != 0:
-            raise DemoError(f"stage {stage.name} failed: `{text}` exited with status {rc} (its message is above). "
-                            f"Fix the cause and rerun the demo: the finished stage(s) are reused")
-
-    def _finish(self, stage: Stage, text: str, fingerprint: str, seconds: float, note, same: bool) -> None:
-        info = {"stage": stage.name, "title": stage.title, "command": text, "fingerprint": fingerprint,
-                "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        if note:
-            info["note"] = note
-            self.out(f"   {note}" + (" (the same as before)" if same and stage.outputs else ""))
-        atomic_write_text(self.marker(stage), json.dumps(info, indent=1) + "\n")
-        self._record({**info, "reused": False})
-        self.out(f"== {fmt_time(time.time() - self.start)} {stage.name} done in {seconds:.1f} s")
+from .paper import PAPER_ATTRIBUTES
+from .pipeline import (PY, PipelineError, PipelineInputError, Runner, Stage, eval_attributes_cmd,
+                       eval_identification_cmd, eval_lfw_cmd, extract_cmd, fmt_time, tool, tool_stage)
+from .records import read_names, write_names
 
 
 # --------------------------------------------------------------------------- LFW lists
@@ -201,7 +33,7 @@ def subset_pairs(src, dst, per_class: int) -> Path:
     lines = [ln for ln in Path(src).read_text().splitlines() if ln.strip()]
     n = int(lines[0].split()[-1])
     if len(lines[0].split()) != 1:
-        raise DemoInputError(f"{src}: a View 1 pairs file (one count line) was expected")
+        raise PipelineInputError(f"{src}: a View 1 pairs file (one count line) was expected")
     k = min(per_class, n)
     body = lines[1:1 + k] + lines[1 + n:1 + n + k]
     return atomic_write_text(Path(dst), f"{k}\n" + "\n".join(body) + "\n")
@@ -284,3 +116,255 @@ def attribute_faces(predictions, labels_file, photo_root, crop_root, count: int 
                         f"{' ok' if pred == y else ''}")
         faces.append({"photo": Path(photo_root) / name, "crop": Path(crop_root) / name, "text": "\n".join(text)})
     return faces
+
+
+# --------------------------------------------------------------------------- the plan and the stages
+
+@dataclass(frozen=True)
+class Plan:
+    """The demo's sizes; every field is an option of tools/demo.py (``--lfw-min-images`` ...)."""
+    lfw_min_images: int = 4         # peopleDevTrain people with >= this many images are aligned whole
+    max_people: int | None = None   # quick: only the first people ...
+    max_per_person: int | None = None  # ... and this many images each
+    pairs_per_class: int | None = None  # quick: the first k matched + k mismatched pairs
+    probe_people: int = 0           # quick: also align this many peopleDevTest people (probes)
+    min_images: int = 4             # identities with fewer aligned images are not trained on
+    lfw_minsize: float = 40         # MTCNN minsize for the LFW photos (faces are all larger)
+    celeba_images: int = 2000
+    moon_iters: int = 500
+    moon_width: float = 0.125
+    moon_batch: int = 32
+    model: str = "fast"
+    width: float = 0.125
+    batch: int = 32
+    iters: int = 1000               # pre-training + fine-tuning, split 70/30
+    mirror: str = "concat"          # features: none, concat (SphereFace) or sum
+    pretrain_lr: float = 0.05
+    finetune_lr: float = 0.01
+    lambda1: float = 1.0
+    seed: int = 1                   # the solvers' random_seed: the same weights, the same figures
+    threads: int = 1                # BLAS threads of the multi-task net's Caffe and of the feature extraction
+    snapshot: int = 100
+    test_interval: int = 100        # validation passes (the generator's default, 2000 scaled, would be every 12)
+    watch: int = 350                # a verification check on pairsDevTest every N iterations (train.py --watch; 0: none)
+    workers: int = 2
+
+
+FULL = Plan()
+QUICK = Plan(lfw_min_images=30, max_people=8, max_per_person=10, pairs_per_class=15, probe_people=4, min_images=4,
+             celeba_images=300, moon_iters=40, moon_batch=16, batch=16, iters=45, mirror="none", snapshot=20,
+             test_interval=15, watch=0)
+
+# The stages that read CelebA or MOON's output: left out when CelebA is not there (issue 20, item 7).
+CELEBA_STAGES = ("moon", "label", "extract_celeba", "attr_list", "extract_attributes", "eval_identification",
+                 "eval_attributes")
+
+
+class Demo:
+    """The demo on one work folder: its layout, its checks, its glue and its stage list."""
+
+    def __init__(self, plan: Plan, work: Path, data: Path, quick: bool = False, no_celeba: bool = False):
+        from .caffe.run import blas_threads_env
+        self.plan, self.quick = plan, quick
+        self.work, self.data = Path(work).resolve(), Path(data).resolve()
+        self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
+        # A fixed number of BLAS threads, not the machine's core count: Caffe's reductions (BatchNorm
+        # statistics, bias gradients) add in an order that depends on it, so the figures would too.
+        self.blas_env = {**self.env, **blas_threads_env(plan.threads)}
+        w = self.work
+        self.lists = w / "lists"
+        self.lfw_aligned = w / "lfw-112x96"
+        self.celeba_aligned = w / "celeba-112x96"
+        self.db = w / "lfw-db"
+        self.runs = w / "runs"
+        self.moon = self.runs / "moon"
+        self.run = self.runs / f"{plan.model}_w{plan.width:g}"
+        self.eval = self.run / "eval"
+        self.features = w / "features"
+        self.pretrain_iter = max(1, round(plan.iters * 0.7))
+        self.finetune_iter = max(1, plan.iters - self.pretrain_iter)
+        self.lfw_photos = lfw_photo_folder(self.data)
+        self.celeba_missing = [] if no_celeba else celeba_missing(self.data)
+        self.recognition_only = no_celeba or bool(self.celeba_missing)
+        if plan.pairs_per_class:
+            self.view1 = (self.lists / "pairsDevTrain_subset.txt", self.lists / "pairsDevTest_subset.txt")
+        else:
+            self.view1 = (self.data / "lfw" / "pairsDevTrain.txt", self.data / "lfw" / "pairsDevTest.txt")
+        self.runner: Runner | None = None
+
+    # ----------------------------------------------------------------- checks and glue
+
+    def check_inputs(self) -> None:
+        lfw = self.data / "lfw"
+        need = [self.lfw_photos, lfw / "peopleDevTrain.txt", lfw / "peopleDevTest.txt", lfw / "pairsDevTrain.txt",
+                lfw / "pairsDevTest.txt", self.data / "mtcnn" / "det1.caffemodel"]
+        missing = [str(p) for p in need if not p.exists()]
+        if missing:
+            raise PipelineInputError(f"the data folder {self.data} lacks {', '.join(missing)}: run `make data` "
+                                     f"(docs/data.md), or pass --data (or set MTDNN_DATA) pointing at the folder "
+                                     f"holding lfw/, celeba/ and mtcnn/")
+        caffe = Path(PY).parent / "caffe"
+        if not caffe.is_file() and not shutil.which("caffe"):
+            raise PipelineError("no caffe binary beside this Python or on PATH: run `make setup` first")
+        self.work.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.work).free
+        want = (0.3 if self.quick else 2.0) * 2**30
+        if free < want:
+            raise PipelineError(f"only {free / 2**30:.2f} GiB free for the work folder {self.work}; the demo needs "
+                                f"about {want / 2**30:.1f} GiB: free some space or pass --work on another disk")
+
+    def write_lists(self) -> str:
+        p = self.plan
+        lfw = self.data / "lfw"
+        if p.pairs_per_class:
+            subset_pairs(lfw / "pairsDevTrain.txt", self.view1[0], p.pairs_per_class)
+            subset_pairs(lfw / "pairsDevTest.txt", self.view1[1], p.pairs_per_class)
+        pair_imgs = sorted(set(lfw_pair_images(self.view1[0])) | set(lfw_pair_images(self.view1[1])))
+        train_imgs = lfw_train_people_images(lfw / "peopleDevTrain.txt", p.lfw_min_images, p.max_people,
+                                             p.max_per_person)
+        probe_imgs = lfw_train_people_images(lfw / "peopleDevTest.txt", 1, p.probe_people, p.max_per_person) \
+            if p.probe_people else []
+        images = sorted(set(pair_imgs) | set(train_imgs) | set(probe_imgs))
+        missing = [i for i in images if not (self.lfw_photos / i).is_file()]
+        if missing:
+            raise PipelineInputError(f"{len(missing)} LFW photo(s) named by the lists are missing from "
+                                     f"{self.lfw_photos}, e.g. {missing[0]}")
+        atomic_write_text(self.lists / "lfw_align.txt", "".join(i + "\n" for i in images))
+        return (f"{len(images)} LFW photos to align: {len(pair_imgs)} of the View 1 pairs, "
+                f"{len(train_imgs)} of {len({person(i) for i in train_imgs})} training people"
+                + (f", {len(probe_imgs)} of {p.probe_people} peopleDevTest people" if probe_imgs else ""))
+
+    def write_train_list(self) -> str:
+        from .datasets import read_lfw_people
+        wanted = (self.lists / "lfw_align.txt").read_text().split()
+        have, missing = aligned_images(self.lfw_aligned, wanted)
+        train_people = {name for fold in read_lfw_people(self.data / "lfw" / "peopleDevTrain.txt") for name, _ in fold}
+        train = [i for i in have if person(i) in train_people]
+        # features: what the evaluations read, i.e. the View 1 pairs' images (threshold and test)
+        # and every image of people outside peopleDevTrain (identification probes and distractors)
+        pairs = set(lfw_pair_images(self.view1[0])) | set(lfw_pair_images(self.view1[1]))
+        features = [i for i in have if i in pairs or person(i) not in train_people]
+        atomic_write_text(self.lists / "lfw_train.txt", "".join(f"{i} {person(i)}\n" for i in train))
+        atomic_write_text(self.lists / "lfw_features.txt", "".join(i + "\n" for i in features))
+        return (f"{len(have)} aligned LFW images ({len(missing)} without a face): {len(train)} of peopleDevTrain "
+                f"people (training candidates), {len(features)} for the evaluations")
+
+    def write_attr_list(self) -> str:
+        names = read_names(self.moon / "eval" / "heldout_scores.names.txt")  # the one record format
+        write_names(self.lists / "celeba_heldout.txt", names)
+        return f"{len(names)} held-out CelebA images"
+
+    def write_report(self) -> str:
+        from .demo_report import write_report
+        return write_report(self)
+
+    # ----------------------------------------------------------------- stages
+
+    def train_cmd(self) -> list:
+        """tools/train.py: pre-training, then fine-tuning, seeded, with a fixed number of BLAS threads."""
+        p = self.plan
+        return tool("train", "--model", p.model, "--db", self.db, "--run", self.run,
+                    "--width", p.width, "--batch", p.batch, "--pretrain-iter", self.pretrain_iter,
+                    "--finetune-iter", self.finetune_iter, "--pretrain-lr", p.pretrain_lr,
+                    "--finetune-lr", p.finetune_lr, "--lambda1", 0 if self.recognition_only else p.lambda1,
+                    "--seed", p.seed, "--threads", p.threads, "--snapshot", p.snapshot,
+                    "--test-interval", p.test_interval, "--display", max(1, min(20, p.iters // 30)),
+                    *(["--watch", p.watch, "--watch-pairs", self.view1[1], "--watch-images", self.lfw_aligned]
+                      if p.watch else []))
+
+    def data_stages(self) -> list[Stage]:
+        """Stages 1-7: MOON, the LFW lists and crops, the training database and its labels."""
+        p, env, lists = self.plan, self.env, self.lists
+        glue = lambda name, title, func, describe, outputs: Stage(  # noqa: E731
+            name, title, func=func, describe=describe, outputs=outputs, env=env)
+        subsets = f" and the View 1 subsets {self.view1[0].name}, {self.view1[1].name}" if p.pairs_per_class else ""
+        return [
+            tool_stage("moon", "Train the MOON attribute classifier on CelebA",
+                       tool("train_attributes", "--out", self.moon, "--aligned", self.celeba_aligned,
+                            "--celeba", self.data / "celeba", "--limit", p.celeba_images, "--iters", p.moon_iters,
+                            "--width", p.moon_width, "--batch", p.moon_batch, "--workers", p.workers),
+                       env, background=True),  # first: it needs nothing of LFW, so other LFW sizes reuse it;
+            # one-thread Caffe, so LFW alignment and the LMDB use the other core
+            glue("lists", "Choose the LFW images to align and the View 1 pairs", self.write_lists,
+                 f"write {lists / 'lfw_align.txt'}" + subsets,
+                 (lists / "lfw_align.txt",) + (self.view1 if p.pairs_per_class else ())),
+            tool_stage("align_lfw", "Align the LFW photos (MTCNN + 5 points)",
+                       tool("align_faces", self.lfw_photos, self.lfw_aligned, "--list", lists / "lfw_align.txt",
+                            "--workers", p.workers, "--minsize", p.lfw_minsize, "--allow-failures"), env),
+            glue("train_list", "List the aligned training images", self.write_train_list,
+                 f"write {lists / 'lfw_train.txt'} and {lists / 'lfw_features.txt'}",
+                 (lists / "lfw_train.txt", lists / "lfw_features.txt")),
+            tool_stage("build_db", "Build the training LMDB + HDF5",
+                       tool("build_db", self.db, "--list", lists / "lfw_train.txt", "--root", self.lfw_aligned,
+                            "--placeholder-attributes", len(PAPER_ATTRIBUTES), "--min-images", p.min_images,
+                            "--force"), env),
+            tool_stage("label", "Label the training set with MOON (vote per identity)",
+                       tool("label_attributes", "--model", self.moon, "--db", self.db, "--force"), env,
+                       after=("moon",)),
+            tool_stage("check_db", "Check the LMDB/HDF5 order", tool("check_db", self.db), env),
+        ]
+
+    def model_stages(self) -> list[Stage]:
+        """Stages 8-17: train, extract, evaluate, the paper's tables and the report."""
+        p, env, blas, feats, lists = self.plan, self.env, self.blas_env, self.features, self.lists
+        extract = lambda source, out, **kw: extract_cmd(  # noqa: E731
+            self.run / "deploy.prototxt", self.run / f"finetune_iter_{self.finetune_iter}.caffemodel", "--restart",
+            source, out, **kw)
+        return [
+            tool_stage("train", "Train the multi-task net (pre-train, fine-tune)", self.train_cmd(), env,
+                       restart_flag="--restart"),  # other sizes or data: train afresh, not on from old snapshots
+            tool_stage("extract_lfw", "Extract LFW features (fc5)",
+                       extract(["--list", lists / "lfw_features.txt", "--root", self.lfw_aligned], feats / "lfw_fc5",
+                               mirror=p.mirror), blas),
+            tool_stage("extract_celeba", "Extract CelebA distractor features",
+                       extract(["--tree", self.celeba_aligned], feats / "celeba_fc5", mirror=p.mirror), blas),
+            Stage("attr_list", "List MOON's held-out CelebA images", func=self.write_attr_list,
+                  describe=f"write {lists / 'celeba_heldout.txt'}", outputs=(lists / "celeba_heldout.txt",), env=env),
+            tool_stage("extract_attributes", "Predict attributes on held-out CelebA",
+                       extract(["--list", lists / "celeba_heldout.txt", "--root", self.celeba_aligned],
+                               feats / "celeba_heldout_attr", blob="attr_pred"), blas),
+            tool_stage("eval_lfw", "LFW View 1 verification",
+                       eval_lfw_cmd(feats / "lfw_fc5", self.view1, self.eval, "--missing", "wrong", "--no-view2"), env),
+            tool_stage("eval_identification", "Identification (MegaFace-style stand-in)",
+                       eval_identification_cmd(feats / "lfw_fc5", feats / "celeba_fc5",
+                                               self.data / "lfw" / "peopleDevTrain.txt", self.run.name, self.eval), env),
+            tool_stage("eval_attributes", "Attribute accuracy (Tab. 4)",
+                       eval_attributes_cmd(feats / "celeba_heldout_attr",
+                                           self.data / "celeba" / "list_attr_celeba.txt", self.eval), env),
+            tool_stage("report", "The paper's tables next to ours",
+                       tool("report", self.runs, "--out", self.work / "results.md"), env),
+            Stage("summary", "Write the demo report", func=self.write_report,
+                  describe=f"write {self.work / 'report.md'}", env=env),
+        ]
+
+    def stages(self) -> list[Stage]:
+        """The demo's one stage list. Without CelebA the stages that read it or MOON are left out
+        (the report lists them as skipped) and the net trains with lambda1 = 0 in both phases (its
+        attribute labels stay build_db's placeholders, which a zero weight ignores)."""
+        stages = self.data_stages() + self.model_stages()
+        return [s for s in stages if s.name not in CELEBA_STAGES] if self.recognition_only else stages
+
+    def skipped_note(self) -> str:
+        why = "--no-celeba" if not self.celeba_missing else f"CelebA is not in {self.data / 'celeba'} " \
+            f"({', '.join(self.celeba_missing)})"
+        return (f"{why}: the recognition half runs alone. Skipped: {', '.join(CELEBA_STAGES)} (MOON, the "
+                f"attribute labels, the identification stand-in whose distractors are CelebA images, the "
+                f"attribute tables); the net trains without the attribute loss (lambda1 = 0). `make data-demo` "
+                f"fetches CelebA (docs/data.md)")
+
+    # ----------------------------------------------------------------- main
+
+    def main(self, redo: str | None = None, quiet_tools: bool = False) -> int:
+        self.check_inputs()
+        self.runner = Runner(self.work, quiet_tools=quiet_tools)
+        stages = self.stages()
+        if redo:
+            self.runner.forget_from(stages, redo)
+        print(f"demo{' (quick)' if self.quick else ''}: work folder {self.work}, data {self.data}, "
+              f"LFW photos {self.lfw_photos.name}/", flush=True)
+        if self.recognition_only:
+            print(f"demo: {self.skipped_note()}", flush=True)
+        self.runner.run(stages)
+        total = time.time() - self.runner.start
+        print(f"demo finished in {fmt_time(total)}: {self.work / 'report.md'}", flush=True)
+        return 0

@@ -1,6 +1,9 @@
-"""The small-scale reproduction's arithmetic (``tools/reproduce.py``): one row of figures per
+"""The small-scale reproduction (``tools/reproduce.py``): its study (:class:`Study`: models,
+seeds, one budget), the stage list of one run (train, extract, evaluate, with the tools of
+:mod:`mtdnn.pipeline`), the runs side by side, and its arithmetic: one row of figures per
 trained run, mean and spread per model over seeds, and paired differences between models
-with a t confidence interval, so that a difference can be told from seed noise.
+with a t confidence interval, so that a difference can be told from seed noise. The report
+(OUT/README.md, results.json, reproduction.png) is :mod:`mtdnn.reproduce_report`.
 
 A run folder holds ``eval/lfw.json``, ``eval/blufr.json``, ``eval/identification.json`` and
 ``eval/attributes.json`` as the eval tools write them.
@@ -18,9 +21,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from .paper import PAPER_ATTRIBUTES
+from .pipeline import (PipelineError, Runner, Stage, eval_attributes_cmd, eval_identification_cmd, eval_lfw_cmd,
+                       extract_cmd, fmt_time, tool, tool_stage)
 
 # (key, title): the figures of one run, all fractions in [0, 1]
 MEASURES = [
@@ -28,8 +43,8 @@ MEASURES = [
     ("blufr_unseen_tar", "BLUFR TAR @ FAR 0.1 %, unseen people (mean − std)"),
     ("blufr_unseen_dir", "BLUFR DIR @ FAR 1 %, rank 1, unseen people (mean − std)"),
     ("ident_rank1", "identification rank-1 (largest distractor set)"),
-    ("attr_accuracy", "attribute accuracy (mean of 7)"),
-    ("attr_balanced", "attribute balanced accuracy (mean of 7)"),
+    ("attr_accuracy", f"attribute accuracy (mean of {len(PAPER_ATTRIBUTES)})"),
+    ("attr_balanced", f"attribute balanced accuracy (mean of {len(PAPER_ATTRIBUTES)})"),
 ]
 
 
@@ -137,3 +152,157 @@ def format_differences(diffs: list[dict]) -> list[str]:
         lines.append(f"| {d['a']} − {d['b']} | {titles.get(d['measure'], d['measure'])} | {100 * d['mean']:+.2f} | "
                      f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] | {d['n']} | {d['verdict']} |")
     return lines
+
+
+# --------------------------------------------------------------------------- the study and its runs
+
+# (a, b, measures): the paper's claims, as paired differences a - b
+CLAIMS = [
+    ("fast", "fast_noattr", ("lfw_view1", "blufr_unseen_tar", "blufr_unseen_dir", "ident_rank1")),  # Tab. 2, 3, 7
+    ("full", "full_noattr", ("lfw_view1", "blufr_unseen_tar", "blufr_unseen_dir", "ident_rank1")),  # likewise
+    ("full", "fast", ("lfw_view1", "blufr_unseen_tar", "blufr_unseen_dir", "ident_rank1", "attr_accuracy")),  # Tab. 5
+]
+
+
+@dataclass
+class Study:
+    """Models x seeds under one budget, on a finished demo's work folder (each field is an option
+    of tools/reproduce.py, whose defaults are the study of docs/reproduction: --demo-work, --work,
+    --data, --models, --seeds, --jobs, --lfw-minsize, --width, ...)."""
+    data: Path
+    demo: Path                      # the demo's work folder: its LMDB, aligned CelebA, MOON's held-out list
+    work: Path                      # the runs: WORK/runs/<model>_s<seed>, WORK/lfw-112x96
+    models: list
+    seeds: list
+    jobs: int                       # runs at a time, one BLAS thread each
+    lfw_minsize: float              # MTCNN minsize for LFW, as the demo's
+    width: float
+    batch: int
+    iters: int                      # pre-training + fine-tuning, split 70/30
+    pretrain_lr: float
+    finetune_lr: float
+    lambda1: float
+
+    def __post_init__(self):
+        self.data, self.demo, self.work = Path(self.data).resolve(), Path(self.demo).resolve(), Path(self.work).resolve()
+        self.lfw_aligned = self.work / "lfw-112x96"
+        self.celeba_aligned = self.demo / "celeba-112x96"
+        self.db = self.demo / "lfw-db"
+        self.heldout = self.demo / "lists" / "celeba_heldout.txt"
+        self.pretrain_iter = max(1, round(self.iters * 0.7))
+        self.finetune_iter = max(1, self.iters - self.pretrain_iter)
+        self.env = {"MTDNN_DATA": str(self.data), "GLOG_minloglevel": "2", "PYTHONUNBUFFERED": "1"}
+
+    def run_dir(self, model: str, seed: int) -> Path:
+        return self.work / "runs" / f"{model}_s{seed}"
+
+    def budget(self) -> dict:
+        """What every model gets (the report's Budget section and results.json)."""
+        return {"width": self.width, "batch": self.batch, "pretrain_iter": self.pretrain_iter,
+                "finetune_iter": self.finetune_iter, "pretrain_lr": self.pretrain_lr,
+                "finetune_lr": self.finetune_lr, "lambda1": self.lambda1, "seeds": list(self.seeds),
+                "models": list(self.models),
+                "training data": str(self.db.relative_to(self.demo.parent)) if self.db.is_relative_to(
+                    self.demo.parent) else str(self.db)}
+
+
+def check_demo(study: Study) -> None:
+    """The demo's outputs the study reads are there, else a :class:`PipelineError` saying to run it."""
+    demo = study.demo
+    need = [demo / ".done" / "check_db.json", demo / ".done" / "attr_list.json", study.heldout,
+            study.celeba_aligned, demo / "lfw-112x96" / "landmarks.txt"]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise PipelineError(f"the demo's work folder {demo} is not complete (missing {', '.join(missing)}): "
+                            f"run `make demo` (or tools/demo.py --work {demo}) first")
+
+
+def align_all_lfw(study: Study) -> None:
+    """Every LFW photo aligned (BLUFR needs all 13,233): the demo's crops reused, the rest aligned."""
+    aligned, demo_crops = study.lfw_aligned, study.demo / "lfw-112x96"
+    if not aligned.exists():
+        tmp = aligned.with_name(aligned.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(demo_crops), str(tmp)], check=True)
+        for log in tmp.glob("*.txt"):  # crops are hard links; the logs align_faces appends to are copies
+            shutil.copyfile(demo_crops / log.name, log.with_suffix(".copy"))
+            os.replace(log.with_suffix(".copy"), log)
+        os.replace(tmp, aligned)
+    Runner(study.work).run([tool_stage(
+        "align_all_lfw", "Align all of LFW (the demo's crops reused)",
+        tool("align_faces", study.data / "lfw" / "lfw-deepfunneled", aligned, "--workers", 2,
+             "--minsize", study.lfw_minsize, "--allow-failures"), study.env)])
+
+
+def run_stages(study: Study, model: str, seed: int, env: dict) -> list[Stage]:
+    """The stage list of one run: train, extract (fc5 of every LFW and CelebA image, attr_pred of
+    MOON's held-out images when the model has the attribute head) and the evaluations."""
+    from .netgen import ALIASES, VARIANTS
+    st, run = study, study.run_dir(model, seed)
+    feats, ev, lfw = run / "features", run / "eval", study.data / "lfw"
+    extract = lambda source, out, **kw: extract_cmd(  # noqa: E731
+        run / "deploy.prototxt", run / f"finetune_iter_{st.finetune_iter}.caffemodel", "--quiet", source, out, **kw)
+    stages = [
+        tool_stage("train", f"Train {model} (seed {seed})", tool(
+            "train", "--model", model, "--db", st.db, "--run", run, "--quiet", "--threads", 1 if st.jobs > 1 else 2,
+            "--seed", seed, "--width", st.width, "--batch", st.batch, "--pretrain-iter", st.pretrain_iter,
+            "--finetune-iter", st.finetune_iter, "--pretrain-lr", st.pretrain_lr, "--finetune-lr", st.finetune_lr,
+            "--lambda1", st.lambda1, "--snapshot", max(1, st.iters // 6), "--test-interval", max(1, st.iters // 6),
+            "--display", max(1, min(20, st.iters // 30))), env),
+        tool_stage("extract_lfw", "fc5 of every aligned LFW image",
+                   extract(["--tree", st.lfw_aligned], feats / "lfw_fc5"), env),
+        tool_stage("extract_celeba", "fc5 of the aligned CelebA images (distractors)",
+                   extract(["--tree", st.celeba_aligned], feats / "celeba_fc5"), env),
+        tool_stage("eval_lfw", "LFW View 1", eval_lfw_cmd(
+            feats / "lfw_fc5", (lfw / "pairsDevTrain.txt", lfw / "pairsDevTest.txt"), ev, "--label", run.name), env),
+        tool_stage("eval_blufr", "BLUFR without the training people", tool(
+            "eval_blufr", "--features", feats / "lfw_fc5", "--quiet", "--exclude", lfw / "peopleDevTrain.txt",
+            "--label", run.name, "--out", ev), env),
+        tool_stage("eval_identification", "Identification stand-in", eval_identification_cmd(
+            feats / "lfw_fc5", feats / "celeba_fc5", lfw / "peopleDevTrain.txt", run.name, ev, quiet=True), env),
+    ]
+    if VARIANTS[ALIASES.get(model, model)].attributes:
+        stages += [
+            tool_stage("extract_attributes", "attr_pred of MOON's held-out CelebA images",
+                       extract(["--list", st.heldout, "--root", st.celeba_aligned], feats / "celeba_heldout_attr",
+                               blob="attr_pred"), env),
+            tool_stage("eval_attributes", "Attribute accuracy", eval_attributes_cmd(
+                feats / "celeba_heldout_attr", study.data / "celeba" / "list_attr_celeba.txt", ev), env),
+        ]
+    return stages
+
+
+def run_one(study: Study, model: str, seed: int) -> int:
+    """One (model, seed) in this process: its stages, reused where finished (its run folder's markers)."""
+    run = study.run_dir(model, seed)
+    run.mkdir(parents=True, exist_ok=True)
+    env = {**study.env, **({"OPENBLAS_NUM_THREADS": "1"} if study.jobs > 1 else {})}
+    Runner(run).run(run_stages(study, model, seed, env))
+    return 0
+
+
+def run_all(study: Study, child: Callable[[str, int], list]) -> list[str]:
+    """Every (model, seed) as a child process ``child(model, seed)`` (its output in the run's
+    reproduce.log), --jobs at a time, seed-major so that whole seeds finish first; returns the
+    names of the runs that failed."""
+    t0 = time.time()
+
+    def one(ms: tuple[str, int]) -> str | None:
+        m, s = ms
+        run = study.run_dir(m, s)
+        run.mkdir(parents=True, exist_ok=True)
+        print(f"== {fmt_time(time.time() - t0)} start {run.name}: log {run / 'reproduce.log'}", flush=True)
+        start = time.time()
+        with open(run / "reproduce.log", "a") as log:
+            rc = subprocess.run([str(c) for c in child(m, s)], stdout=log, stderr=subprocess.STDOUT).returncode
+        status = "done" if rc == 0 else f"FAILED (status {rc})"
+        print(f"== {fmt_time(time.time() - t0)} {run.name} {status} in {fmt_time(time.time() - start)}", flush=True)
+        return run.name if rc else None
+
+    with ThreadPoolExecutor(study.jobs) as pool:  # map hands out the runs in order
+        failed = [name for name in pool.map(one, [(m, s) for s in study.seeds for m in study.models]) if name]
+    if failed:
+        print(f"{Path(sys.argv[0]).name}: {len(failed)} run(s) failed: {', '.join(failed)}; see their reproduce.log, "
+              f"fix the cause and rerun (finished stages are reused)", file=sys.stderr)
+    return failed

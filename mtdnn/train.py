@@ -113,7 +113,7 @@ def database_key(manifests: dict) -> dict | None:
 
 
 BUILD_HINT = ("build one with tools/align_faces.py, tools/build_db.py and tools/label_attributes.py "
-              "(see docs/demo.md), or pass --db (make train DATA=...) pointing at a "
+              "(see docs/demo.md), or pass --db (make train DB=...) pointing at a "
               "tools/build_db.py output folder")
 
 

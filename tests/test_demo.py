@@ -109,7 +109,7 @@ def test_rerun_reuses_stages_and_redo_redoes_the_rest(quick):
 def test_runner_restarts_a_stage_whose_command_changed(tmp_path):
     """A stage with a restart_flag gets it when it finished before with another command or is
     redone, not on its first run nor on a resumed one; its fingerprint ignores the flag."""
-    from mtdnn.demo import Runner, Stage
+    from mtdnn.pipeline import Runner, Stage
     log = tmp_path / "argv.txt"
     def stages(word):
         cmd = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')",
@@ -140,19 +140,19 @@ def test_every_caffe_stage_runs_with_a_fixed_number_of_blas_threads(tmp_path):
     backward pass differs bit for bit between 1 and 2 threads), and OpenBLAS takes the machine's
     core count unless told: the demo's training and feature extraction pin it, so a machine with
     more cores trains the same net."""
-    import runpy
+    from dataclasses import replace
+    from mtdnn.demo import FULL, Demo
     (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)   # CelebA there: the stages that read it too
     for name in ("list_attr_celeba.txt", "identity_CelebA.txt"):
         (tmp_path / "celeba" / name).write_text("0\n")
-    mod = runpy.run_path(str(DEMO))
-    d = mod["Demo"](mod["parse_args"](["--work", str(tmp_path), "--data", str(tmp_path)]))
+    d = Demo(FULL, work=tmp_path, data=tmp_path)
     stages = {s.name: s for s in d.stages()}
     cmd = [str(c) for c in stages["train"].cmd]
     assert cmd[cmd.index("--threads") + 1] == "1"
     for name in ("extract_lfw", "extract_celeba", "extract_attributes"):
         env = stages[name].env
         assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "1", name
-    d3 = mod["Demo"](mod["parse_args"](["--work", str(tmp_path), "--data", str(tmp_path), "--threads", "3"]))
+    d3 = Demo(replace(FULL, threads=3), work=tmp_path, data=tmp_path)
     assert {s.name: s for s in d3.stages()}["extract_lfw"].env["OPENBLAS_NUM_THREADS"] == "3"
 
 

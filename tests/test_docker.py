@@ -65,7 +65,7 @@ def test_gpu_image_documents_make_train_with_data_and_runs_mounted():
     for cmd in trains:
         dry = subprocess.run(["make", "-n", *cmd[1:]], cwd=REPO, capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
-        assert "tools/train.py --model full" in dry.stdout and "--gpu 0" in dry.stdout
+        assert "tools/train.py --model full" in dry.stdout and "--gpus 0" in dry.stdout
         assert "--run runs/" in dry.stdout  # the run folder is below the mounted runs/
 
 

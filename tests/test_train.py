@@ -52,7 +52,7 @@ def train(*args, check=True):
 
 def test_two_phases_then_skip(database, tmp_path):
     run = tmp_path / "run"
-    out = train(*SMALL, "--data", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 4)
+    out = train(*SMALL, "--db", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 4)
     # the exact commands are printed; fine-tuning starts from the last pre-training weights
     assert "caffe train -solver solver_pretrain.prototxt" in out.stdout
     assert "caffe train -solver solver_finetune.prototxt -weights pretrain_iter_6.caffemodel" in out.stdout
@@ -70,11 +70,11 @@ def test_two_phases_then_skip(database, tmp_path):
     assert state["weights"] == "finetune_iter_4.caffemodel" and state["identities"] == PEOPLE
     assert state["nets"]["finetune"] == net_fingerprint(net)
 
-    again = train(*SMALL, "--data", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 4)
+    again = train(*SMALL, "--db", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 4)
     assert "[pretrain] finished before" in again.stdout and "[finetune] finished before" in again.stdout
     assert "caffe train" not in again.stdout
     # more fine-tuning iterations: the finished pre-training is kept, fine-tuning continues
-    more = train(*SMALL, "--data", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 6)
+    more = train(*SMALL, "--db", database, "--run", run, "--pretrain-iter", 6, "--finetune-iter", 6)
     assert "[pretrain] finished before" in more.stdout
     assert "-snapshot finetune_iter_4.solverstate" in more.stdout
     assert (run / "finetune_iter_6.caffemodel").is_file()
@@ -95,7 +95,7 @@ def _last_iteration(log: Path) -> int:
 
 def test_resume_after_kill_skips_damaged_snapshots(database, tmp_path):
     run = tmp_path / "run"
-    args = [*SMALL, "--data", database, "--run", run, "--pretrain-iter", 80, "--finetune-iter", 2, "--snapshot", 10]
+    args = [*SMALL, "--db", database, "--run", run, "--pretrain-iter", 80, "--finetune-iter", 2, "--snapshot", 10]
     proc = subprocess.Popen([sys.executable, str(TOOL), "--quiet", *map(str, args)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -127,7 +127,7 @@ def test_resume_after_kill_skips_damaged_snapshots(database, tmp_path):
 
 def test_ctrl_c_snapshots_and_rerun_continues(database, tmp_path):
     run = tmp_path / "run"
-    args = [*SMALL, "--data", database, "--run", run, "--pretrain-iter", 300, "--finetune-iter", 2,
+    args = [*SMALL, "--db", database, "--run", run, "--pretrain-iter", 300, "--finetune-iter", 2,
             "--snapshot", 1000]
     proc = subprocess.Popen([sys.executable, str(TOOL), "--quiet", *map(str, args)], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -151,7 +151,7 @@ def test_ctrl_c_snapshots_and_rerun_continues(database, tmp_path):
 
 def test_snapshots_of_another_net_are_refused(database, tmp_path):
     run = tmp_path / "run"
-    args = ["--data", database, "--run", run, "--pretrain-iter", 4, "--finetune-iter", 2, "--snapshot", 2]
+    args = ["--db", database, "--run", run, "--pretrain-iter", 4, "--finetune-iter", 2, "--snapshot", 2]
     train(*SMALL, *args)
     def files():
         return {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".train.lock"}
@@ -193,16 +193,16 @@ def test_snapshots_of_another_net_are_refused(database, tmp_path):
 def test_bad_input_ends_with_a_message(database, tmp_path):
     run = tmp_path / "run"
     args = ["--run", run, "--pretrain-iter", 2, "--finetune-iter", 2]
-    out = train(*SMALL, "--data", tmp_path / "nowhere", *args, check=False)
+    out = train(*SMALL, "--db", tmp_path / "nowhere", *args, check=False)
     assert out.returncode == 2 and "no training database" in out.stderr and "tools/build_db.py" in out.stderr
     assert "Traceback" not in out.stderr
-    out = train("--model", "nosuch", "--data", database, *args, check=False)
+    out = train("--model", "nosuch", "--db", database, *args, check=False)
     assert out.returncode == 2 and "no model 'nosuch'" in out.stderr and "fast_noattr" in out.stderr
-    out = train(*SMALL, "--data", database, *args, "--identities", "3", check=False)
+    out = train(*SMALL, "--db", database, *args, "--identities", "3", check=False)
     assert out.returncode == 2 and "smaller than the 6 identities" in out.stderr
-    out = train(*SMALL, "--data", database, *args, "--min-free", "1e9", check=False)
+    out = train(*SMALL, "--db", database, *args, "--min-free", "1e9", check=False)
     assert out.returncode == 2 and "not enough disk space" in out.stderr and "GiB free" in out.stderr
-    out = train(*SMALL, "--data", database, *args, "--gpu", "0", check=False)
+    out = train(*SMALL, "--db", database, *args, "--gpus", "0", check=False)
     if binary_has_cuda(caffe_binary()) and shutil.which("nvidia-smi") and subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True).returncode == 0:
         assert out.returncode == 0, out.stderr  # a GPU build on a GPU machine trains there
@@ -214,13 +214,13 @@ def test_bad_input_ends_with_a_message(database, tmp_path):
                 or "cudaSuccess" in out.stderr), out.stderr
     else:  # a CPU-only Caffe is refused before it starts (it would abort inside Caffe)
         assert out.returncode == 2 and "built without CUDA" in out.stderr and "CAFFE_GPU=1 make setup" in out.stderr
-    train(*SMALL, "--data", database, *args)
+    train(*SMALL, "--db", database, *args)
     # two trainings on one run folder: the second is turned away
     with RunLock(run):
-        out = train(*SMALL, "--data", database, *args, check=False)
+        out = train(*SMALL, "--db", database, *args, check=False)
     assert out.returncode == 2 and "another tools/train.py" in out.stderr
     # an attribute-less model trains on the same database (its HDF5 is not read)
-    train("--model", "fast_noattr", *SMALL[2:], "--data", database, "--run", tmp_path / "noattr",
+    train("--model", "fast_noattr", *SMALL[2:], "--db", database, "--run", tmp_path / "noattr",
           "--pretrain-iter", 2, "--finetune-iter", 2)
 
 
@@ -229,13 +229,13 @@ def test_make_train_passes_model_data_gpus_run_and_args():
     import shutil
     if shutil.which("make") is None:
         pytest.fail("make is not installed; the README's commands need it")
-    out = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), "train", "MODEL=fast", "DATA=work/x-db", "GPUS=0,1",
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), "train", "MODEL=fast", "DB=work/x-db", "GPUS=0,1",
                           "RUN=runs/r", "ARGS=--width 0.5"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].endswith(
-        "tools/train.py --model fast --data work/x-db --run runs/r --gpu 0,1 --width 0.5")
+        "tools/train.py --model fast --db work/x-db --run runs/r --gpus 0,1 --width 0.5")
     plain = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(REPO), "train"], capture_output=True, text=True).stdout
-    assert plain.strip().splitlines()[-1].rstrip().endswith("--model full --data work/casia-db --run runs/full")
+    assert plain.strip().splitlines()[-1].rstrip().endswith("--model full --db work/casia-db --run runs/full")
 
 
 def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
@@ -247,11 +247,11 @@ def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
     import shutil
     run = tmp_path / "run"
     args = ["--run", run, "--pretrain-iter", 2, "--finetune-iter", 2]
-    train(*SMALL, "--data", database, *args)
+    train(*SMALL, "--db", database, *args)
     copy = tmp_path / "copy-db"
     shutil.copytree(database, copy)
     small = [a if a != "8" else "4" for a in SMALL]  # --batch 4
-    out = train(*small, "--data", copy, *args)
+    out = train(*small, "--db", copy, *args)
     assert out.stdout.count("finished before") == 2, out.stdout
     assert (run / "train_attributes.h5.txt").read_text() == f"{(copy / 'train_attributes.h5').resolve()}\n"
     assert f'source: "train_attributes.h5.txt"' in (run / "train_val.prototxt").read_text()
@@ -267,13 +267,13 @@ def test_moved_database_and_other_batch_keep_the_snapshots(database, tmp_path):
                 state["phases"][name]["net"] = state[kind][name]
     del state["fingerprint_version"]
     (run / "run.json").write_text(json.dumps(state))
-    out = train(*small, "--data", copy, *args)
+    out = train(*small, "--db", copy, *args)
     assert out.stdout.count("finished before") == 2, out.stdout
     # other attribute rows in the copy: not the data the snapshots were trained on
     m = json.loads((copy / "train_manifest.json").read_text())
     m["attributes_sha256"] = "0" * 64
     (copy / "train_manifest.json").write_text(json.dumps(m))
-    out = train(*small, "--data", copy, *args, check=False)
+    out = train(*small, "--db", copy, *args, check=False)
     assert out.returncode == 2 and "trained on other data" in out.stderr
 
 
@@ -283,7 +283,7 @@ def test_truncated_weights_fall_back_to_the_previous_snapshot(database, tmp_path
     snapshot before, and fine-tuning never starts from damaged pre-trained weights."""
     from caffe.proto import caffe_pb2
     run = tmp_path / "run"
-    args = [*SMALL, "--data", database, "--run", run, "--finetune-iter", 2, "--snapshot", 2]
+    args = [*SMALL, "--db", database, "--run", run, "--finetune-iter", 2, "--snapshot", 2]
     train(*args, "--pretrain-iter", 4, "--phase", "pretrain")
     final = run / "pretrain_iter_4.caffemodel"
     final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
@@ -310,7 +310,7 @@ def test_staged_database_is_refused(database, tmp_path):
     import shutil
     staged = tmp_path / "db.partial"
     shutil.copytree(database, staged)
-    out = train(*SMALL, "--data", staged, "--run", tmp_path / "run", "--pretrain-iter", 2, "--finetune-iter", 2,
+    out = train(*SMALL, "--db", staged, "--run", tmp_path / "run", "--pretrain-iter", 2, "--finetune-iter", 2,
                 check=False)
     assert out.returncode == 2 and "working copy of tools/build_db.py" in out.stderr
     assert not (tmp_path / "run" / "pretrain.log").exists()
@@ -325,7 +325,7 @@ def test_database_path_with_a_space_and_a_renamed_run_folder(database, tmp_path)
     spaced = tmp_path / "my database"
     shutil.copytree(database, spaced)
     run = tmp_path / "run"
-    args = [*SMALL, "--data", spaced, "--pretrain-iter", 2, "--finetune-iter", 2]
+    args = [*SMALL, "--db", spaced, "--pretrain-iter", 2, "--finetune-iter", 2]
     out = train(*args, "--run", run)
     assert (run / "finetune_iter_2.caffemodel").is_file(), out.stdout
     assert (run / "train_attributes.h5.txt").read_text() == "train_attributes.h5\n"
@@ -352,7 +352,7 @@ def test_solverstate_without_history_is_damaged(database, tmp_path):
     aside, and the snapshot before it is used."""
     from caffe.proto import caffe_pb2
     run = tmp_path / "run"
-    args = [*SMALL, "--data", database, "--run", run, "--pretrain-iter", 4, "--snapshot", 2, "--phase", "pretrain"]
+    args = [*SMALL, "--db", database, "--run", run, "--pretrain-iter", 4, "--snapshot", 2, "--phase", "pretrain"]
     train(*args)
     state = caffe_pb2.SolverState()
     path = run / "pretrain_iter_4.solverstate"
@@ -371,5 +371,5 @@ def test_read_only_run_folder_is_a_message(database, tmp_path):
     that blames the machine, not the input."""
     from faults import read_only_disk
     with read_only_disk(tmp_path / "ro") as ro:
-        out = train(*SMALL, "--data", database, "--run", ro / "run", "--pretrain-iter", 2, check=False)
+        out = train(*SMALL, "--db", database, "--run", ro / "run", "--pretrain-iter", 2, check=False)
     assert out.returncode == 1 and "Read-only file system" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -54,7 +54,7 @@ def train(*args):
 
 def test_checks_write_their_rows_and_curves_on_a_tiny_run(small, tmp_path):
     run = tmp_path / "run"
-    out = train(*SMALL, "--data", small / "db", "--run", run, "--pretrain-iter", 4, "--finetune-iter", 4,
+    out = train(*SMALL, "--db", small / "db", "--run", run, "--pretrain-iter", 4, "--finetune-iter", 4,
                 "--snapshot", 4, "--watch", 2, "--watch-pairs", small / "pairs.txt",
                 "--watch-images", data_path("lfw", "lfw-112x96"))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -83,7 +83,7 @@ def test_intervals_that_do_not_divide_each_other(small, tmp_path):
     """Own snapshots every 4, a check every 3: Caffe snapshots every 1 (the gcd); only the
     run's own snapshots (4, and the last, 6) stay, the checks are at 3 and 6."""
     run = tmp_path / "run"
-    out = train(*SMALL, "--data", small / "db", "--run", run, "--pretrain-iter", 6, "--finetune-iter", 1,
+    out = train(*SMALL, "--db", small / "db", "--run", run, "--pretrain-iter", 6, "--finetune-iter", 1,
                 "--snapshot", 4, "--watch", 3, "--watch-pairs", small / "pairs.txt",
                 "--watch-images", data_path("lfw", "lfw-112x96"), "--phase", "pretrain")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -105,7 +105,7 @@ def test_a_failing_check_is_recorded_and_training_goes_on(small, tmp_path):
             cv2.imwrite(str(p), np.zeros((20, 20, 3), np.uint8))
     assert pairs
     run = tmp_path / "run"
-    out = train(*SMALL, "--data", small / "db", "--run", run, "--pretrain-iter", 2, "--finetune-iter", 2,
+    out = train(*SMALL, "--db", small / "db", "--run", run, "--pretrain-iter", 2, "--finetune-iter", 2,
                 "--watch", 2, "--watch-pairs", small / "pairs.txt", "--watch-images", crops)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = list(csv.DictReader(open(run / "verification.csv")))
@@ -115,7 +115,7 @@ def test_a_failing_check_is_recorded_and_training_goes_on(small, tmp_path):
 
 
 def test_bad_watch_input_is_refused_before_training(small, tmp_path):
-    out = train(*SMALL, "--data", small / "db", "--run", tmp_path / "run", "--watch", 2,
+    out = train(*SMALL, "--db", small / "db", "--run", tmp_path / "run", "--watch", 2,
                 "--watch-pairs", tmp_path / "nope.txt", "--watch-images", data_path("lfw", "lfw-112x96"))
     assert out.returncode == 2 and "no pair list" in out.stderr and "leave out --watch" in out.stderr
     assert not (tmp_path / "run").exists()

@@ -5,7 +5,7 @@
     tools/train.py --model fast --db work/casia-db --gpus 0,1          # two GPUs (NCCL)
     tools/train.py --model fast --db work/lfw-db --run runs/small \\
         --width 0.25 --batch 32 --pretrain-iter 2000 --finetune-iter 1000   # small scale
-    make train MODEL=fast DATA=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"
+    make train MODEL=fast DB=work/casia-db GPUS=0,1 RUN=runs/fast ARGS="--width 0.5"
 
 --db is a tools/build_db.py output folder (train_lmdb, val_lmdb, train/val_attributes.h5.txt,
 manifests) whose attributes were filled in by tools/label_attributes.py; the number of
@@ -90,10 +90,8 @@ def parse_args(argv=None):
                                                     "default %(default)s")
     p.add_argument("--db", type=Path, default=DEFAULT_DATA,
                    help="training database: a tools/build_db.py output folder (default %(default)s)")
-    p.add_argument("--data", dest="db", type=Path, help=argparse.SUPPRESS)  # the old name of --db
     p.add_argument("--run", type=Path, help="run folder (default runs/<model>)")
     p.add_argument("--gpus", help="GPU ids for `caffe train -gpu` (0, 0,1 or all); default: CPU")
-    p.add_argument("--gpu", dest="gpus", help=argparse.SUPPRESS)  # the old name of --gpus
     p.add_argument("--phase", choices=PHASES + ("all",), default="all", help="run only one phase (default all)")
     p.add_argument("--restart", action="store_true",
                    help="delete the run folder's snapshots and logs and start over")
