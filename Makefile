@@ -7,7 +7,7 @@
 #   make train      setup, then pre-train + fine-tune MODEL on the database DB in RUN (GPUS=0,1 for GPUs; ARGS=...)
 #   make prototxt   render prototxt_templates/ into models/
 #   make bench      setup, then the benchmarks (figures and ratios, no pass/fail)
-#   CAFFE_GPU=1 make setup   Caffe with CUDA + cuDNN 9 + NCCL; the route (CAFFE_CUDA=13|11.8) from the GPU (README "GPU")
+#   CAFFE_GPU=1 make setup   Caffe with CUDA + cuDNN 9 + NCCL; the route (CAFFE_CUDA=13|11.8) from the GPU (docs/gpu.md)
 #   make ci-gpu     the GPU build (one architecture) + Caffe's CPU gtests of our layers + make test
 #   make ci-titan-build  the TITAN route (CUDA 11.8, sm_61) in .venv-titan + the same gtests
 #   make gpu-check  on a machine with an NVIDIA GPU: tests, GPU-vs-CPU check, speed -> docs/gpu/

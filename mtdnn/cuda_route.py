@@ -1,4 +1,4 @@
-"""Which CUDA route builds Caffe for the GPUs of this machine (README "GPU", docker/build_caffe.sh).
+"""Which CUDA route builds Caffe for the GPUs of this machine (docs/gpu.md, docker/build_caffe.sh).
 
 Two routes (``CAFFE_CUDA``):
 
@@ -34,7 +34,7 @@ def parse_capabilities(text: str) -> list[tuple[int, int]]:
         major, dot, minor = line.strip().partition(".")
         if not dot or not major.isdigit() or not minor.isdigit():
             raise NoRoute(f"nvidia-smi reported a compute capability {line!r}, not MAJOR.MINOR; "
-                          "set CAFFE_CUDA=13 or CAFFE_CUDA=11.8 (README \"GPU\")")
+                          "set CAFFE_CUDA=13 or CAFFE_CUDA=11.8 (docs/gpu.md)")
         caps.append((int(major), int(minor)))
     return caps
 
@@ -46,7 +46,7 @@ def choose_route(capabilities: str) -> tuple[str, str]:
     """
     caps = parse_capabilities(capabilities)
     if not caps:
-        raise NoRoute("nvidia-smi listed no GPU; set CAFFE_CUDA=13 or CAFFE_CUDA=11.8 (README \"GPU\")")
+        raise NoRoute("nvidia-smi listed no GPU; set CAFFE_CUDA=13 or CAFFE_CUDA=11.8 (docs/gpu.md)")
     shown = ", ".join(f"{a}.{b}" for a, b in caps)
     oldest = min(caps)
     if oldest < TITAN_MIN:
