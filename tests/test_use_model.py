@@ -51,7 +51,7 @@ def trained(tmp_path_factory):
     tool("build_db.py", "--list", root / "list.txt", "--root", crops, "--placeholder-attributes", 7, root / "db")
     run = root / "run"
     tool("train.py", "--quiet", "--model", "fast", "--width", 0.125, "--batch", 8, "--display", 1,
-         "--test-interval", 1000, "--seed", 1, "--data", root / "db", "--run", run,
+         "--test-interval", 1000, "--seed", 1, "--db", root / "db", "--run", run,
          "--pretrain-iter", 6, "--finetune-iter", 4)
     card_after_training = json.loads((run / CARD_FILE).read_text())
     dtr, dte = root / "pairsDevTrain_subset.txt", root / "pairsDevTest_subset.txt"
@@ -394,3 +394,23 @@ def test_without_pycaffe_a_stale_or_missing_export_is_refused(trained, exported_
         assert "the weights" in out.stderr and "changed after the export" in out.stderr
         assert f"rerun `tools/export_onnx.py --run {stale}`" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_overview_draws_the_models_answers(trained, model, tmp_path):
+    """tools/overview.py (the README's picture): the scores it prints are FaceModel.compare's
+    for the same person and for someone else, the attribute scores are the model's, and the PNG
+    is written; a photo without a face is bad input (exit 2) and writes nothing."""
+    a, b, c = photo("Abdullah_Gul", 13), photo("Abdullah_Gul", 14), photo("Amanda_Bynes", 1)
+    out = tool("overview.py", "--run", trained["run"], "--photo", a, "--same", b, "--other", c,
+               "--out", tmp_path / "o.png")
+    assert (tmp_path / "o.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for label, other in (("same person", b), ("someone else", c)):
+        cmp = model.compare(a, other)
+        assert f"{label}: {other}: score {cmp.score:.4f} -> {cmp.answer}" in out.stdout
+    shown = out.stdout.split("attributes: ", 1)[1].strip().split(", ")
+    assert shown == [f"{k} {v:+.2f}" for k, v in model.attributes(a).items()] and len(shown) == 7
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    bad = tool("overview.py", "--run", trained["run"], "--photo", blank, "--same", b, "--other", c,
+               "--out", tmp_path / "no.png", check=False)
+    assert bad.returncode == 2 and "no face" in bad.stderr and not (tmp_path / "no.png").exists()
