@@ -307,7 +307,8 @@ def read_registry(path) -> dict:
 def with_registry(chosen, checksums: dict, origin: str) -> list:
     """``chosen`` with the checksums of a registry file (:func:`read_registry`) in place of the
     official ones, each such item marked with ``origin`` (reported in the log and the table). A
-    plain file's pinned SHA-256 becomes the file's; a folder keeps its entry count check."""
+    plain file's pinned SHA-256 becomes the file's; a folder keeps its entry count check; the
+    official size is dropped (the mirror's file is another)."""
     known = {i.name for i in REGISTRY}
     unknown = sorted(set(checksums) - known)
     if unknown:
@@ -319,7 +320,7 @@ def with_registry(chosen, checksums: dict, origin: str) -> list:
             out.append(item)
             continue
         provides = {rel: digest.split(":", 1)[1] for rel in item.provides} if item.unpack is None else item.provides
-        out.append(replace(item, known_hash=digest, provides=provides, checksum_from=origin))
+        out.append(replace(item, known_hash=digest, provides=provides, checksum_from=origin, size=None))
     return out
 
 
@@ -480,6 +481,29 @@ def _celeba_list(item: str, name: str, folder: str, drive_id: str, md5: str) -> 
                 manual=f"{CELEBA_ELSEWHERE}. Download {folder}/{name} (md5 {md5}) into DATA/celeba/.")
 
 
+BLUFR_PAGE = "https://shengcailiao.github.io/projects/Benchmark_of_Large-scale_Unconstrained_Face_Recognition.html"
+BLUFR_SHA = "8f99875f50ee8a7b88659a15527f50ae9b8850a84df52b0b13ce32177895d51c"
+# A public copy of the file inside BLUFR.zip (a third party's repository of the toolkit; the
+# toolkit states no licence and asks only to be cited), checked by the SHA-256 of the original.
+BLUFR_COPY = ("https://raw.githubusercontent.com/zch-90/face_recognition_evalation/master/"
+              "BLUFR/config/lfw/blufr_lfw_config.mat")
+# insightface's repository held both lists in src/megaface/ (later moved into its MegaFace testpack)
+INSIGHTFACE_RAW = "https://raw.githubusercontent.com/deepinsight/insightface/ed525f0519f065b83644788082eadf951c08ec99/"
+
+
+def _noises(name: str, sha: str, size: int) -> Item:
+    """One of insightface's MegaFace noise lists, from its repository at a pinned commit."""
+    which = name.split("_")[0]
+    what = {"facescrub": "mislabelled FaceScrub probes", "megaface": "mislabelled MegaFace distractors"}[which]
+    page = "https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface"
+    return Item(f"megaface-noises-{which}", f"insightface's list of {what}",
+                {f"megaface/{name}": sha}, source="https://github.com/deepinsight/insightface (src/megaface/)",
+                licence="insightface's MegaFace rules (first line of the list)", groups=("test",), url=page,
+                known_hash=f"sha256:{sha}", size=size, sources=(INSIGHTFACE_RAW + "src/megaface/" + name,),
+                manual=(f"Download insightface's MegaFace testpack (links on {page}) and copy {name} "
+                        f"from its data/ to DATA/megaface/ (SHA-256 {sha})."))
+
+
 REGISTRY: tuple = (
     Item("lfw", "LFW, the original release (lfw.tgz): 13,233 250x250 JPEG photos of 5,749 people",
          {"lfw/lfw": None}, source=UMASS, licence=LFW_LICENCE, url=UMASS,
@@ -542,21 +566,15 @@ REGISTRY: tuple = (
          {"lfw/lfw-112x96_list.txt": None}, source="written by make data from lfw/lfw-112x96",
          licence="-", derive=write_lfw_list, derive_check=check_lfw_list, groups=("test",)),
     Item("blufr", "BLUFR protocol configuration for LFW (Liao et al. 2014)",
-         {"lfw/blufr/blufr_lfw_config.mat": "8f99875f50ee8a7b88659a15527f50ae9b8850a84df52b0b13ce32177895d51c"},
-         source="http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/",
-         licence="BLUFR: research use, cite Liao et al. 2014", groups=("test",),
-         url="http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/",
-         manual=("Download BLUFR.zip from http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/ "
-                 "and copy BLUFR/config/lfw/blufr_lfw_config.mat to DATA/lfw/blufr/.")),
-    Item("megaface-noises", "lists of mislabelled FaceScrub probes and MegaFace distractors",
-         {"megaface/facescrub_noises.txt": "36cf3633aaffde2c14eaeec9e29d54e623700d824acd4f1889a0c1a7f2610dd7",
-          "megaface/megaface_noises.txt": "91b57df18d4d48bade1e1af170ebd0aa2f2b4f5ee9aedac6a5163d13db49ef09"},
-         source="https://github.com/deepinsight/insightface (recognition/_evaluation_/megaface)",
-         licence="insightface's MegaFace rules (first line of each list)", groups=("test",),
-         url="https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface",
-         manual=("Download insightface's MegaFace testpack (Baidu or Google Drive links on "
-                 "https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface) "
-                 "and copy facescrub_noises.txt and megaface_noises.txt from its data/ to DATA/megaface/.")),
+         {"lfw/blufr/blufr_lfw_config.mat": BLUFR_SHA}, source=BLUFR_PAGE,
+         licence="BLUFR: no licence stated; its README asks to cite Liao et al. 2014 and the LFW report",
+         groups=("test",), url=BLUFR_PAGE, known_hash=f"sha256:{BLUFR_SHA}", size=526_086,
+         sources=(BLUFR_COPY,),
+         manual=(f"Download BLUFR.zip from its project page ({BLUFR_PAGE}; formerly "
+                 "http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/) and copy "
+                 f"BLUFR/config/lfw/blufr_lfw_config.mat (SHA-256 {BLUFR_SHA}) to DATA/lfw/blufr/.")),
+    _noises("facescrub_noises.txt", "36cf3633aaffde2c14eaeec9e29d54e623700d824acd4f1889a0c1a7f2610dd7", 14_698),
+    _noises("megaface_noises.txt", "91b57df18d4d48bade1e1af170ebd0aa2f2b4f5ee9aedac6a5163d13db49ef09", 24_606),
     # Full-scale training only (group "full": not part of make data; --group full or --only).
     Item("casia-clean-list", "the cleaned CASIA-WebFace list ('0000045\\001.jpg 0' a kept image a line; "
          "mtdnn/clean_list.py)", {"casia/cleaned_list.txt": None},

@@ -70,8 +70,8 @@ def main(argv=None) -> int:
     if a.list:
         for i in chosen:
             how = "by hand" if not i.sources and not i.derive else ("written from other items" if i.derive else "download")
-            print(f"{i.name:24s} {how:24s} {fetch.human_size(i.size):>10s}  {i.what}\n{'':24s} source: {i.source}; "
-                  f"licence: {i.licence}" + "".join(f"\n{'':24s} {n}. {u}" for n, u in enumerate(i.sources, 1)))
+            print(f"{i.name:26s} {how:24s} {fetch.human_size(i.size):>10s}  {i.what}\n{'':26s} source: {i.source}; "
+                  f"licence: {i.licence}" + "".join(f"\n{'':26s} {n}. {u}" for n, u in enumerate(i.sources, 1)))
         return 0
     sources_file = a.sources or os.environ.get(fetch.SOURCES_ENV)
     registry_file = a.registry or os.environ.get(fetch.REGISTRY_ENV)
