@@ -659,7 +659,7 @@ def _announce(steps, log) -> None:
         log(f"to download: {len(todo)} item(s), {human_size(total)}" + (f" + {', '.join(unknown)} (size unknown)" if unknown else "")
             + f": {', '.join(i.name for i in todo)}")
     for origin, names in unofficial([i for i, _, _ in steps]).items():
-        log(f"NOTE: checksums from {origin}, not the official ones, for {len(names)} item(s): {', '.join(names)}")
+        log(f"NOTE: checksums from {origin}, NOT the official ones, for {len(names)} item(s): {', '.join(names)}")
 
 
 def unofficial(chosen) -> dict:

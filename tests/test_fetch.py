@@ -566,3 +566,36 @@ def test_a_complete_read_only_data_folder_is_checked_without_its_lock(tmp_path):
         assert "checking" in r.stderr and "without its lock" in r.stderr and "Read-only file system" in r.stderr
         assert "all 1 items ready (1 present" in r.stdout, r.stdout
         assert sorted(p.name for p in ro.iterdir()) == ["data"]
+
+
+def test_a_mirror_with_other_bytes_needs_its_registry_file_and_every_use_of_it_is_said(server, tmp_path):
+    """A lab's repack fails the official checksum; with --registry (or $MTDNN_FETCH_REGISTRY) its
+    own checksum is used, and the log, the row, the table's banner and the last line say so. A
+    later run without the file reports the file as not the official one and leaves it alone."""
+    repack = b"10\t300\n" + b"Person_A\t1\t2\n" * 50     # not the official pairs.txt
+    server.files["pairs.txt"] = repack
+    sources = tmp_path / "s.json"
+    sources.write_text(json.dumps({"lfw-pairs": [f"{server.url}/pairs.txt"]}))
+    data = tmp_path / "d"
+    r = _run("--data", data, "--sources", sources, "--quiet", "--only", "lfw-pairs")
+    assert r.returncode == 2 and "served other bytes" in r.stdout and not (data / "lfw" / "pairs.txt").exists()
+    registry = tmp_path / "lab.json"
+    registry.write_text(json.dumps({"lfw-pairs": "sha256:" + _sha(repack)}))
+    r = _run("--data", data, "--sources", sources, "--quiet", "--only", "lfw-pairs",
+             env={fetch.REGISTRY_ENV: str(registry)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    flat = " ".join(r.stdout.split())
+    assert flat.count("NOTE: checksums from lab.json, NOT the official ones, for 1 item(s)") == 3, r.stdout
+    assert re.search(r"^lfw-pairs +\? +fetched -- checksum from lab.json, NOT the official one$", r.stdout, re.M)
+    assert "checksums of 1 from lab.json, NOT the official ones" in r.stdout.splitlines()[-1]
+    assert (data / "lfw" / "pairs.txt").read_bytes() == repack
+    r = _run("--data", data, "--only", "lfw-pairs", "--dry-run", "--registry", registry)
+    assert "present  lfw-pairs" in r.stdout and "NOTE: checksums from lab.json, NOT the official ones" in r.stdout
+    r = _run("--data", data, "--only", "lfw-pairs", "--quiet")
+    assert r.returncode == 2 and "the local file is not the official one" in r.stdout
+    assert (data / "lfw" / "pairs.txt").read_bytes() == repack
+    for bad, why in (({"lfw-pairs": "md5:" + "0" * 32}, "sha256:<64 hex digits>"),
+                     ({"no-such-item": "sha256:" + "0" * 64}, "unknown item(s) no-such-item")):
+        registry.write_text(json.dumps(bad))
+        r = _run("--data", data, "--only", "lfw-pairs", "--registry", registry)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
