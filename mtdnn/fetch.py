@@ -23,7 +23,11 @@ brings a data folder up to date and tries every item, whatever happened to the o
 - a derived item (the LFW 112x96 image list) is written from what is already there.
 
 The sources of every item can be replaced for a run (a JSON file ``{"item": ["url", ...]}``,
-``--sources`` or ``$MTDNN_FETCH_SOURCES``): the checksums stay the registry's.
+``--sources`` or ``$MTDNN_FETCH_SOURCES``): the checksums stay the registry's. A lab's own
+mirror that serves other bytes (a repack, a cut copy) brings its own checksums in a second
+file (``{"item": "sha256:..."}``, ``--registry`` or ``$MTDNN_FETCH_REGISTRY``,
+:func:`with_registry`): every item checked by it says so in the log and in the final table
+("checksum from FILE, not the official one"), never silently.
 
 Layout and sources: docs/data.md.
 """
@@ -36,7 +40,7 @@ import shutil
 import tarfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +53,7 @@ MTCNN_RAW = "https://raw.githubusercontent.com/kpzhang93/MTCNN_face_detection_al
 DRIVE = "https://drive.google.com/uc?id="
 DOWNLOADS = ".downloads"
 SOURCES_ENV = "MTDNN_FETCH_SOURCES"
+REGISTRY_ENV = "MTDNN_FETCH_REGISTRY"
 
 
 class FetchError(RuntimeError):
@@ -93,6 +98,7 @@ class Item:
     alternative: str | None = None
     sources: tuple = ()
     derive_check: Callable | None = None
+    checksum_from: str | None = None   # a registry file's name when its checksum replaced the official one
 
     @property
     def archive_name(self) -> str:
@@ -116,6 +122,7 @@ class Report:
     manual: list = field(default_factory=list)   # ManualStep
     failed: list = field(default_factory=list)   # (Item, why)
     rows: list = field(default_factory=list)     # (item name, state, size) in registry order
+    unofficial: dict = field(default_factory=dict)  # registry file -> items checked by its checksums
 
     @property
     def complete(self) -> bool:
@@ -151,14 +158,14 @@ def missing_paths(item: Item, root: Path) -> list:
             if why:
                 out.append(f"{rel} ({why})")
         elif digest is not None and sha256_file(path) != digest:
-            out.append(f"{rel} (differs from the official file: SHA-256 {sha256_file(path)[:16]}..., "
-                       f"official {digest[:16]}...)")
+            out.append(f"{rel} (differs from the {whose(item)} file: SHA-256 {sha256_file(path)[:16]}..., "
+                       f"{whose(item)} {digest[:16]}...)")
     return out
 
 
 def local_differs(missing: list) -> list:
     """Of ``missing_paths``' answers, the files that are there but are not the official ones."""
-    return [m for m in missing if "(differs from the official file" in m]
+    return [m for m in missing if "(differs from the " in m]
 
 
 # ---------------------------------------------------------------------------------- download
@@ -238,14 +245,19 @@ def _why(e) -> str:
     return f"{type(e).__name__}: {text[:160]}"
 
 
-def _check(path: Path, known_hash: str, delete: bool = True) -> None:
+def whose(item: Item) -> str:
+    """Whose checksums ``item`` is checked by: 'official', or the registry file's ("lab.json's")."""
+    return f"{item.checksum_from}'s" if item.checksum_from else "official"
+
+
+def _check(path: Path, item: Item, delete: bool = True) -> None:
     import pooch
-    algo, _, want = known_hash.partition(":")
+    algo, _, want = item.known_hash.partition(":")
     got = pooch.file_hash(str(path), alg=algo)
     if got != want:
         if delete:
             path.unlink()
-        raise SourceError(f"served other bytes ({algo} {got}, official {want})")
+        raise SourceError(f"served other bytes ({algo} {got}, {whose(item)} {want})")
 
 
 def _from(url: str, item: Item, cache: Path, progress: bool) -> Path:
@@ -259,14 +271,14 @@ def _from(url: str, item: Item, cache: Path, progress: bool) -> Path:
             drive_download(url, dest, progress)
         except requests.RequestException as e:
             raise SourceError(_why(e)) from None
-        _check(dest, item.known_hash)
+        _check(dest, item)
         return dest
     part = cache / f"{item.archive_name}.part"
     try:
         return Path(pooch.retrieve(url, item.known_hash, fname=item.archive_name, path=cache,
                                    downloader=ResumingDownloader(part, progress), progressbar=False))
     except ValueError:   # pooch: the checksum does not match (the file was deleted)
-        raise SourceError("served other bytes (checksum differs from the official one)") from None
+        raise SourceError(f"served other bytes (checksum differs from the {whose(item)} one)") from None
     except requests.RequestException as e:
         kept = f"; {part.stat().st_size} bytes kept in {part}, a rerun resumes" if part.exists() else ""
         raise SourceError(f"{_why(e)}{kept}") from None
@@ -279,6 +291,37 @@ def read_sources(path) -> dict:
                                              for v in data.values()):
         raise ValueError(f"{path}: expected a JSON object mapping item names to lists of URLs")
     return data
+
+
+def read_registry(path) -> dict:
+    """``{item name: "sha256:HEX"}`` from a JSON file (``--registry``, ``$MTDNN_FETCH_REGISTRY``):
+    the checksums of a mirror that serves other bytes than the official ones."""
+    import re
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, str) and re.fullmatch("sha256:[0-9a-f]{64}", v)
+                                             for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object mapping item names to 'sha256:<64 hex digits>'")
+    return data
+
+
+def with_registry(chosen, checksums: dict, origin: str) -> list:
+    """``chosen`` with the checksums of a registry file (:func:`read_registry`) in place of the
+    official ones, each such item marked with ``origin`` (reported in the log and the table). A
+    plain file's pinned SHA-256 becomes the file's; a folder keeps its entry count check; the
+    official size is dropped (the mirror's file is another)."""
+    known = {i.name for i in REGISTRY}
+    unknown = sorted(set(checksums) - known)
+    if unknown:
+        raise KeyError(f"{origin}: unknown item(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    out = []
+    for item in chosen:
+        digest = checksums.get(item.name)
+        if digest is None:
+            out.append(item)
+            continue
+        provides = {rel: digest.split(":", 1)[1] for rel in item.provides} if item.unpack is None else item.provides
+        out.append(replace(item, known_hash=digest, provides=provides, checksum_from=origin, size=None))
+    return out
 
 
 def sources_of(item: Item, mirror: str | None = None, overrides: dict | None = None) -> list:
@@ -438,6 +481,29 @@ def _celeba_list(item: str, name: str, folder: str, drive_id: str, md5: str) -> 
                 manual=f"{CELEBA_ELSEWHERE}. Download {folder}/{name} (md5 {md5}) into DATA/celeba/.")
 
 
+BLUFR_PAGE = "https://shengcailiao.github.io/projects/Benchmark_of_Large-scale_Unconstrained_Face_Recognition.html"
+BLUFR_SHA = "8f99875f50ee8a7b88659a15527f50ae9b8850a84df52b0b13ce32177895d51c"
+# A public copy of the file inside BLUFR.zip (a third party's repository of the toolkit; the
+# toolkit states no licence and asks only to be cited), checked by the SHA-256 of the original.
+BLUFR_COPY = ("https://raw.githubusercontent.com/zch-90/face_recognition_evalation/master/"
+              "BLUFR/config/lfw/blufr_lfw_config.mat")
+# insightface's repository held both lists in src/megaface/ (later moved into its MegaFace testpack)
+INSIGHTFACE_RAW = "https://raw.githubusercontent.com/deepinsight/insightface/ed525f0519f065b83644788082eadf951c08ec99/"
+
+
+def _noises(name: str, sha: str, size: int) -> Item:
+    """One of insightface's MegaFace noise lists, from its repository at a pinned commit."""
+    which = name.split("_")[0]
+    what = {"facescrub": "mislabelled FaceScrub probes", "megaface": "mislabelled MegaFace distractors"}[which]
+    page = "https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface"
+    return Item(f"megaface-noises-{which}", f"insightface's list of {what}",
+                {f"megaface/{name}": sha}, source="https://github.com/deepinsight/insightface (src/megaface/)",
+                licence="insightface's MegaFace rules (first line of the list)", groups=("test",), url=page,
+                known_hash=f"sha256:{sha}", size=size, sources=(INSIGHTFACE_RAW + "src/megaface/" + name,),
+                manual=(f"Download insightface's MegaFace testpack (links on {page}) and copy {name} "
+                        f"from its data/ to DATA/megaface/ (SHA-256 {sha})."))
+
+
 REGISTRY: tuple = (
     Item("lfw", "LFW, the original release (lfw.tgz): 13,233 250x250 JPEG photos of 5,749 people",
          {"lfw/lfw": None}, source=UMASS, licence=LFW_LICENCE, url=UMASS,
@@ -500,21 +566,15 @@ REGISTRY: tuple = (
          {"lfw/lfw-112x96_list.txt": None}, source="written by make data from lfw/lfw-112x96",
          licence="-", derive=write_lfw_list, derive_check=check_lfw_list, groups=("test",)),
     Item("blufr", "BLUFR protocol configuration for LFW (Liao et al. 2014)",
-         {"lfw/blufr/blufr_lfw_config.mat": "8f99875f50ee8a7b88659a15527f50ae9b8850a84df52b0b13ce32177895d51c"},
-         source="http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/",
-         licence="BLUFR: research use, cite Liao et al. 2014", groups=("test",),
-         url="http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/",
-         manual=("Download BLUFR.zip from http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/ "
-                 "and copy BLUFR/config/lfw/blufr_lfw_config.mat to DATA/lfw/blufr/.")),
-    Item("megaface-noises", "lists of mislabelled FaceScrub probes and MegaFace distractors",
-         {"megaface/facescrub_noises.txt": "36cf3633aaffde2c14eaeec9e29d54e623700d824acd4f1889a0c1a7f2610dd7",
-          "megaface/megaface_noises.txt": "91b57df18d4d48bade1e1af170ebd0aa2f2b4f5ee9aedac6a5163d13db49ef09"},
-         source="https://github.com/deepinsight/insightface (recognition/_evaluation_/megaface)",
-         licence="insightface's MegaFace rules (first line of each list)", groups=("test",),
-         url="https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface",
-         manual=("Download insightface's MegaFace testpack (Baidu or Google Drive links on "
-                 "https://github.com/deepinsight/insightface/tree/master/recognition/_evaluation_/megaface) "
-                 "and copy facescrub_noises.txt and megaface_noises.txt from its data/ to DATA/megaface/.")),
+         {"lfw/blufr/blufr_lfw_config.mat": BLUFR_SHA}, source=BLUFR_PAGE,
+         licence="BLUFR: no licence stated; its README asks to cite Liao et al. 2014 and the LFW report",
+         groups=("test",), url=BLUFR_PAGE, known_hash=f"sha256:{BLUFR_SHA}", size=526_086,
+         sources=(BLUFR_COPY,),
+         manual=(f"Download BLUFR.zip from its project page ({BLUFR_PAGE}; formerly "
+                 "http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/) and copy "
+                 f"BLUFR/config/lfw/blufr_lfw_config.mat (SHA-256 {BLUFR_SHA}) to DATA/lfw/blufr/.")),
+    _noises("facescrub_noises.txt", "36cf3633aaffde2c14eaeec9e29d54e623700d824acd4f1889a0c1a7f2610dd7", 14_698),
+    _noises("megaface_noises.txt", "91b57df18d4d48bade1e1af170ebd0aa2f2b4f5ee9aedac6a5163d13db49ef09", 24_606),
     # Full-scale training only (group "full": not part of make data; --group full or --only).
     Item("casia-clean-list", "the cleaned CASIA-WebFace list ('0000045\\001.jpg 0' a kept image a line; "
          "mtdnn/clean_list.py)", {"casia/cleaned_list.txt": None},
@@ -577,7 +637,7 @@ def user_archive(item: Item, root: Path) -> Path:
     """The archive that the user (or an earlier run) put into DATA/.downloads, checked."""
     path = root / DOWNLOADS / item.archive_name
     try:
-        _check(path, item.known_hash, delete=False)   # the user's file: reported, not deleted
+        _check(path, item, delete=False)   # the user's file: reported, not deleted
     except SourceError as e:
         raise FetchError(f"{path}: {e}: not the official archive (a broken download?): "
                          f"download it again") from None
@@ -590,68 +650,84 @@ def human_size(n: int | None) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
 
 
-def fetch(chosen, root: Path, mirror: str | None = None, progress: bool = True,
-          log=print, overrides: dict | None = None, limits: dict | None = None) -> Report:
-    """Bring ``root`` up to date for ``chosen`` items (see the module docstring). Every item is
-    tried; what failed is in ``report.failed`` (why) or ``report.manual`` (what to do), and
-    ``report.rows`` is the final table. ``limits``: item name -> unpack only the first N
-    files of its archive (the archive is then kept for a later full unpack). A machine
-    fault (disk full, I/O error) is not an item's failure: it propagates."""
-    root = Path(root)
-    report = Report()
-    state = {}
-    pending_derive = []
-    steps = plan(chosen, root)
+def _announce(steps, log) -> None:
+    """Say up front how much will be downloaded, and whose checksums are not the official ones."""
     todo = [i for i, _, a in steps if a == "download"]
     if todo:
         total = sum(i.size or 0 for i in todo)
         unknown = [i.name for i in todo if not i.size]
         log(f"to download: {len(todo)} item(s), {human_size(total)}" + (f" + {', '.join(unknown)} (size unknown)" if unknown else "")
             + f": {', '.join(i.name for i in todo)}")
-    for item, missing, action in steps:
-        limit = (limits or {}).get(item.name)
-        try:
-            if action == "present":
-                report.present.append(item)
-                state[item.name] = "ready"
-            elif action == "differs":
-                why = (f"the local file is not the official one: {'; '.join(local_differs(missing))}; "
-                       f"it was left as it is: move it away and rerun to fetch the official file")
-                report.failed.append((item, why))
-                state[item.name] = f"failed: {why}"
-            elif action in ("download", "unpack"):
-                t0 = time.time()
-                archive = download(item, root, mirror, progress, overrides, log) if action == "download" \
-                    else user_archive(item, root)
-                unpack(item, archive, root, limit)
-                if limit is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        archive.unlink()          # unpacked: the archive is not kept
-                still = missing_paths(item, root)
-                if still:
-                    raise FetchError(f"after unpacking still {', '.join(still)}")
-                part = f" (first {limit} files; the archive is kept in {DOWNLOADS}/)" if limit is not None else ""
-                log(f"{'fetched' if action == 'download' else 'unpacked'} {item.name}{part} ({time.time() - t0:.1f} s)")
-                report.fetched.append(item)
-                state[item.name] = "fetched" + part
-            elif action == "derive":
-                pending_derive.append((item, missing))
-            else:
-                step = manual_step(item, root, missing)
-                report.manual.append(step)
-                state[item.name] = "by hand: " + step.message.split("\n  ", 1)[-1]
-        except FetchError as e:
-            if item.manual:
-                step = manual_step(item, root, missing)
-                step.message = f"{item.name}: every source failed ({e})\n  {step.message.split(chr(10) + '  ', 1)[-1]}"
-                report.manual.append(step)
-                state[item.name] = f"failed: {e}; by hand: {step.message.split(chr(10) + '  ', 1)[-1]}"
-            else:
-                report.failed.append((item, str(e)))
-                state[item.name] = f"failed: {e}"
-    for item, missing in pending_derive:   # after the items they read
-        sources_missing = any(m.item.name == "lfw-112x96" for m in report.manual)
-        if sources_missing:
+    for origin, names in unofficial([i for i, _, _ in steps]).items():
+        log(f"NOTE: checksums from {origin}, NOT the official ones, for {len(names)} item(s): {', '.join(names)}")
+
+
+def unofficial(chosen) -> dict:
+    """{registry file: [item names]} of the items checked by a registry file's checksums."""
+    out = {}
+    for item in chosen:
+        if item.checksum_from:
+            out.setdefault(item.checksum_from, []).append(item.name)
+    return out
+
+
+def _get(item: Item, action: str, root: Path, limit, opts: dict, log) -> str:
+    """Download (or take the user's archive of) ``item``, unpack it, check it; its table state.
+    Raises FetchError when it cannot be had."""
+    t0 = time.time()
+    archive = download(item, root, opts.get("mirror"), opts.get("progress", True), opts.get("overrides"), log) \
+        if action == "download" else user_archive(item, root)
+    unpack(item, archive, root, limit)
+    if limit is None:
+        with contextlib.suppress(FileNotFoundError):
+            archive.unlink()          # unpacked: the archive is not kept
+    still = missing_paths(item, root)
+    if still:
+        raise FetchError(f"after unpacking still {', '.join(still)}")
+    part = f" (first {limit} files; the archive is kept in {DOWNLOADS}/)" if limit is not None else ""
+    log(f"{'fetched' if action == 'download' else 'unpacked'} {item.name}{part} ({time.time() - t0:.1f} s)")
+    return "fetched" + part
+
+
+def _failed(item: Item, root: Path, missing: list, e: FetchError, report: Report) -> str:
+    """Record an item every source of which failed: by hand when it says how, else failed."""
+    if not item.manual:
+        report.failed.append((item, str(e)))
+        return f"failed: {e}"
+    how = manual_step(item, root, missing).message.split("\n  ", 1)[-1]
+    report.manual.append(ManualStep(item, missing, f"{item.name}: every source failed ({e})\n  {how}"))
+    return f"failed: {e}; by hand: {how}"
+
+
+def _one(item: Item, missing: list, action: str, root: Path, limit, opts: dict, report: Report, log) -> str | None:
+    """Handle one item of the plan; its table state (None: a derived item, written at the end)."""
+    if action == "present":
+        report.present.append(item)
+        return "ready"
+    if action == "differs":
+        why = (f"the local file is not the {whose(item)} one: {'; '.join(local_differs(missing))}; "
+               f"it was left as it is: move it away and rerun to fetch the {whose(item)} file")
+        report.failed.append((item, why))
+        return f"failed: {why}"
+    if action == "derive":
+        return None
+    if action == "manual":
+        step = manual_step(item, root, missing)
+        report.manual.append(step)
+        return "by hand: " + step.message.split("\n  ", 1)[-1]
+    try:
+        state = _get(item, action, root, limit, opts, log)
+    except FetchError as e:
+        return _failed(item, root, missing, e, report)
+    report.fetched.append(item)
+    return state
+
+
+def _derive(pending, root: Path, report: Report, log) -> dict:
+    """Write the derived items (after the items they read); {name: table state}."""
+    state = {}
+    for item, missing in pending:
+        if any(m.item.name == "lfw-112x96" for m in report.manual):
             report.manual.append(ManualStep(item, missing, f"{item.name}: written once lfw-112x96 is there"))
             state[item.name] = "by hand: written once lfw-112x96 is there"
             continue
@@ -659,7 +735,29 @@ def fetch(chosen, root: Path, mirror: str | None = None, progress: bool = True,
         log(f"wrote {item.name} ({', '.join(missing)})")
         report.derived.append(item)
         state[item.name] = f"written ({', '.join(missing)})"
-    report.rows = [(i.name, state[i.name], human_size(i.size)) for i, _, _ in steps]
+    return state
+
+
+def fetch(chosen, root: Path, mirror: str | None = None, progress: bool = True,
+          log=print, overrides: dict | None = None, limits: dict | None = None) -> Report:
+    """Bring ``root`` up to date for ``chosen`` items (see the module docstring). Every item is
+    tried; what failed is in ``report.failed`` (why) or ``report.manual`` (what to do), and
+    ``report.rows`` is the final table. ``limits``: item name -> unpack only the first N
+    files of its archive (the archive is then kept for a later full unpack). An item checked
+    by a registry file's checksum (:func:`with_registry`) says so in the log and its row. A
+    machine fault (disk full, I/O error) is not an item's failure: it propagates."""
+    root = Path(root)
+    report = Report()
+    steps = plan(chosen, root)
+    _announce(steps, log)
+    opts = {"mirror": mirror, "progress": progress, "overrides": overrides}
+    state = {}
+    for item, missing, action in steps:
+        state[item.name] = _one(item, missing, action, root, (limits or {}).get(item.name), opts, report, log)
+    state.update(_derive([(i, m) for i, m, a in steps if a == "derive"], root, report, log))
+    report.unofficial = unofficial(chosen)
+    report.rows = [(i.name, state[i.name] + (f" -- checksum from {i.checksum_from}, NOT the official one"
+                                             if i.checksum_from else ""), human_size(i.size)) for i, _, _ in steps]
     return report
 
 
@@ -674,4 +772,8 @@ def table(report: Report, width: int = 100) -> str:
                                 break_long_words=False) or [""]
         lines.append(f"{name:{name_w}s}  {size:>8s}  {wrapped[0]}")
         lines += [f"{'':{name_w}s}  {'':8s}  {w}" for w in wrapped[1:]]
+    for origin, names in report.unofficial.items():   # loud, above and below the table
+        banner = (f"NOTE: checksums from {origin}, NOT the official ones, for {len(names)} item(s) "
+                  f"({', '.join(names)}): these are that mirror's bytes, not the official release's")
+        lines = textwrap.wrap(banner, width) + lines + textwrap.wrap(banner, width)
     return "\n".join(lines)

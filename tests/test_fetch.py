@@ -276,25 +276,52 @@ def test_the_tool_fetches_real_files_by_their_official_checksums(server, tmp_pat
     assert not (tmp_path / "d" / "lfw" / "peopleDevTest.txt").exists()
 
 
-def test_licence_form_items_say_what_to_download_and_exit_2(tmp_path):
-    r = _run("--data", tmp_path, "--only", "blufr", "megaface-noises")
+def test_items_with_no_working_source_say_what_to_download_by_hand_and_exit_2(tmp_path):
+    """BLUFR and the MegaFace noise lists, every source dead: the table says how and where to
+    get them by hand (the project page, the data folder's path); exit 2, nothing written."""
+    only = ["blufr", "megaface-noises-facescrub", "megaface-noises-megaface"]
+    dead = f"http://127.0.0.1:{_free_port()}"
+    sources = tmp_path / "s.json"
+    sources.write_text(json.dumps({i: [f"{dead}/{i}"] for i in only}))
+    data = tmp_path / "d"
+    r = _run("--data", data, "--sources", sources, "--only", *only)
     assert r.returncode == 2
     table = re.sub(r"\n +", " ", r.stdout)     # the table's wrapped lines joined
-    assert "http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/" in table
-    assert f"{tmp_path}/lfw/blufr/" in table and f"{tmp_path}/megaface/" in table
-    assert "0 of 2 items ready, 2 missing" in r.stderr
-    assert re.search(r"blufr +\S+ +by hand: Download BLUFR.zip", r.stdout)
-    assert not (tmp_path / "lfw").exists()
-    r = _run("--data", tmp_path, "--only", "blufr", "--missing-ok")     # make test: go on, tests skip
-    assert r.returncode == 0 and "by hand: Download BLUFR.zip" in r.stdout
-    r = _run("--data", tmp_path, "--only", "no-such-item")
+    assert fetch.BLUFR_PAGE in table and "http://www.cbsr.ia.ac.cn/users/scliao/projects/blufr/" in table
+    assert f"{data}/lfw/blufr/" in table and f"{data}/megaface/" in table
+    assert "0 of 3 items ready, 3 missing" in r.stderr
+    assert re.search(r"^blufr .*failed: .*connection refused.*; by hand: Download BLUFR.zip", table, re.M), table
+    assert re.search(r"^megaface-noises-facescrub .*by hand: Download insightface's MegaFace testpack", table, re.M)
+    assert sorted(p.name for p in data.rglob("*")) == [".downloads"]
+    r = _run("--data", data, "--only", "lfw-112x96", "--missing-ok")     # make test: go on, tests skip
+    assert r.returncode == 0 and re.search(r"^lfw-112x96 .* by hand: No public download", r.stdout, re.M)
+    r = _run("--data", data, "--only", "no-such-item")
     assert r.returncode == 2 and "unknown item" in r.stderr
+
+
+def test_blufr_and_the_megaface_noise_lists_are_fetched_by_their_pinned_checksums(server, tmp_path):
+    """The copies in the data folder, served under their real names after a dead first source,
+    pass the registry's SHA-256 (the same the upstream copies must have)."""
+    src = data_root()
+    files = {"blufr": src / "lfw" / "blufr" / "blufr_lfw_config.mat",
+             "megaface-noises-facescrub": src / "megaface" / "facescrub_noises.txt",
+             "megaface-noises-megaface": src / "megaface" / "megaface_noises.txt"}
+    if not all(p.is_file() for p in files.values()):
+        pytest.skip(f"needs lfw/blufr/ and megaface/ in {src} (make data)")
+    server.files.update({p.name: p.read_bytes() for p in files.values()})
+    dead = f"http://127.0.0.1:{_free_port()}"
+    sources = tmp_path / "s.json"
+    sources.write_text(json.dumps({i: [f"{dead}/{p.name}", f"{server.url}/{p.name}"] for i, p in files.items()}))
+    r = _run("--data", tmp_path / "d", "--sources", sources, "--quiet", "--only", *files)
+    assert r.returncode == 0 and "all 3 items ready (0 present, 3 fetched" in r.stdout, r.stdout + r.stderr
+    for p in files.values():
+        assert (tmp_path / "d" / p.relative_to(src)).read_bytes() == p.read_bytes()
 
 
 def test_dry_run_and_list_change_nothing(tmp_path):
     r = _run("--data", tmp_path / "d", "--dry-run", "--mirror", "http://127.0.0.1:9")
     assert r.returncode == 0 and "download lfw-deepfunneled from http://127.0.0.1:9/lfw-deepfunneled.tgz" in r.stdout
-    assert "manual   blufr" in r.stdout and not (tmp_path / "d").exists()
+    assert "manual   lfw-112x96" in r.stdout and not (tmp_path / "d").exists()
     r = _run("--list")
     assert r.returncode == 0 and "MIT" in r.stdout and "by hand" in r.stdout
     assert "https://ndownloader.figshare.com/files/5976018" in r.stdout
@@ -526,6 +553,8 @@ def test_a_complete_read_only_data_folder_is_checked_without_its_lock(tmp_path):
     import shutil
 
     from faults import small_disk
+    if not (data_root() / "lfw" / "pairsDevTest.txt").is_file():
+        pytest.skip(f"needs lfw/pairsDevTest.txt in {data_root()} (make data)")
     ro = tmp_path / "ro"
     with small_disk(ro, "1m"):
         data = ro / "data"
@@ -539,3 +568,36 @@ def test_a_complete_read_only_data_folder_is_checked_without_its_lock(tmp_path):
         assert "checking" in r.stderr and "without its lock" in r.stderr and "Read-only file system" in r.stderr
         assert "all 1 items ready (1 present" in r.stdout, r.stdout
         assert sorted(p.name for p in ro.iterdir()) == ["data"]
+
+
+def test_a_mirror_with_other_bytes_needs_its_registry_file_and_every_use_of_it_is_said(server, tmp_path):
+    """A lab's repack fails the official checksum; with --registry (or $MTDNN_FETCH_REGISTRY) its
+    own checksum is used, and the log, the row, the table's banner and the last line say so. A
+    later run without the file reports the file as not the official one and leaves it alone."""
+    repack = b"10\t300\n" + b"Person_A\t1\t2\n" * 50     # not the official pairs.txt
+    server.files["pairs.txt"] = repack
+    sources = tmp_path / "s.json"
+    sources.write_text(json.dumps({"lfw-pairs": [f"{server.url}/pairs.txt"]}))
+    data = tmp_path / "d"
+    r = _run("--data", data, "--sources", sources, "--quiet", "--only", "lfw-pairs")
+    assert r.returncode == 2 and "served other bytes" in r.stdout and not (data / "lfw" / "pairs.txt").exists()
+    registry = tmp_path / "lab.json"
+    registry.write_text(json.dumps({"lfw-pairs": "sha256:" + _sha(repack)}))
+    r = _run("--data", data, "--sources", sources, "--quiet", "--only", "lfw-pairs",
+             env={fetch.REGISTRY_ENV: str(registry)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    flat = " ".join(r.stdout.split())
+    assert flat.count("NOTE: checksums from lab.json, NOT the official ones, for 1 item(s)") == 3, r.stdout
+    assert re.search(r"^lfw-pairs +\? +fetched -- checksum from lab.json, NOT the official one$", r.stdout, re.M)
+    assert "checksums of 1 from lab.json, NOT the official ones" in r.stdout.splitlines()[-1]
+    assert (data / "lfw" / "pairs.txt").read_bytes() == repack
+    r = _run("--data", data, "--only", "lfw-pairs", "--dry-run", "--registry", registry)
+    assert "present  lfw-pairs" in r.stdout and "NOTE: checksums from lab.json, NOT the official ones" in r.stdout
+    r = _run("--data", data, "--only", "lfw-pairs", "--quiet")
+    assert r.returncode == 2 and "the local file is not the official one" in r.stdout
+    assert (data / "lfw" / "pairs.txt").read_bytes() == repack
+    for bad, why in (({"lfw-pairs": "md5:" + "0" * 32}, "sha256:<64 hex digits>"),
+                     ({"no-such-item": "sha256:" + "0" * 64}, "unknown item(s) no-such-item")):
+        registry.write_text(json.dumps(bad))
+        r = _run("--data", data, "--only", "lfw-pairs", "--registry", registry)
+        assert r.returncode == 2 and why in r.stderr, r.stderr

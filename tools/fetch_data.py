@@ -39,6 +39,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", type=Path, metavar="JSON",
                    help="replace the sources of the items it names: a JSON object {\"item\": [\"url\", ...]} "
                         f"(default ${fetch.SOURCES_ENV} when set); the checksums stay the official ones")
+    p.add_argument("--registry", type=Path, metavar="JSON",
+                   help="a mirror of your own that serves other bytes (a repack, a cut copy): its checksums, "
+                        "{\"item\": \"sha256:...\"}, replace the official ones of the items it names "
+                        f"(default ${fetch.REGISTRY_ENV} when set); the log and the table say so for each")
     p.add_argument("--celeba-limit", type=int, metavar="N",
                    help="unpack only the first N CelebA images (the demo reads 2,000); the zip is kept "
                         "in DATA/.downloads/ for a later full unpack")
@@ -66,20 +70,25 @@ def main(argv=None) -> int:
     if a.list:
         for i in chosen:
             how = "by hand" if not i.sources and not i.derive else ("written from other items" if i.derive else "download")
-            print(f"{i.name:24s} {how:24s} {fetch.human_size(i.size):>10s}  {i.what}\n{'':24s} source: {i.source}; "
-                  f"licence: {i.licence}" + "".join(f"\n{'':24s} {n}. {u}" for n, u in enumerate(i.sources, 1)))
+            print(f"{i.name:26s} {how:24s} {fetch.human_size(i.size):>10s}  {i.what}\n{'':26s} source: {i.source}; "
+                  f"licence: {i.licence}" + "".join(f"\n{'':26s} {n}. {u}" for n, u in enumerate(i.sources, 1)))
         return 0
     sources_file = a.sources or os.environ.get(fetch.SOURCES_ENV)
+    registry_file = a.registry or os.environ.get(fetch.REGISTRY_ENV)
     try:
         overrides = fetch.read_sources(sources_file) if sources_file else None
-    except (OSError, ValueError) as e:
-        p.error(f"--sources: {e}")
+        if registry_file:
+            chosen = fetch.with_registry(chosen, fetch.read_registry(registry_file), Path(registry_file).name)
+    except (OSError, ValueError, KeyError) as e:
+        p.error(f"--sources/--registry: {e}")
     if a.dry_run:
         steps = fetch.plan(chosen, root)
         for item, missing, action in steps:
             where = f" from {', then '.join(fetch.sources_of(item, a.mirror, overrides))}" if action == "download" else ""
             print(f"{action:8s} {item.name}{where}" + (f" ({', '.join(missing)})" if missing else ""))
         todo = sum(action != "present" for _, _, action in steps)
+        for origin, names in fetch.unofficial(chosen).items():
+            print(f"NOTE: checksums from {origin}, NOT the official ones, for: {', '.join(names)}")
         print(f"fetch_data (dry run): {root}: {len(steps) - todo} of {len(steps)} items present")
         return 0
     try:
@@ -102,7 +111,8 @@ def main(argv=None) -> int:
               f"(failed or by hand, above; docs/data.md); rerun after fixing them", file=sys.stderr)
         return 0 if a.missing_ok else 2
     print(f"fetch_data: {root}: all {len(chosen)} items ready ({len(report.present)} present, "
-          f"{len(report.fetched)} fetched, {len(report.derived)} written)")
+          f"{len(report.fetched)} fetched, {len(report.derived)} written)"
+          + "".join(f"; checksums of {len(n)} from {o}, NOT the official ones" for o, n in report.unofficial.items()))
     return 0
 
 
