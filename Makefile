@@ -10,6 +10,7 @@
 #   CAFFE_GPU=1 make setup   Caffe with CUDA + cuDNN 9 + NCCL; the route (CAFFE_CUDA=13|11.8) from the GPU (docs/gpu.md)
 #   make ci-gpu     the GPU build (one architecture) + Caffe's CPU gtests of our layers + make test
 #   make ci-titan-build  the TITAN route (CUDA 11.8, sm_61) in .venv-titan + the same gtests
+#   make ci-images  the TITAN image (sm_61) built cold, the same gtests and the checks inside it
 #   make gpu-check  on a machine with an NVIDIA GPU: tests, GPU-vs-CPU check, speed -> docs/gpu/
 #   make caffe-bundle  a relocatable tarball of the built caffe tools and their libraries
 #
@@ -26,10 +27,10 @@ REPO_INSTALLED := $(VENV)/.repo
 export GLOG_minloglevel ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup check-host data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build ci-titan-build gpu-check caffe-bundle FORCE
+.PHONY: setup check-host data data-demo data-test test demo train prototxt bench clean-caffe help ci-gpu ci-gpu-build ci-titan-build ci-images caffe-gtests gpu-check caffe-bundle FORCE
 
 help:
-	@sed -n '3,16p' Makefile
+	@sed -n '3,17p' Makefile
 
 # CAFFE_GPU=1: CUDA + cuDNN + NCCL (docker/build_caffe.sh says how CUDA is found); unset keeps the
 # kind of Caffe already built, CAFFE_GPU=0 rebuilds CPU-only. CUDA_ARCH_BIN, USE_CUDNN, CUDA_HOME,
@@ -130,6 +131,10 @@ CAFFE_GTESTS := convolution_layer,batch_norm_layer,scale_layer,neuron_layer,eltw
 CAFFE_GTEST_CPU := *LayerTest/0.*:*LayerTest/1.*:SGDSolverTest/0.*:SGDSolverTest/1.*-CuDNN*:*GPU*
 ci-gpu-build:
 	$(MAKE) setup CAFFE_GPU=1 CUDA_ARCH_BIN=$(CI_GPU_ARCH) CAFFE_TESTS=$(CAFFE_GTESTS)
+	$(MAKE) caffe-gtests
+
+# Runs the gtest binary a build with CAFFE_TESTS left (also inside the images' builds, docker/Dockerfile.*).
+caffe-gtests:
 	cd $(VENV)/caffe.build/src && ../build/test/test.testbin --gtest_filter='$(CAFFE_GTEST_CPU)'
 
 # The suite against the GPU build (in CPU mode: CI has no GPU) leaves out the tests marked slow
@@ -139,11 +144,19 @@ CI_GPU_PYTEST ?= -m "not slow"
 ci-gpu: ci-gpu-build
 	$(MAKE) test PYTEST_ARGS='$(CI_GPU_PYTEST)' # the stamp keeps the GPU build
 
-# CI's TITAN route: CUDA 11.8 from Debian 12 (root), compiled for the TITAN Xp's sm_61 in a venv of
-# its own, and the same CPU gtests. The images are not built in CI (docker/build_images.sh; README "CI").
+# The TITAN route on the host: CUDA 11.8 from Debian 12 (root), compiled for the TITAN Xp's sm_61 in a
+# venv of its own, and the same CPU gtests. CI builds it inside the TITAN image instead (ci-images).
 TITAN_VENV ?= .venv-titan
 ci-titan-build:
 	$(MAKE) ci-gpu-build VENV=$(TITAN_VENV) CAFFE_CUDA=11.8 CI_GPU_ARCH=61
+
+# CI's images (docker/build_images.sh, docs/docker.md): built cold as on a fresh machine (no layer
+# cache), Caffe's CPU gtests of our layer types run inside each build, then the checks inside each
+# image. The GPU images for one architecture each (CUDA 13: sm_90, TITAN: sm_61). CI builds the TITAN
+# image only, to stay under an hour; `make ci-images CI_IMAGES="cpu gpu titan"` builds all three.
+CI_IMAGES ?= titan
+ci-images:
+	IMAGES_CACHE=0 CAFFE_TESTS=$(CAFFE_GTESTS) GPU_ARCH=90 TITAN_ARCH=61 docker/build_images.sh $(CI_IMAGES)
 
 # On a machine with an NVIDIA GPU: the gtest binary is built first (it needs the GPU build).
 # The repository goes on PYTHONPATH: the tools import mtdnn, also from a Python that is not the

@@ -15,6 +15,11 @@
 #   CA_BUNDLE             a CA bundle pip inside the build must trust (default: this machine's
 #                         /etc/ssl/certs/ca-certificates.crt): mounted read-only at build time with a
 #                         pip.conf naming it, never written into an image
+#   CAFFE_TESTS           Caffe's gtests to build and run (CPU) inside every image's build (a list of
+#                         layer types as make's CAFFE_GTESTS; `make ci-images` passes it); default none
+#   IMAGES_CACHE          0: a cold build as on a fresh CI machine (--no-cache --layers=false: no layer
+#                         reused, none left behind); default 1: podman's layer cache
+#   IMAGES_CHECK_ONLY     1: build nothing, run the checks in the images already built (mtdnn-<image>)
 #   IMAGES_WORK           scratch folder (default work/images): the base's root file system, the
 #                         build logs and report.tsv (image, seconds to build, size, checks)
 # With Docker Hub and a Docker daemon, `docker build -f docker/Dockerfile.cpu -t mtdnn-cpu .` (README
@@ -27,6 +32,8 @@ WORK=$(realpath -m "${IMAGES_WORK:-work/images}")
 GPU_ARCH=${GPU_ARCH-90}
 TITAN_ARCH=${TITAN_ARCH-61}
 CA_BUNDLE=${CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
+CACHE=()
+[[ ${IMAGES_CACHE:-1} == 0 ]] && CACHE=(--no-cache --layers=false)
 IMAGES=("$@")
 ((${#IMAGES[@]})) || IMAGES=(cpu gpu titan)
 die() { echo "[build_images] ERROR: $*" >&2; exit 1; }
@@ -80,6 +87,17 @@ check_image() {
   buildah run --isolation chroot "$ctr" -- /opt/mtdnn/.venv/bin/python -c \
     'import caffe; print("import caffe:", caffe.__file__)' || rc=1
   buildah run --isolation chroot "$ctr" -- env GLOG_minloglevel=2 /opt/mtdnn/.venv/bin/python -c "$FORWARD" || rc=1
+  # The start-up convention: the image's PYTHONPATH (not the working folder, not the venv's .pth)
+  # makes the repository importable by any Python of the image, and a tool runs from any folder.
+  buildah run --isolation chroot --workingdir / "$ctr" -- /usr/bin/python3 -c \
+    'import mtdnn; print("import mtdnn from / by /usr/bin/python3:", mtdnn.__file__)' || rc=1
+  buildah run --isolation chroot --workingdir / "$ctr" -- env GLOG_minloglevel=2 /opt/mtdnn/.venv/bin/python \
+    /opt/mtdnn/tools/net_summary.py /opt/mtdnn/models/fast/deploy.prototxt --brief || rc=1
+  # No driver library of its own: the NVIDIA Container Toolkit mounts the host's (a Debian libcuda1
+  # in the image would shadow it).
+  buildah run --isolation chroot "$ctr" -- sh -c '! ldconfig -p | grep -E "libcuda\.so\.1|libnvidia-ml\.so\.1" &&
+    ! find / -xdev \( -name "libcuda.so.1*" -o -name "libnvidia-ml.so.1*" \) -print | grep . &&
+    echo "no driver library (libcuda.so.1, libnvidia-ml.so.1) in the image"' || rc=1
   buildah rm "$ctr" >/dev/null
   return $rc
 }
@@ -87,16 +105,22 @@ check_image() {
 printf 'image\tbuild_seconds\tsize_bytes\tchecks\n' >"$WORK/report.tsv.new"
 failed=()
 for i in "${IMAGES[@]}"; do
+  if [[ ${IMAGES_CHECK_ONLY:-0} == 1 ]]; then
+    if check_image "mtdnn-$i"; then result=passed; else result=failed; failed+=("$i (checks)"); fi
+    printf '%s\t\t%s\t%s\n' "$i" "$(podman image inspect --format '{{.Size}}' "mtdnn-$i")" "$result" >>"$WORK/report.tsv.new"
+    continue
+  fi
   args=()
+  [[ -z ${CAFFE_TESTS:-} ]] || args=(--build-arg "CAFFE_TESTS=$CAFFE_TESTS")
   podman image rm -f "mtdnn-$i" >/dev/null 2>&1 || true # a failed build must not find the last one
   case $i in
     cpu) file=docker/Dockerfile.cpu ;;
-    gpu) file=docker/Dockerfile.gpu; args=(--build-arg "CUDA_ARCH_BIN=$GPU_ARCH") ;;
-    titan) file=docker/Dockerfile.titan; args=(--build-arg "CUDA_ARCH_BIN=$TITAN_ARCH") ;;
+    gpu) file=docker/Dockerfile.gpu; args+=(--build-arg "CUDA_ARCH_BIN=$GPU_ARCH") ;;
+    titan) file=docker/Dockerfile.titan; args+=(--build-arg "CUDA_ARCH_BIN=$TITAN_ARCH") ;;
   esac
   echo "[build_images] mtdnn-$i from $file (log: $WORK/$i.log)"
   start=$(date +%s)
-  if ! podman build --isolation chroot --pull=never "${MOUNTS[@]}" "${args[@]}" -f "$file" -t "mtdnn-$i" . \
+  if ! podman build --isolation chroot --pull=never "${CACHE[@]}" "${MOUNTS[@]}" "${args[@]}" -f "$file" -t "mtdnn-$i" . \
     >"$WORK/$i.log" 2>&1 || ! podman image exists "mtdnn-$i"; then
     tail -30 "$WORK/$i.log"
     printf '%s\t%s\t\tbuild failed\n' "$i" "$(($(date +%s) - start))" >>"$WORK/report.tsv.new"
@@ -112,4 +136,4 @@ done
 mv "$WORK/report.tsv.new" "$WORK/report.tsv"
 column -t -s $'\t' "$WORK/report.tsv"
 ((${#failed[@]} == 0)) || die "failed: ${failed[*]} (logs in $WORK)"
-echo "[build_images] every image built and passed its checks"
+echo "[build_images] every image passed its checks"

@@ -83,3 +83,50 @@ def test_titan_image_is_the_cuda_11_8_route_without_driver_libraries():
     # the image must not carry Debian's driver libraries: the build fails if they are there
     assert "test ! -e /usr/lib/x86_64-linux-gnu/libcuda.so.1" in run
     assert ("ARG", 'CUDA_ARCH_BIN=""') in ins
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_put_the_repository_on_pythonpath(dockerfile):
+    # Tools have no sys.path block: in an image, any Python (not only the venv's) finds `mtdnn`
+    # because the repository root, the image's WORKDIR, is on PYTHONPATH.
+    ins = instructions(dockerfile)
+    workdir = [a for i, a in ins if i == "WORKDIR"]
+    env = " ".join(a for i, a in ins if i == "ENV")
+    assert workdir == ["/opt/mtdnn"], workdir
+    assert re.search(r"\bPYTHONPATH=/opt/mtdnn(\s|$)", env), env
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_install_no_driver_library(dockerfile):
+    # The NVIDIA Container Toolkit mounts the host's driver; a Debian libcuda1 would shadow it.
+    for ins, args in instructions(dockerfile):
+        if ins == "RUN":
+            assert not re.search(r"\b(libcuda1|libnvidia-ml1|nvidia-driver\S*|libnvidia-compute\S*)\b", args), args
+
+
+BUILD_IMAGES = (REPO / "docker" / "build_images.sh").read_text()
+
+
+def test_build_images_checks_every_image_inside():
+    check = BUILD_IMAGES.split("check_image() {")[1].split("\n}")[0]
+    # caffe, pycaffe, the Fast-Model forward, the start-up convention, no driver library
+    for needle in ("caffe --version", "import caffe", '"$FORWARD"', "/usr/bin/python3 -c",
+                   "--workingdir /", "tools/", "libcuda\\.so\\.1"):
+        assert needle in check, needle
+    assert "models/fast/deploy.prototxt" in BUILD_IMAGES.split("check_image() {")[0]
+    assert (REPO / "models" / "fast" / "deploy.prototxt").is_file()
+    assert (REPO / "tools" / "net_summary.py").is_file() and "tools/net_summary.py" in check
+
+
+def test_ci_builds_the_gpu_images_for_one_architecture_each():
+    # The choice: sm_90 for the CUDA 13 image, the TITAN Xp's sm_61 for the TITAN image;
+    # both Dockerfiles take the architecture as a build argument.
+    assert re.search(r"^GPU_ARCH=\$\{GPU_ARCH-90\}$", BUILD_IMAGES, re.M)
+    assert re.search(r"^TITAN_ARCH=\$\{TITAN_ARCH-61\}$", BUILD_IMAGES, re.M)
+    for name, var in (("gpu", "GPU_ARCH"), ("titan", "TITAN_ARCH")):
+        assert ("ARG", 'CUDA_ARCH_BIN=""') in instructions(REPO / "docker" / f"Dockerfile.{name}")
+        assert f'--build-arg "CUDA_ARCH_BIN=${var}"' in BUILD_IMAGES
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make ci-images" in ci
+    target = re.search(r"^ci-images:.*\n((?:\t.*\n)+)", MAKEFILE, re.M)
+    assert target and "docker/build_images.sh" in target.group(1) and "IMAGES_CACHE=0" in target.group(1)
