@@ -78,7 +78,8 @@ def celeba_missing(data: Path) -> list[str]:
     """What of CelebA the demo's attribute half needs and ``data`` lacks (empty: all there)."""
     celeba = Path(data) / "celeba"
     out = [n for n in ("list_attr_celeba.txt", "identity_CelebA.txt") if not (celeba / n).is_file()]
-    if not any((celeba / d).is_dir() for d in ("img_align_celeba", "img_align_celeba_89x109")):
+    from .moon_train import celeba_image_folder
+    if celeba_image_folder(celeba) is None:
         out.append("img_align_celeba/")
     return out
 

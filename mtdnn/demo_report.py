@@ -134,10 +134,11 @@ def attribute_lines(d) -> list[str]:
 def write_faces(d) -> Path | None:
     """WORK/faces.png: held-out CelebA photos, their crops and the net's predicted attributes."""
     from .demo import attribute_faces
+    from .moon_train import celeba_image_folder
     from .evaluation.plots import plot_face_montage
     pred = d.features / "celeba_heldout_attr"
-    photos = d.data / "celeba" / "img_align_celeba_89x109"
-    if not Path(f"{pred}.npy").is_file() or not photos.is_dir():
+    photos = celeba_image_folder(d.data / "celeba")
+    if not Path(f"{pred}.npy").is_file() or photos is None:
         return None
     faces = attribute_faces(pred, d.data / "celeba" / "list_attr_celeba.txt", photos, d.celeba_aligned, count=8)
     return plot_face_montage(faces, d.work / "faces.png")

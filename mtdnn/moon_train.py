@@ -74,16 +74,20 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- steps
 
+CELEBA_IMAGE_FOLDERS = ("img_align_celeba", "img_align_celeba_89x109")  # the release, its half-size copy
+
+
+def celeba_image_folder(celeba: Path) -> Path | None:
+    """CelebA's aligned photos in the CelebA folder ``celeba``: the release's folder, else the
+    half-size copy; None when neither is there."""
+    return next((celeba / n for n in CELEBA_IMAGE_FOLDERS if (celeba / n).is_dir()), None)
+
+
 def celeba_inputs(options: MoonOptions):
     celeba = options.celeba or data_root() / "celeba"
-    images = options.images
+    images = options.images or celeba_image_folder(celeba)
     if images is None:
-        for name in ("img_align_celeba", "img_align_celeba_89x109"):
-            if (celeba / name).is_dir():
-                images = celeba / name
-                break
-        else:
-            raise moon.MoonError(f"{celeba}: no img_align_celeba folder; give --images")
+        raise moon.MoonError(f"{celeba}: no img_align_celeba folder; give --images")
     if not images.is_dir():
         raise moon.MoonError(f"{images}: not a folder")
     part = celeba / "list_eval_partition.txt"
