@@ -21,7 +21,6 @@ paper's figures (``tools/prepare_casia.py`` prints and writes them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from .datasets import DatasetError, Sample, _lines, _where

@@ -13,7 +13,6 @@ Each reader returns plain Python data (lists of :class:`Sample`, numpy arrays) a
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .fileio import read_json
 from .images import scan_images
 from .records import escape_field, read_lines, record_line, unescape_field, write_lines
 
@@ -414,12 +414,7 @@ def read_megaface_list(path) -> list[Sample]:
     Without ``id`` the identity is the first folder of the path (FaceScrub's
     ``<name>/<image>``; MegaFace's ``<flickr user>/...``)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, DatasetError)
     if not isinstance(data, dict) or not isinstance(data.get("path"), list):
         raise DatasetError(f"{path}: expected a JSON object with a 'path' list")
     paths = data["path"]
@@ -439,12 +434,7 @@ def read_megaface_meta(image_path) -> dict:
     ``{"box": (x, y, w, h) or None, "points": K x 2 array or None}`` from its
     ``bounding_box`` {x, y, width, height} and ``landmarks`` {"0": {x, y}, ...}."""
     meta_path = Path(str(image_path) + ".json")
-    try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{meta_path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{meta_path}: not valid JSON ({e})") from None
+    data = read_json(meta_path, DatasetError)
     box = points = None
     try:
         if "bounding_box" in data:

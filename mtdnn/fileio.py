@@ -85,6 +85,17 @@ def atomic_write_json(path, obj, *, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def read_json(path, error: type[Exception], missing: str = "file not found"):
+    """The JSON document of ``path``; a missing file or one that is not JSON (or not UTF-8)
+    raises ``error`` naming the file (``"PATH: missing"``, ``"PATH: not valid JSON (why)"``)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+
+
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -19,7 +19,6 @@ too, as pure functions.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -112,13 +111,9 @@ def write_manifest(path, manifest: dict) -> None:
 
 def read_manifest(path) -> dict:
     """Read and sanity-check a manifest; raises ManifestError naming the file."""
+    from .fileio import read_json
     path = Path(path)
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+    m = read_json(path, ManifestError, missing="manifest not found")
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ManifestError(f"{path}: not an {FORMAT} manifest")
     missing = [k for k in ("count", "lmdb", "paths", "labels", "identities", "order_sha256") if k not in m]

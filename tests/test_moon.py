@@ -211,7 +211,7 @@ def test_data_paths_are_checked(celeba_faces, tmp_path):
     with pytest.raises(GenerateError, match="does not exist"):
         render_moon(tmp_path, train_lmdb=tmp_path / "nothing")
     moon.write_moon_hdf5(tmp_path / "short.h5", y[:5], w[:5])
-    with pytest.raises(GenerateError, match="holds 5 rows but --train-lmdb holds 24"):
+    with pytest.raises(GenerateError, match="holds 5 attribute rows but --train-lmdb holds 24"):
         render_moon(tmp_path, train_lmdb=root / "lmdb", train_hdf5=tmp_path / "short.h5.txt")
     with pytest.raises(GenerateError, match="the net predicts 2"):
         render_moon(tmp_path, attributes="Male,Chubby", train_lmdb=root / "lmdb", train_hdf5=source)

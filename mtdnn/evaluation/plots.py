@@ -28,6 +28,17 @@ def _save(fig, path):
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend: str = "lower right"):
+    """The shared end of the curve plots: rates in [0, 1], labels, grid, legend, written."""
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    return _save(fig, path)
+
+
 def plot_roc(curves: dict, path, title: str = "ROC", ylabel: str = "True accept rate",
              far_min: float | None = None):
     """Log-FAR ROC; ``curves`` = {label: (far, tar)} with rates in [0, 1]."""
@@ -41,13 +52,7 @@ def plot_roc(curves: dict, path, title: str = "ROC", ylabel: str = "True accept 
             lo = min(lo, far[ok].min())
             ax.semilogx(far[ok], tar[ok], label=label)
     ax.set_xlim(far_min or lo, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("False accept rate")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "False accept rate", ylabel, title)
 
 
 def plot_cmc(curves: dict, path, title: str = "CMC"):
@@ -56,13 +61,7 @@ def plot_cmc(curves: dict, path, title: str = "CMC"):
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label, (rank, rate) in curves.items():
         ax.semilogx(rank, rate, label=label)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("Rank")
-    ax.set_ylabel("Identification rate")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Rank", "Identification rate", title)
 
 
 def plot_rank1_vs_distractors(curves: dict, path, title: str = "Rank-1 vs distractors"):
@@ -71,13 +70,7 @@ def plot_rank1_vs_distractors(curves: dict, path, title: str = "Rank-1 vs distra
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label, (sizes, r1) in curves.items():
         ax.semilogx(sizes, r1, marker="o", label=label)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("Number of distractors")
-    ax.set_ylabel("Rank-1 identification rate")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Number of distractors", "Rank-1 identification rate", title, "lower left")
 
 
 def plot_megaface(result: dict, out_dir, prefix: str = "megaface", label: str = "ours") -> list:

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from mtdnn.paper import CELEBA_ATTRIBUTES, GROUPS, parse_attributes
-from .render import _render, write_files
+from mtdnn.paper import GROUPS, parse_attributes
+from .render import _render, check_split_paths, write_files
 from .spec import GROUP_BLOCKS, GROUP_CHANNELS, STEM, GenerateError
 
 BACKBONES = ("fast", "vgg16")
@@ -207,45 +206,18 @@ def check_data_paths(spec: MoonSpec, names, base: Path) -> None:
     """Check the data paths ``names`` (relative ones against ``base``): LMDB folders, and HDF5
     list files whose .h5 files hold ``attr_target`` and ``attr_weight`` of N x M (M = the
     spec's attributes), N equal to the records of the LMDB of the same split."""
-    import h5py
+    def h5_rows(flag: str, h5: Path, f) -> int:
+        shapes = {k: f[k].shape for k in (TARGET_DATASET, WEIGHT_DATASET) if k in f}
+        if len(shapes) != 2 or len(set(shapes.values())) != 1:
+            raise GenerateError(f"{flag}: {h5} needs '{TARGET_DATASET}' and '{WEIGHT_DATASET}' "
+                                f"datasets of one shape, found {shapes}")
+        shape = shapes[TARGET_DATASET]
+        if len(shape) != 2 or shape[1] != len(spec.attributes):
+            raise GenerateError(f"{flag}: {h5} holds targets of shape {shape}, the net predicts "
+                                f"{len(spec.attributes)} attribute(s)")
+        return shape[0]
 
-    from mtdnn.db import lmdb_count
-
-    resolve = lambda p: Path(p) if os.path.isabs(p) else base / p  # noqa: E731
-    rows = {}
-    for name in names:
-        path, flag = resolve(getattr(spec, name)), "--" + name.replace("_", "-")
-        if not path.exists():
-            raise GenerateError(f"{flag}: {path} does not exist")
-        if name.endswith("lmdb"):
-            if not (path / "data.mdb").is_file():
-                raise GenerateError(f"{flag}: {path} is not an LMDB folder (no data.mdb in it)")
-            continue
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
-        if not lines:
-            raise GenerateError(f"{flag}: {path} must be a text file listing .h5 files")
-        total = 0
-        for line in lines:
-            h5 = resolve(line)
-            if not h5.is_file():
-                raise GenerateError(f"{flag}: {path} lists {line}, which does not exist")
-            with h5py.File(h5, "r") as f:
-                shapes = {k: f[k].shape for k in (TARGET_DATASET, WEIGHT_DATASET) if k in f}
-            if len(shapes) != 2 or len(set(shapes.values())) != 1:
-                raise GenerateError(f"{flag}: {h5} needs '{TARGET_DATASET}' and '{WEIGHT_DATASET}' "
-                                    f"datasets of one shape, found {shapes}")
-            shape = shapes[TARGET_DATASET]
-            if len(shape) != 2 or shape[1] != len(spec.attributes):
-                raise GenerateError(f"{flag}: {h5} holds targets of shape {shape}, the net predicts "
-                                    f"{len(spec.attributes)} attribute(s)")
-            total += shape[0]
-        rows[name.split("_")[0]] = total
-    for split, n in rows.items():
-        if f"{split}_lmdb" in names:
-            count = lmdb_count(resolve(getattr(spec, f"{split}_lmdb")))
-            if count != n:
-                raise GenerateError(f"--{split}-hdf5 holds {n} rows but --{split}-lmdb holds {count} "
-                                    f"records: the two are read in step and must match")
+    check_split_paths(spec, names, base, h5_rows)
 
 
 def render_moon(out_dir, *, check_paths: bool | None = None, absolute_paths: bool = False,

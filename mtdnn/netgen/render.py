@@ -71,16 +71,35 @@ def check_data_paths(spec: ModelSpec, names, base: Path) -> None:
     LMDB beside it has records. Raises GenerateError naming the first problem."""
     from mtdnn.db import ATTRIBUTE_DATASET
 
+    def h5_rows(flag: str, h5: Path, f) -> int:
+        if ATTRIBUTE_DATASET not in f:
+            raise GenerateError(f"{flag}: {h5} has no '{ATTRIBUTE_DATASET}' dataset")
+        shape = f[ATTRIBUTE_DATASET].shape
+        if len(shape) != 2 or shape[1] != len(spec.attributes):
+            raise AttributeCountError(
+                f"{flag}: {h5} holds attributes of shape {shape}, but the model predicts "
+                f"{len(spec.attributes)} ({', '.join(spec.attributes)})")
+        return shape[0]
+
+    names = [n for n in names if spec.attributes or "hdf5" not in n]
+    check_split_paths(spec, names, base, h5_rows)
+
+
+def check_split_paths(spec, names, base: Path, h5_rows) -> None:
+    """The data-path check every rendered net shares: each path of ``names`` (relative ones
+    against ``base``, the run folder) exists; an ``*_lmdb`` one is an LMDB folder; an
+    ``*_hdf5`` one is the text file listing .h5 files (HDF5Data's source), each of which exists
+    and passes ``h5_rows(flag, h5, open_file)``, which returns its rows; and the rows of a
+    split's .h5 files equal the records of its LMDB. Raises GenerateError naming the problem."""
+    import h5py
+
     def resolve(p: str) -> Path:
         return Path(p) if os.path.isabs(p) else base / p
 
     rows = {}
     for name in names:
-        if "hdf5" in name and not spec.attributes:
-            continue
         value = getattr(spec, name)
-        path = resolve(value)
-        flag = "--" + name.replace("_", "-")
+        path, flag = resolve(value), "--" + name.replace("_", "-")
         where = "" if os.path.isabs(value) else f" (relative paths are taken from the run folder {base})"
         if not path.exists():
             raise GenerateError(f"{flag}: {path} does not exist{where}")
@@ -94,26 +113,22 @@ def check_data_paths(spec: ModelSpec, names, base: Path) -> None:
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
         if not lines:
             raise GenerateError(f"{flag}: {path} lists no .h5 file")
-        import h5py
         total = 0
         for line in lines:
             h5 = resolve(line)
             if not h5.is_file():
                 raise GenerateError(f"{flag}: {path} lists {line}, which does not exist")
             with h5py.File(h5, "r") as f:
-                if ATTRIBUTE_DATASET not in f:
-                    raise GenerateError(f"{flag}: {h5} has no '{ATTRIBUTE_DATASET}' dataset")
-                shape = f[ATTRIBUTE_DATASET].shape
-            if len(shape) != 2 or shape[1] != len(spec.attributes):
-                raise AttributeCountError(
-                    f"{flag}: {h5} holds attributes of shape {shape}, but the model predicts "
-                    f"{len(spec.attributes)} ({', '.join(spec.attributes)})")
-            total += shape[0]
+                total += h5_rows(flag, h5, f)
         rows[name.split("_")[0]] = total
+    _rows_match_records(spec, names, rows, resolve)
+
+
+def _rows_match_records(spec, names, rows: dict, resolve) -> None:
+    from mtdnn.db import lmdb_count
     for split, n in rows.items():
         lmdb_name = f"{split}_lmdb"
         if lmdb_name in names:
-            from mtdnn.db import lmdb_count
             count = lmdb_count(resolve(getattr(spec, lmdb_name)))
             if count != n:
                 raise GenerateError(
