@@ -32,7 +32,7 @@ fi
 {
   printf '[setup] this host cannot build natively: %s.\n' "$(IFS=';' && echo "${problems[*]}" | sed 's/;/; /g')"
   cat <<'EOF'
-[setup] Use an image instead (README "Docker"): docker/build_images.sh builds the CPU, CUDA 13 and
+[setup] Use an image instead (docs/docker.md): docker/build_images.sh builds the CPU, CUDA 13 and
 [setup] TITAN (CUDA 11.8) images with podman/buildah, or `docker build -f docker/Dockerfile.cpu .`
 [setup] (Dockerfile.gpu, Dockerfile.titan for GPUs). A CUDA of your own is used with CUDA_HOME=...
 [setup] on a Debian 12 host (CAFFE_GPU=1 CUDA_HOME=/usr/local/cuda make setup). MTDNN_ANY_HOST=1
