@@ -42,12 +42,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from mtdnn.paper import GROUPS, parse_attributes
-from .render import _render, check_split_paths, write_files
-from .spec import GROUP_BLOCKS, GROUP_CHANNELS, STEM, GenerateError
+from .render import _render, check_split_paths, given_data_paths, write_files
+from .spec import DATA_PATHS, GROUP_BLOCKS, GROUP_CHANNELS, STEM, GenerateError, checked_changes
 
 BACKBONES = ("fast", "vgg16")
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, convs) per stage
-DATA_PATHS = ("train_lmdb", "test_lmdb", "train_hdf5", "test_hdf5")
 TARGET_DATASET, WEIGHT_DATASET = "attr_target", "attr_weight"  # HDF5 datasets = the net's tops
 # Per backbone: defaults for what the caller leaves unset (VGG-16: a GPU run; fast: a CPU run).
 DEFAULTS = {
@@ -95,15 +94,7 @@ class MoonSpec:
 
     def replace(self, **changes) -> "MoonSpec":
         """A copy with ``changes`` (None values ignored); bad names or values raise GenerateError."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise GenerateError(f"unknown MOON parameter(s): {', '.join(unknown)}")
-        if "attributes" in changes:
-            try:
-                changes["attributes"] = parse_attributes(changes["attributes"])
-            except ValueError as e:
-                raise GenerateError(str(e)) from None
+        changes = checked_changes(self, {k: v for k, v in changes.items() if v is not None}, "MOON parameter(s)")
         for key in ("blocks", "steps"):
             if isinstance(changes.get(key), str):
                 try:
@@ -230,11 +221,7 @@ def render_moon(out_dir, *, check_paths: bool | None = None, absolute_paths: boo
     written absolute, so ``caffe train`` runs from anywhere.
     """
     out_dir = Path(out_dir)
-    params = {k: v for k, v in params.items() if v is not None}
-    for kind in ("lmdb", "hdf5"):
-        if f"train_{kind}" in params and f"test_{kind}" not in params:
-            params[f"test_{kind}"] = params[f"train_{kind}"]
-    given = [p for p in DATA_PATHS if p in params]
+    params, given = given_data_paths(params, DATA_PATHS)
     params.setdefault("name", out_dir.resolve().name)
     spec = MoonSpec().replace(**params)
     base = out_dir.resolve()

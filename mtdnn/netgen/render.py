@@ -149,16 +149,22 @@ def write_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
     return written
 
 
+def given_data_paths(params: dict, names=DATA_PATHS) -> tuple[dict, list[str]]:
+    """``params`` without its None values, a test path defaulting to its train path when only
+    the train path is given; and which of the data paths ``names`` were given."""
+    params = {k: v for k, v in params.items() if v is not None}
+    for kind in ("lmdb", "hdf5"):
+        if f"train_{kind}" in params and f"test_{kind}" not in params:
+            params[f"test_{kind}"] = params[f"train_{kind}"]
+    return params, [p for p in names if p in params]
+
+
 def make_spec(out_dir, variant_name: str = "full", **params) -> tuple[ModelSpec, list[str]]:
     """The spec of ``variant_name`` with ``params`` applied, and the data path parameters
     that were given. The model's name defaults to the output folder's name; a test path
     defaults to its train path when only the train path is given."""
     base = variant(variant_name)
-    params = {k: v for k, v in params.items() if v is not None}
-    for split in ("lmdb", "hdf5"):
-        if f"train_{split}" in params and f"test_{split}" not in params:
-            params[f"test_{split}"] = params[f"train_{split}"]
-    given = [p for p in DATA_PATHS if p in params]
+    params, given = given_data_paths(params)
     for p in given:
         params[p] = str(params[p])
     params.setdefault("name", Path(out_dir).resolve().name)

@@ -20,6 +20,20 @@ class GenerateError(ValueError):
     """Bad input to the generator; the message names the parameter and the problem."""
 
 
+def checked_changes(spec, changes: dict, what: str) -> dict:
+    """``changes`` to the dataclass ``spec`` with the attributes parsed (a group, names or a
+    sequence); an unknown field or attribute raises GenerateError (``unknown <what>: ...``)."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(spec)})
+    if unknown:
+        raise GenerateError(f"unknown {what}: {', '.join(unknown)}")
+    if "attributes" in changes:
+        try:
+            changes = {**changes, "attributes": parse_attributes(changes["attributes"])}
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
+    return changes
+
+
 class AttributeCountError(GenerateError):
     """The attribute labels given to the generator are not as many as the model predicts."""
 
@@ -84,16 +98,7 @@ class ModelSpec:
 
     def replace(self, **changes) -> "ModelSpec":
         """A copy with ``changes``; unknown names and bad values raise GenerateError."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - fields)
-        if unknown:
-            raise GenerateError(f"unknown parameter(s): {', '.join(unknown)}")
-        if "attributes" in changes:
-            try:
-                changes["attributes"] = parse_attributes(changes["attributes"])
-            except ValueError as e:
-                raise GenerateError(str(e)) from None
-        spec = dataclasses.replace(self, **changes)
+        spec = dataclasses.replace(self, **checked_changes(self, changes, "parameter(s)"))
         spec.validate()
         return spec
 
