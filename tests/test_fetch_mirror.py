@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import runpy
 import shutil
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from mtdnn import fetch
-from mtdnn.demo import celeba_missing
+from mtdnn.demo import FULL, Demo, celeba_missing
 from mtdnn.paths import REPO, data_root
 
 CELEBA_IMAGES = 2000                     # what make data-demo unpacks (--celeba-limit) and the demo reads
@@ -148,9 +147,8 @@ def test_make_data_demo_fills_an_empty_folder_the_demo_accepts(tmp_path):
     for why in ("connection refused", "HTTP 404", "answered with an HTML page"):
         assert re.search(rf"failed \({why}[^\n]*; trying the next source", r.stdout), why
     assert [p.name for p in (data / ".downloads").iterdir()] == ["img_align_celeba.zip"]   # kept: --celeba-limit
-    # the demo's own data check (tools/demo.py): inputs present, every photo its lists name, CelebA there
-    demo = runpy.run_path(str(REPO / "tools" / "demo.py"))
-    d = demo["Demo"](demo["parse_args"](["--work", str(tmp_path / "demo"), "--data", str(data)]))
+    # the demo's own data check (mtdnn.demo): inputs present, every photo its lists name, CelebA there
+    d = Demo(FULL, work=tmp_path / "demo", data=data)
     d.check_inputs()
     said = d.write_lists()
     assert said.startswith("8825 LFW photos to align"), said

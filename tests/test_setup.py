@@ -132,7 +132,8 @@ def test_the_repository_installs_in_editable_mode_offline(tmp_path):
     assert pip.endswith("--no-deps --no-build-isolation --no-index -e ."), pip
     before = sorted(REPO.iterdir())  # an in-tree build would leave build/ or mtdnn.egg-info/ here
     prefix = tmp_path / "prefix"
-    out = run([sys.executable, *pip.split()[1:], "--prefix", str(prefix)], cwd=REPO)
+    # --ignore-installed: pip would otherwise uninstall this venv's own editable install first
+    out = run([sys.executable, *pip.split()[1:], "--prefix", str(prefix), "--ignore-installed"], cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert [p.read_text().strip() for p in site.glob("__editable__*.pth")] == [str(REPO)]
@@ -143,3 +144,6 @@ def test_the_repository_installs_in_editable_mode_offline(tmp_path):
     where = run([sys.executable, "-S", "-c", code], cwd=tmp_path)
     assert where.returncode == 0 and where.stdout.strip() == str(REPO / "mtdnn" / "cli.py"), where.stderr[-2000:]
     assert sorted(REPO.iterdir()) == before
+    # and the venv's own install is still there: a tool's import from elsewhere still works
+    own = run([sys.executable, "-c", "import mtdnn; print(mtdnn.__file__)"], cwd=tmp_path)
+    assert own.returncode == 0 and own.stdout.strip() == str(REPO / "mtdnn" / "__init__.py"), own.stderr[-2000:]
