@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import db, manifest
-from .fileio import atomic_write, atomic_write_json, content_key, sha256_file
+from .fileio import atomic_write, atomic_write_json, content_key, read_json, sha256_file
 from .evaluation.features_io import feature_paths, write_names
 from .features import batch_features, input_size
 from .vote import majority_vote, own_predictions
@@ -52,13 +52,8 @@ class LabelError(ValueError):
 def read_meta(model_dir) -> dict:
     """``moon.json`` of a trained run folder (attributes, rates, weights, how it was made)."""
     path = Path(model_dir) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabelError(f"{path}: not found; is {model_dir} a run folder of tools/train_attributes.py "
-                         f"that finished training?") from None
-    except json.JSONDecodeError as e:
-        raise LabelError(f"{path}: not valid JSON ({e})") from None
+    meta = read_json(path, LabelError, missing=f"not found; is {model_dir} a run folder of "
+                                              f"tools/train_attributes.py that finished training?")
     if not isinstance(meta.get("attributes"), list) or not meta["attributes"]:
         raise LabelError(f"{path}: no 'attributes' list")
     return meta
