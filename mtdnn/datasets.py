@@ -24,7 +24,6 @@ from .fileio import read_json
 from .images import scan_images
 from .records import escape_field, read_lines, record_line, unescape_field, write_lines
 
-from .paper import PAPER_ATTRIBUTES  # noqa: F401  (re-exported: callers use datasets.PAPER_ATTRIBUTES)
 
 
 class DatasetError(ValueError):

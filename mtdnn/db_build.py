@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtdnn import datasets, db, manifest
+from mtdnn.paper import PAPER_ATTRIBUTES
 from mtdnn.images import ImageError, load_image
 from mtdnn.records import escape_field, read_failures, write_failures
 from mtdnn.vote import majority_vote
@@ -68,7 +69,7 @@ def load_attributes(options: BuildOptions, samples) -> tuple[np.ndarray | None, 
             raise datasets.DatasetError(f"{options.attributes}: {values.shape[1]} columns but {len(names)} --attribute-names")
         return values, names or [f"attr{k}" for k in range(values.shape[1])]
     if options.celeba_attributes:
-        table = datasets.read_celeba_attributes(options.celeba_attributes).select(names or datasets.PAPER_ATTRIBUTES)
+        table = datasets.read_celeba_attributes(options.celeba_attributes).select(names or PAPER_ATTRIBUTES)
         row = {f: i for i, f in enumerate(table.files)}
         missing = [s.path for s in samples if Path(s.path).name not in row]
         if missing:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from mtdnn import datasets as ds
+from mtdnn.paper import PAPER_ATTRIBUTES
 from mtdnn.images import ImageError, load_image, save_image
 from mtdnn.paths import data_path
 
@@ -113,7 +114,7 @@ def test_image_list_round_trip_with_spaces(tmp_path):
 def test_celeba_real_files():
     attrs = ds.read_celeba_attributes(data_path("celeba", "list_attr_celeba.txt"))
     assert attrs.values.shape == (10000, 40) and len(attrs.names) == 40
-    paper = attrs.select(ds.PAPER_ATTRIBUTES)
+    paper = attrs.select(PAPER_ATTRIBUTES)
     male_rate = (paper.values[:, -1] == 1).mean()
     assert male_rate == pytest.approx(0.422, abs=0.001)  # data README: 42.2 % over these 10,000
     assert attrs.names[23] == "Narrow_Eyes"  # column 24, 1-based

@@ -15,7 +15,7 @@ import pytest
 from mtdnn.netgen.moon import render_moon
 from mtdnn import attribute_labels as al
 from mtdnn import db, manifest
-from mtdnn.datasets import PAPER_ATTRIBUTES
+from mtdnn.paper import PAPER_ATTRIBUTES
 from mtdnn.features import preprocess
 from mtdnn.paths import REPO, data_path
 from mtdnn.vote import majority_vote

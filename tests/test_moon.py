@@ -13,7 +13,7 @@ import pytest
 from mtdnn.netgen.moon import MoonSpec, moon_files, render_moon
 from mtdnn.netgen.spec import GenerateError
 from mtdnn import db, moon
-from mtdnn.datasets import PAPER_ATTRIBUTES
+from mtdnn.paper import PAPER_ATTRIBUTES
 from mtdnn.paths import REPO, data_path
 
 CELEBA = data_path("celeba")
