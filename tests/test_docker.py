@@ -128,7 +128,8 @@ def test_ci_builds_the_gpu_images_for_one_architecture_each():
         assert f'--build-arg "CUDA_ARCH_BIN=${var}"' in BUILD_IMAGES
     ci = (REPO / ".ci" / "run").read_text()
     assert "make ci-images" in ci
-    # issue 21: CI builds the three images
-    assert re.search(r"^CI_IMAGES \?= cpu gpu titan$", MAKEFILE, re.M)
+    # issue 21: CI builds the CPU image and one GPU image (the TITAN one): all three come too close to
+    # the hour (docs/ci.md); the third by hand
+    assert re.search(r"^CI_IMAGES \?= cpu titan$", MAKEFILE, re.M)
     target = re.search(r"^ci-images:.*\n((?:\t.*\n)+)", MAKEFILE, re.M)
     assert target and "docker/build_images.sh" in target.group(1) and "IMAGES_CACHE=0" in target.group(1)
