@@ -153,7 +153,7 @@ ci-titan-build:
 # CI's images (docker/build_images.sh, docs/docker.md): built cold as on a fresh machine (no layer
 # cache), Caffe's CPU gtests of our layer types run inside each build, then the checks inside each
 # image. The GPU images for one architecture each (CUDA 13: sm_90, TITAN: sm_61). CI builds the CPU
-# and the TITAN image, to stay under an hour (with all three .ci/run took 57 min here, a second run was on course for 64, docs/ci.md);
+# and the TITAN image: with all three it came too close to its hour (docs/ci.md has the runs);
 # `make ci-images CI_IMAGES="cpu gpu titan"` builds all three.
 CI_IMAGES ?= cpu titan
 ci-images:

@@ -25,7 +25,6 @@ from .images import scan_images
 from .records import escape_field, read_lines, record_line, unescape_field, write_lines
 
 
-
 class DatasetError(ValueError):
     """Malformed dataset input; the message names the file (and line)."""
 
